@@ -1,0 +1,1 @@
+"""Generators shipped with sds-core."""

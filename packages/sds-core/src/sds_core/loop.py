@@ -1,0 +1,322 @@
+"""The optimisation loop: cameras -> render -> guidance -> loss -> step, with a run folder.
+
+It is seeded, writes metrics.jsonl, preview grids and atomic checkpoints, resumes bit for bit on
+CPU, and on SIGINT or SIGTERM finishes the current step, writes a checkpoint and stops.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sds_core.cameras import CameraSampler
+from sds_core.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from sds_core.errors import ConfigError, RunInterrupted, SdsError
+from sds_core.events import ArtifactWritten, Event, Listener, RunFinished, RunStarted, StepFinished
+from sds_core.imaging import grid, save_image
+from sds_core.plugins import Catalog, load_catalog
+from sds_core.protocols import BuildContext, ExportContext
+from sds_core.resolve import ResolvedConfig, resolve_config
+from sds_core.run import RunFolder
+from sds_core.schedules import learning_rate_factor
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name} was asked for but torch sees no CUDA device; use --device cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ConfigError(f"unknown device {name!r}; accepted: auto, cpu, cuda, cuda:N")
+    return torch.device(name)
+
+
+class _StopFlag:
+    """Set by SIGINT / SIGTERM; a second signal stops at once."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+
+@contextmanager
+def _graceful_signals() -> Iterator[_StopFlag]:
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag.signal is not None:
+            raise KeyboardInterrupt
+        flag.signal = signum
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _versions(resolved: ResolvedConfig) -> dict[str, str]:
+    out = {}
+    for package in ("sds-core", "torch", *sorted({s.provider for s in resolved.specs.values()})):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _optimizer(resolved: ResolvedConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    cfg = resolved.optim
+    for group in groups:
+        group.setdefault("lr", cfg.lr)
+        group["base_lr"] = group["lr"]
+    if cfg.name == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@dataclass
+class Trainer:
+    """One run: builds the components from a resolved config and optimises."""
+
+    resolved: ResolvedConfig
+    prompt: str
+    out_dir: Path
+    device: torch.device
+    listeners: Sequence[Listener] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.folder = RunFolder(Path(self.out_dir))
+        self.total_steps = self.resolved.run.steps
+        seed_everything(self.resolved.run.seed)
+        context = BuildContext(
+            device=self.device, prompt=self.prompt, total_steps=self.total_steps, config=self.resolved.tree
+        )
+        specs, configs = self.resolved.specs, self.resolved.plugin_configs
+        self.guidance = specs["guidance"].build(configs["guidance"], context)
+        context.guidance = self.guidance
+        self.generator = specs["generator"].build(configs["generator"], context).to(self.device)
+        self.loss = specs["loss"].build(configs["loss"], context)
+        self.cameras = CameraSampler(self.resolved.cameras)
+        self.optimizer = _optimizer(self.resolved, self.generator.param_groups())
+        self.step = 0
+
+    # --- events ---------------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+    # --- state ----------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "generator": self.generator.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng_state(),
+            "prompt": self.prompt,
+            "config": self.resolved.tree,
+        }
+
+    def load_state(self, payload: dict[str, Any]) -> None:
+        self.generator.load_state_dict(payload["generator"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        set_rng_state(payload["rng"])
+        self.step = int(payload["step"])
+
+    def save_checkpoint(self) -> Path:
+        state = self.state()
+        path = save_checkpoint(self.folder.last_checkpoint, state)
+        keep = self.resolved.run.keep_every
+        if keep and self.step % keep == 0:
+            save_checkpoint(self.folder.step_checkpoint(self.step), state)
+        self.emit(ArtifactWritten("checkpoint", path, self.step))
+        return path
+
+    def write_config(self) -> None:
+        self.folder.write_config(
+            {
+                "prompt": self.prompt,
+                "seed": self.resolved.run.seed,
+                "preset": self.resolved.preset,
+                "device": str(self.device),
+                "config": self.resolved.tree,
+                "plugins": {
+                    section: {"name": spec.name, "provider": spec.provider, "version": spec.version}
+                    for section, spec in self.resolved.specs.items()
+                },
+                "versions": _versions(self.resolved),
+            }
+        )
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def _set_lr(self) -> float:
+        cfg = self.resolved.optim
+        lr = 0.0
+        for group in self.optimizer.param_groups:
+            factor = learning_rate_factor(
+                self.step, self.total_steps, group["base_lr"], cfg.schedule, cfg.warmup_steps, cfg.lr_init, cfg.lr_final
+            )
+            group["lr"] = group["base_lr"] * factor
+            lr = max(lr, group["lr"])
+        return lr
+
+    def _sync(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def train_step(self) -> StepFinished:
+        lr = self._set_lr()
+        t0 = self._sync()
+        cams = self.cameras.sample().to(self.device)
+        render = self.generator.render(cams, self.step)
+        t1 = self._sync()
+        x = self.guidance.prepare(render)
+        conditioning = self.guidance.condition(cams if self.generator.view_dependent else None, cams.batch_size)
+        out = self.loss(x, self.guidance, conditioning, self.step)
+        regs = self.generator.regularizers(render, cams, self.step)
+        total = out.loss + sum(regs.values(), torch.zeros((), device=out.loss.device))
+        t2 = self._sync()
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        t3 = self._sync()
+        self.optimizer.step()
+        t4 = self._sync()
+        self.step += 1
+        terms = dict(out.terms)
+        terms.update({name: float(value.detach()) for name, value in regs.items()})
+        timings = {"render": t1 - t0, "guidance": t2 - t1, "backward": t3 - t2, "optimizer": t4 - t3}
+        return StepFinished(self.step, self.total_steps, float(total.detach()), terms, out.t, lr, timings, 0.0)
+
+    def write_preview(self) -> Path:
+        cfg = self.resolved.run
+        cams = self.cameras.orbit(cfg.preview_views, elevation=15.0).to(self.device)
+        with torch.no_grad():
+            images = self.generator.preview(cams, self.step)
+            if images.shape[1] != 3:
+                images = self.guidance.decode(images)
+        path = self.folder.previews / f"step-{self.step:06d}.png"
+        save_image(grid(images), path)
+        self.emit(ArtifactWritten("preview", path, self.step))
+        return path
+
+    def export(self) -> list[Path]:
+        context = ExportContext(guidance=self.guidance, camera_sampler=self.cameras, prompt=self.prompt, device=self.device)
+        self.folder.final.mkdir(parents=True, exist_ok=True)
+        self.generator.eval()
+        outputs = [Path(p) for p in self.generator.export(self.folder.final, context)]
+        self.generator.train()
+        for path in outputs:
+            self.emit(ArtifactWritten("final", path, self.step))
+        return outputs
+
+    def run(self) -> list[Path]:
+        """Train from self.step to the end; returns the final artefacts."""
+        cfg = self.resolved.run
+        self.folder.root.mkdir(parents=True, exist_ok=True)
+        if not self.folder.config_path.exists():
+            self.write_config()
+        self.folder.truncate_metrics(self.step)
+        self.emit(RunStarted(self.folder.root, self.step, self.total_steps, str(self.device)))
+        started = time.perf_counter()
+        with _graceful_signals() as stop, self.folder.metrics_path.open("a", encoding="utf-8") as metrics:
+            while self.step < self.total_steps:
+                event = self.train_step()
+                event = StepFinished(**{**event.__dict__, "elapsed": time.perf_counter() - started})
+                if self.step % max(cfg.log_every, 1) == 0 or self.step == self.total_steps:
+                    record = {"step": event.step, "loss": event.loss, **event.terms, "t": event.t, "lr": event.lr}
+                    record.update({f"time_{k}": v for k, v in event.timings.items()})
+                    metrics.write(json.dumps(record) + "\n")
+                    metrics.flush()
+                self.emit(event)
+                if cfg.preview_every and self.step % cfg.preview_every == 0:
+                    self.write_preview()
+                if stop:
+                    path = self.save_checkpoint()
+                    self.emit(RunFinished(self.step, [path], interrupted=True))
+                    raise RunInterrupted(self.step, str(path))
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
+                    self.save_checkpoint()
+        self.save_checkpoint()
+        outputs = self.export()
+        self.emit(RunFinished(self.step, outputs))
+        return outputs
+
+
+def start_run(
+    prompt: str,
+    out_dir: Path,
+    preset: str = "paper",
+    overrides: dict[str, Any] | None = None,
+    names: dict[str, str | None] | None = None,
+    device: str = "auto",
+    listeners: Sequence[Listener] = (),
+    catalog: Catalog | None = None,
+) -> Trainer:
+    """A new run in `out_dir` (which must not hold a run already)."""
+    if not prompt.strip():
+        raise ConfigError("the prompt is empty; pass the text to generate, e.g. \"a red cube\"")
+    folder = RunFolder(Path(out_dir))
+    if folder.config_path.exists():
+        raise ConfigError(f"{out_dir} already holds a run; continue it with `sds resume {out_dir}` or pick another --out")
+    catalog = catalog or load_catalog()
+    resolved = resolve_config(catalog, preset=preset, overrides=overrides, names=names)
+    return Trainer(resolved, prompt, Path(out_dir), resolve_device(device), list(listeners))
+
+
+def resume_run(
+    out_dir: Path,
+    device: str = "auto",
+    listeners: Sequence[Listener] = (),
+    catalog: Catalog | None = None,
+    steps: int | None = None,
+) -> Trainer:
+    """The run in `out_dir`, restored from ckpts/last.pt (or from scratch if none was written)."""
+    folder = RunFolder(Path(out_dir))
+    if not folder.config_path.exists():
+        raise SdsError(f"{out_dir} holds no run (no config.json); start one with `sds generate`")
+    record = folder.read_config()
+    tree = record["config"]
+    if steps is not None:
+        tree = {**tree, "run": {**tree["run"], "steps": steps}}
+    catalog = catalog or load_catalog()
+    names = {section: tree[section]["name"] for section in ("generator", "guidance", "loss")}
+    overrides = {k: {kk: vv for kk, vv in v.items() if kk != "name"} for k, v in tree.items()}
+    resolved = resolve_config(catalog, preset=record.get("preset", "paper"), overrides=overrides, names=names)
+    trainer = Trainer(resolved, record["prompt"], Path(out_dir), resolve_device(device), list(listeners))
+    if folder.last_checkpoint.exists():
+        trainer.load_state(load_checkpoint(folder.last_checkpoint, map_location="cpu"))
+        if steps is not None:
+            trainer.write_config()
+    return trainer
+
+
+def is_finished(out_dir: Path) -> bool:
+    """True when the run in out_dir has written its final checkpoint and artefacts."""
+    folder = RunFolder(Path(out_dir))
+    if not (folder.config_path.exists() and folder.last_checkpoint.exists() and folder.final.exists()):
+        return False
+    total = folder.read_config()["config"]["run"]["steps"]
+    step = load_checkpoint(folder.last_checkpoint)["step"]
+    return bool(step >= total)

@@ -1,0 +1,222 @@
+"""The plugin manager: pluggy hooks, per-kind registries, entry points, blocking, failures.
+
+Load order (DESIGN.md): block the names in $SDS_BLOCK_PLUGINS, load the entry points of group
+`sds`, register the built-ins, `check_pending()`, then call the registration hooks. A duplicate
+name is an error naming both providers; a plugin that fails to import is reported by name and the
+others still load.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Literal
+
+import pluggy
+
+from sds_core import hookspecs
+from sds_core.errors import PluginError
+
+Kind = Literal["generator", "guidance", "loss"]
+KINDS: tuple[Kind, ...] = ("generator", "guidance", "loss")
+BLOCK_ENV = "SDS_BLOCK_PLUGINS"
+ENTRY_POINT_GROUP = "sds"
+BUILTIN_NAME = "core"
+
+_HOOK_OF_KIND = {
+    "generator": "sds_register_generators",
+    "guidance": "sds_register_guidance",
+    "loss": "sds_register_losses",
+}
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """One registered component.
+
+    factory: a callable, or "module:attr" imported only when the component is built; it is
+        called as factory(config, context) with the validated config dataclass and a
+        `sds_core.protocols.BuildContext`.
+    config: the dataclass of the component's options (defaults follow the paper).
+    presets: config-tree overrides by preset name ("paper", "draft"), plus "default" applied
+        whatever the preset; they may touch any section (a generator sets its learning rate).
+    """
+
+    name: str
+    factory: Callable[..., Any] | str
+    config: type
+    description: str
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    provider: str = ""
+    version: str = ""
+
+    def load_factory(self) -> Callable[..., Any]:
+        if callable(self.factory):
+            return self.factory
+        module_name, _, attr = self.factory.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+            return getattr(module, attr)  # type: ignore[no-any-return]
+        except (ImportError, AttributeError) as exc:
+            raise PluginError(
+                f"{self.name!r} from {self.provider} cannot be loaded ({type(exc).__name__}: {exc})"
+            ) from exc
+
+    def build(self, config: Any, context: Any) -> Any:
+        return self.load_factory()(config, context)
+
+
+class Registry:
+    """The components of one kind, by name."""
+
+    def __init__(self, kind: Kind) -> None:
+        self.kind = kind
+        self._specs: dict[str, PluginSpec] = {}
+        self._provider = ("", "")
+
+    def _bind(self, provider: str, version: str) -> None:
+        self._provider = (provider, version)
+
+    def add(self, spec: PluginSpec) -> None:
+        """Register `spec`; a name already taken is an error naming both providers."""
+        provider, version = self._provider
+        spec = PluginSpec(
+            name=spec.name,
+            factory=spec.factory,
+            config=spec.config,
+            description=spec.description,
+            presets=spec.presets,
+            provider=spec.provider or provider,
+            version=spec.version or version,
+        )
+        existing = self._specs.get(spec.name)
+        if existing is not None:
+            raise PluginError(
+                f"{self.kind} {spec.name!r} is registered twice: by {existing.provider} "
+                f"and by {spec.provider}; uninstall one or block it with {BLOCK_ENV}"
+            )
+        self._specs[spec.name] = spec
+
+    def get(self, name: str) -> PluginSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            available = ", ".join(sorted(self._specs)) or "none installed"
+            raise PluginError(f"unknown {self.kind} {name!r}; available: {available}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._specs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def __iter__(self) -> Iterator[PluginSpec]:
+        return iter(self._specs[n] for n in self.names())
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that could not be loaded or could not register."""
+
+    name: str
+    provider: str
+    error: str
+
+
+@dataclass
+class Catalog:
+    """Everything the installed plugins provide."""
+
+    registries: dict[Kind, Registry]
+    failures: list[PluginFailure]
+    manager: pluggy.PluginManager
+
+    def registry(self, kind: Kind) -> Registry:
+        return self.registries[kind]
+
+    def get(self, kind: Kind, name: str) -> PluginSpec:
+        return self.registries[kind].get(name)
+
+
+def blocked_names(environ: Mapping[str, str] | None = None) -> set[str]:
+    """Plugin (entry-point) names listed, comma- or space-separated, in $SDS_BLOCK_PLUGINS."""
+    raw = (environ if environ is not None else os.environ).get(BLOCK_ENV, "")
+    return {part.strip() for part in raw.replace(",", " ").split() if part.strip()}
+
+
+def _distribution_of(ep: EntryPoint) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return (ep.value.split(":")[0].split(".")[0], "")
+    return (dist.metadata["Name"], dist.version)
+
+
+def load_catalog(
+    extra_plugins: Mapping[str, tuple[object, str, str]] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Catalog:
+    """Build the plugin manager and the registries.
+
+    extra_plugins: name -> (plugin object, provider, version), registered like entry points
+        (used by tests and by programs that embed sds).
+    """
+    from sds_core import __version__, builtin
+
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    blocked = blocked_names(environ)
+    for name in blocked:
+        pm.set_blocked(name)
+
+    providers: dict[str, tuple[str, str]] = {}
+    failures: list[PluginFailure] = []
+
+    def register(name: str, plugin: object, provider: str, version: str) -> None:
+        if pm.is_blocked(name):
+            return
+        try:
+            pm.register(plugin, name=name)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the others
+            failures.append(PluginFailure(name, provider, f"{type(exc).__name__}: {exc}"))
+            return
+        providers[name] = (provider, version)
+
+    seen: set[str] = set()
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in seen or pm.is_blocked(ep.name):
+            continue  # the same distribution seen twice on sys.path
+        seen.add(ep.name)
+        provider, version = _distribution_of(ep)
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # noqa: BLE001 - report by name, keep loading the rest
+            failures.append(PluginFailure(ep.name, provider, f"{type(exc).__name__}: {exc}"))
+            continue
+        register(ep.name, plugin, provider, version)
+    for name, (plugin, provider, version) in (extra_plugins or {}).items():
+        register(name, plugin, provider, version)
+    register(BUILTIN_NAME, builtin, "sds-core", __version__)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"a plugin implements an unknown hook: {exc}") from exc
+
+    registries: dict[Kind, Registry] = {kind: Registry(kind) for kind in KINDS}
+    for kind in KINDS:
+        hook = getattr(pm.hook, _HOOK_OF_KIND[kind])
+        # Each implementation is called on its own so that the registry knows which
+        # distribution provides what it adds (for `sds plugins` and duplicate errors).
+        for impl in reversed(hook.get_hookimpls()):
+            provider, version = providers.get(impl.plugin_name, (impl.plugin_name, ""))
+            registry = registries[kind]
+            registry._bind(provider, version)
+            try:
+                impl.function(registry=registry)
+            except PluginError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                failures.append(PluginFailure(impl.plugin_name, provider, f"{type(exc).__name__}: {exc}"))
+    return Catalog(registries=registries, failures=failures, manager=pm)

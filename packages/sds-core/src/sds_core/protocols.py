@@ -1,0 +1,222 @@
+"""The contracts between the toolkit's parts: generators, guidance backends and distillation losses.
+
+One SDS iteration (DESIGN.md):
+
+    CameraSampler -> CameraBatch -> Generator.render -> Render
+      -> Guidance.prepare (resize / VAE-encode) -> DistillationLoss (uses Guidance.predict_noise)
+      -> loss + Generator.regularizers -> backward -> optimiser
+
+Conventions:
+- World frame: z is up; azimuth 0 deg looks at the object from +x (the "front"), azimuth grows
+  counter-clockwise seen from above. Cameras follow OpenGL: they look along their local -z.
+- Images are (B, C, H, W). RGB is in [0, 1]; latents are whatever the guidance's encoder makes.
+
+Torch is imported only for type checking here so that this module stays cheap to import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+Space = Literal["rgb", "latent"]
+ViewLabel = Literal["front", "side", "back", "overhead"]
+
+
+@dataclass
+class CameraBatch:
+    """B pinhole cameras, their light and their view labels (DreamFusion A.2)."""
+
+    c2w: Tensor  # (B, 4, 4) camera-to-world, OpenGL axes
+    focal: Tensor  # (B,) in pixels
+    width: int
+    height: int
+    elevation: Tensor  # (B,) degrees
+    azimuth: Tensor  # (B,) degrees in [0, 360)
+    distance: Tensor  # (B,)
+    light_position: Tensor  # (B, 3) world position of the point light
+    views: list[str] = field(default_factory=list)  # one ViewLabel per camera
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.c2w.shape[0])
+
+    @property
+    def position(self) -> Tensor:
+        return self.c2w[:, :3, 3]
+
+    def to(self, device: torch.device | str) -> CameraBatch:
+        return replace(
+            self,
+            c2w=self.c2w.to(device),
+            focal=self.focal.to(device),
+            elevation=self.elevation.to(device),
+            azimuth=self.azimuth.to(device),
+            distance=self.distance.to(device),
+            light_position=self.light_position.to(device),
+        )
+
+    def with_resolution(self, width: int, height: int) -> CameraBatch:
+        """The same cameras at another image size (focal scales with the width)."""
+        scale = width / self.width
+        return replace(self, width=width, height=height, focal=self.focal * scale)
+
+    def rays(self) -> tuple[Tensor, Tensor]:
+        """World-space ray origins and unit directions through pixel centres, each (B, H, W, 3)."""
+        import torch
+
+        device, dtype = self.c2w.device, self.c2w.dtype
+        j, i = torch.meshgrid(
+            torch.arange(self.height, device=device, dtype=dtype) + 0.5,
+            torch.arange(self.width, device=device, dtype=dtype) + 0.5,
+            indexing="ij",
+        )
+        f = self.focal.view(-1, 1, 1)
+        x = (i - self.width / 2) / f
+        y = -(j - self.height / 2) / f
+        z = -torch.ones_like(x)
+        dirs_cam = torch.stack([x, y, z], dim=-1)  # (B, H, W, 3)
+        rot = self.c2w[:, :3, :3]
+        dirs = torch.einsum("bij,bhwj->bhwi", rot, dirs_cam)
+        dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+        origins = self.position.view(-1, 1, 1, 3).expand_as(dirs)
+        return origins, dirs
+
+
+@dataclass
+class Render:
+    """What a generator hands to the guidance, plus what its regularisers need."""
+
+    image: Tensor  # (B, C, H, W): RGB in [0, 1], or latents when space == "latent"
+    space: Space = "rgb"
+    opacity: Tensor | None = None  # (B, 1, H, W) accumulated alpha, when the generator has one
+    aux: dict[str, Any] = field(default_factory=dict)  # generator-specific (weights, normals, ...)
+
+
+@dataclass
+class NoisePrediction:
+    """The guidance's noise predictions for one batch, before classifier-free guidance.
+
+    `negative` holds extra conditional predictions (K, B, ...) for Perp-Neg, with per-sample
+    weights `negative_weights` (K, B); both are None for plain classifier-free guidance.
+    """
+
+    cond: Tensor
+    uncond: Tensor
+    negative: Tensor | None = None
+    negative_weights: Tensor | None = None
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """A differentiable map from parameters to images: a NeRF, a mesh, a 2D image...
+
+    Implementations are `torch.nn.Module`s; their parameters are optimised by the loop and their
+    `state_dict` is what checkpoints hold.
+    """
+
+    #: whether the rendered view depends on the camera (False for a 2D image); when False the
+    #: guidance gets no view-dependent prompts.
+    view_dependent: bool
+
+    def render(self, cameras: CameraBatch, step: int) -> Render:
+        """Render one image per camera at step `step` (generators anneal and pick shading by step)."""
+        ...
+
+    def regularizers(self, render: Render, cameras: CameraBatch, step: int) -> dict[str, Tensor]:
+        """Weighted regulariser terms for this render; the loop adds them to the loss."""
+        ...
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser parameter groups (each may carry its own `lr`)."""
+        ...
+
+    def preview(self, cameras: CameraBatch, step: int) -> Tensor:
+        """An RGB (B, 3, H, W) picture for preview grids, or a latent render when space is latent."""
+        ...
+
+    def export(self, out_dir: Any, context: ExportContext) -> list[Any]:
+        """Write final artefacts (image.png, mesh.glb, ...) into out_dir; return their paths."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+
+
+@runtime_checkable
+class Guidance(Protocol):
+    """A frozen diffusion prior: it owns its noise schedule, text conditioning and encoder.
+
+    It predicts noise; it does not own the loss.
+    """
+
+    #: "latent" when the model works on latents (SD); "rgb" for pixel models (IF, shapes)
+    space: Space
+    #: the side, in pixels, of the RGB images the model expects (512 for SD, 64 for IF)
+    resolution: int
+    #: latent channels and side for latent models (4 and resolution // 8 for SD); 3 and resolution else
+    channels: int
+    latent_resolution: int
+    #: the classifier-free guidance scale omega this prior wants by default (DreamFusion: 100)
+    default_guidance_scale: float
+    num_train_timesteps: int
+
+    def alphas_cumprod(self) -> Tensor:
+        """alpha-bar_t for t = 0 .. num_train_timesteps - 1 (the VP schedule)."""
+        ...
+
+    def prepare(self, render: Render) -> Tensor:
+        """The render in model space, differentiably: resized RGB in [-1, 1], or latents."""
+        ...
+
+    def decode(self, x: Tensor) -> Tensor:
+        """Model-space x back to RGB in [0, 1] (identity-like for pixel models)."""
+        ...
+
+    def condition(self, cameras: CameraBatch | None, batch_size: int) -> Any:
+        """Text conditioning for a batch: view-dependent when cameras are given."""
+        ...
+
+    def predict_noise(self, x_t: Tensor, t: Tensor, conditioning: Any) -> NoisePrediction:
+        """Noise predictions (conditional and unconditional) for noisy x_t at integer steps t."""
+        ...
+
+
+@dataclass
+class LossOutput:
+    loss: Tensor
+    terms: dict[str, float]
+    t: float  # mean normalised timestep of this batch, for logging
+
+
+@runtime_checkable
+class DistillationLoss(Protocol):
+    """Turns a render (in model space) and a guidance into a scalar loss."""
+
+    def __call__(self, x: Tensor, guidance: Guidance, conditioning: Any, step: int) -> LossOutput: ...
+
+
+@dataclass
+class BuildContext:
+    """What a plugin factory is given besides its own config."""
+
+    device: torch.device
+    prompt: str
+    total_steps: int
+    guidance: Guidance | None = None  # set for generators and losses
+    config: dict[str, Any] = field(default_factory=dict)  # the whole resolved config tree
+
+
+@dataclass
+class ExportContext:
+    """What a generator needs to write its final artefacts."""
+
+    guidance: Guidance
+    camera_sampler: Any  # sds_core.cameras.CameraSampler
+    prompt: str
+    device: torch.device

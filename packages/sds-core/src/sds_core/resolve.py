@@ -1,0 +1,112 @@
+"""Resolving a run's config tree: names, presets, file, --set, then validation. No torch."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from sds_core.config import (
+    CORE_PRESETS,
+    CORE_SECTIONS,
+    CameraConfig,
+    OptimConfig,
+    RunConfig,
+    build_config,
+    check_preset,
+    config_to_dict,
+    deep_merge,
+)
+from sds_core.errors import ConfigError
+from sds_core.plugins import Catalog, Kind, PluginSpec
+
+DEFAULT_NAMES: dict[str, str] = {
+    "generator": "nerf",  # the paper's generator (sds-nerf)
+    "guidance": "shapes",  # the offline default prior (DESIGN.md); pass stable-diffusion etc.
+    "loss": "sds",
+}
+SECTION_KIND: dict[str, Kind] = {"generator": "generator", "guidance": "guidance", "loss": "loss"}
+
+
+@dataclass
+class ResolvedConfig:
+    """A validated config: plugin specs and configs, the core sections, and the JSON tree."""
+
+    preset: str
+    specs: dict[str, PluginSpec]  # section -> spec
+    plugin_configs: dict[str, Any]  # section -> the plugin's config dataclass
+    cameras: CameraConfig
+    optim: OptimConfig
+    run: RunConfig
+    tree: dict[str, Any]
+
+
+def _name_for(section: str, explicit: str | None, overrides: Mapping[str, Any]) -> str:
+    if explicit:
+        return explicit
+    node = overrides.get(section)
+    if isinstance(node, Mapping) and node.get("name"):
+        return str(node["name"])
+    return DEFAULT_NAMES[section]
+
+
+def resolve_config(
+    catalog: Catalog,
+    preset: str = "paper",
+    overrides: Mapping[str, Any] | None = None,
+    names: Mapping[str, str | None] | None = None,
+) -> ResolvedConfig:
+    """Merge, lowest first: core defaults, core preset, then each plugin's "default" and preset
+    overrides (loss, guidance, generator), then `overrides` (config file and --set)."""
+    check_preset(preset)
+    overrides = dict(overrides or {})
+    names = dict(names or {})
+    specs = {
+        section: catalog.get(kind, _name_for(section, names.get(section), overrides))
+        for section, kind in SECTION_KIND.items()
+    }
+    tree: dict[str, Any] = {section: config_to_dict(cls()) for section, cls in CORE_SECTIONS.items()}
+    for section, spec in specs.items():
+        tree[section] = {"name": spec.name, **config_to_dict(spec.config())}
+    tree = deep_merge(tree, CORE_PRESETS.get(preset, {}))
+    for section in ("loss", "guidance", "generator"):
+        spec = specs[section]
+        for key in ("default", preset):
+            patch = spec.presets.get(key, {})
+            unknown = sorted(set(patch) - set(tree))
+            if unknown:
+                raise ConfigError(f"plugin {spec.name!r} has a preset for unknown sections {unknown}")
+            tree = deep_merge(tree, patch)
+    for section, value in overrides.items():
+        if section not in tree:
+            raise ConfigError(f"unknown config section {section!r}; accepted: {', '.join(tree)}")
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config section {section!r} must be a mapping")
+    tree = deep_merge(tree, overrides)
+    for section, spec in specs.items():
+        tree[section]["name"] = spec.name
+
+    plugin_configs = {}
+    for section, spec in specs.items():
+        data = {k: v for k, v in tree[section].items() if k != "name"}
+        plugin_configs[section] = build_config(spec.config, data, section)
+    cameras = build_config(CameraConfig, tree["cameras"], "cameras")
+    optim = build_config(OptimConfig, tree["optim"], "optim")
+    run = build_config(RunConfig, tree["run"], "run")
+    _check_values(cameras, run)
+    final_tree = {section: config_to_dict(cfg) for section, cfg in (("cameras", cameras), ("optim", optim), ("run", run))}
+    for section, cfg in plugin_configs.items():
+        final_tree[section] = {"name": specs[section].name, **config_to_dict(cfg)}
+    ordered = {key: final_tree[key] for key in ("generator", "guidance", "loss", "cameras", "optim", "run")}
+    return ResolvedConfig(preset, specs, plugin_configs, cameras, optim, run, ordered)
+
+
+def _check_values(cameras: CameraConfig, run: RunConfig) -> None:
+    if run.steps < 1:
+        raise ConfigError(f"run.steps must be at least 1, not {run.steps}")
+    for f in fields(RunConfig):
+        value = getattr(run, f.name)
+        if f.name != "seed" and isinstance(value, int) and value < 0:
+            raise ConfigError(f"run.{f.name} must not be negative, not {value}")
+    if cameras.width < 1 or cameras.height < 1 or cameras.batch_size < 1:
+        raise ConfigError("cameras.width, cameras.height and cameras.batch_size must be at least 1")
