@@ -34,4 +34,3 @@ def sds_register_losses(registry: Registry) -> None:
             presets=SDS_PRESETS,
         )
     )
-

@@ -12,7 +12,7 @@ import json
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
@@ -143,9 +143,7 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
             raise ConfigError(f"--set takes key.path=value, got {item!r}")
         parts = key.split(".")
         if parts[0] not in SECTIONS:
-            raise ConfigError(
-                f"--set {key}: the first part must be one of {', '.join(SECTIONS)}, not {parts[0]!r}"
-            )
+            raise ConfigError(f"--set {key}: the first part must be one of {', '.join(SECTIONS)}, not {parts[0]!r}")
         node = tree
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -176,7 +174,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             data = json.loads(text)
     except ConfigError:
         raise
-    except Exception as exc:  # noqa: BLE001 - every parser error becomes one sentence
+    except Exception as exc:
         raise ConfigError(f"config file {path} could not be parsed: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections")
@@ -256,9 +254,7 @@ def build_config(cls: type[T], data: Mapping[str, Any] | None, path: str) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"unknown option {path}.{unknown[0]}; {path} accepts: {', '.join(sorted(fields))}"
-        )
+        raise ConfigError(f"unknown option {path}.{unknown[0]}; {path} accepts: {', '.join(sorted(fields))}")
     kwargs = {key: _coerce(value, hints[key], f"{path}.{key}") for key, value in data.items()}
     return cls(**kwargs)
 

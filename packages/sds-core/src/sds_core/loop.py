@@ -193,7 +193,7 @@ class Trainer:
         render = self.generator.render(cams, self.step)
         t1 = self._sync()
         x = self.guidance.prepare(render)
-        conditioning = self.guidance.condition(cams if self.generator.view_dependent else None, cams.batch_size)
+        conditioning = self.guidance.condition(render, cams if self.generator.view_dependent else None)
         out = self.loss(x, self.guidance, conditioning, self.step)
         regs = self.generator.regularizers(render, cams, self.step)
         total = out.loss + sum(regs.values(), torch.zeros((), device=out.loss.device))
@@ -222,7 +222,9 @@ class Trainer:
         return path
 
     def export(self) -> list[Path]:
-        context = ExportContext(guidance=self.guidance, camera_sampler=self.cameras, prompt=self.prompt, device=self.device)
+        context = ExportContext(
+            guidance=self.guidance, camera_sampler=self.cameras, prompt=self.prompt, device=self.device
+        )
         self.folder.final.mkdir(parents=True, exist_ok=True)
         self.generator.eval()
         outputs = [Path(p) for p in self.generator.export(self.folder.final, context)]
@@ -276,10 +278,12 @@ def start_run(
 ) -> Trainer:
     """A new run in `out_dir` (which must not hold a run already)."""
     if not prompt.strip():
-        raise ConfigError("the prompt is empty; pass the text to generate, e.g. \"a red cube\"")
+        raise ConfigError('the prompt is empty; pass the text to generate, e.g. "a red cube"')
     folder = RunFolder(Path(out_dir))
     if folder.config_path.exists():
-        raise ConfigError(f"{out_dir} already holds a run; continue it with `sds resume {out_dir}` or pick another --out")
+        raise ConfigError(
+            f"{out_dir} already holds a run; continue it with `sds resume {out_dir}` or pick another --out"
+        )
     catalog = catalog or load_catalog()
     resolved = resolve_config(catalog, preset=preset, overrides=overrides, names=names)
     return Trainer(resolved, prompt, Path(out_dir), resolve_device(device), list(listeners))

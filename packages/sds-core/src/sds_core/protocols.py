@@ -94,6 +94,9 @@ class Render:
     image: Tensor  # (B, C, H, W): RGB in [0, 1], or latents when space == "latent"
     space: Space = "rgb"
     opacity: Tensor | None = None  # (B, 1, H, W) accumulated alpha, when the generator has one
+    # the shading mode of each sample ("albedo", "lambertian", "textureless"; sds_core.shading):
+    # real priors ignore it, the exact `shapes` prior matches references shaded the same way
+    shading: list[str] = field(default_factory=list)
     aux: dict[str, Any] = field(default_factory=dict)  # generator-specific (weights, normals, ...)
 
 
@@ -162,6 +165,8 @@ class Guidance(Protocol):
     #: latent channels and side for latent models (4 and resolution // 8 for SD); 3 and resolution else
     channels: int
     latent_resolution: int
+    #: the solid background colour of this prior's world (the `shapes` prior has one), else None;
+    #: read with getattr(guidance, "background", None)
     #: the classifier-free guidance scale omega this prior wants by default (DreamFusion: 100)
     default_guidance_scale: float
     num_train_timesteps: int
@@ -178,8 +183,9 @@ class Guidance(Protocol):
         """Model-space x back to RGB in [0, 1] (identity-like for pixel models)."""
         ...
 
-    def condition(self, cameras: CameraBatch | None, batch_size: int) -> Any:
-        """Text conditioning for a batch: view-dependent when cameras are given."""
+    def condition(self, render: Render, cameras: CameraBatch | None) -> Any:
+        """Conditioning for the batch of `render`: view-dependent prompts when cameras are given
+        (None for generators whose image does not depend on the view)."""
         ...
 
     def predict_noise(self, x_t: Tensor, t: Tensor, conditioning: Any) -> NoisePrediction:
@@ -220,3 +226,6 @@ class ExportContext:
     camera_sampler: Any  # sds_core.cameras.CameraSampler
     prompt: str
     device: torch.device
+    formats: tuple[str, ...] | None = None  # None: every format the generator writes
+    resolution: int | None = None  # e.g. marching-cubes grid size
+    threshold: float | None = None  # e.g. density level of the surface

@@ -94,7 +94,9 @@ def resolve_config(
     optim = build_config(OptimConfig, tree["optim"], "optim")
     run = build_config(RunConfig, tree["run"], "run")
     _check_values(cameras, run)
-    final_tree = {section: config_to_dict(cfg) for section, cfg in (("cameras", cameras), ("optim", optim), ("run", run))}
+    final_tree = {
+        section: config_to_dict(cfg) for section, cfg in (("cameras", cameras), ("optim", optim), ("run", run))
+    }
     for section, cfg in plugin_configs.items():
         final_tree[section] = {"name": specs[section].name, **config_to_dict(cfg)}
     ordered = {key: final_tree[key] for key in ("generator", "guidance", "loss", "cameras", "optim", "run")}

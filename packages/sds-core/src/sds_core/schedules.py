@@ -41,8 +41,8 @@ def sample_timesteps(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Integer timesteps drawn uniformly from [t_min * T, t_max * T] (inclusive)."""
-    low = int(round(bounds[0] * num_train_timesteps))
-    high = int(round(bounds[1] * num_train_timesteps))
+    low = round(bounds[0] * num_train_timesteps)
+    high = round(bounds[1] * num_train_timesteps)
     high = min(max(high, low), num_train_timesteps - 1)
     t = torch.randint(low, high + 1, (batch_size,), generator=generator)
     return t.to(device)

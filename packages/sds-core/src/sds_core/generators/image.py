@@ -42,7 +42,8 @@ class ImageGenerator(nn.Module):
 
     def render(self, cameras: CameraBatch, step: int) -> Render:
         image = self.image().expand(cameras.batch_size, -1, -1, -1)
-        return Render(image=image, space="latent" if self.space == "latent" else "rgb")
+        space = "latent" if self.space == "latent" else "rgb"
+        return Render(image=image, space=space, shading=["albedo"] * cameras.batch_size)
 
     def regularizers(self, render: Render, cameras: CameraBatch, step: int) -> dict[str, Tensor]:
         return {}
