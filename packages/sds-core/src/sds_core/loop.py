@@ -221,9 +221,18 @@ class Trainer:
         self.emit(ArtifactWritten("preview", path, self.step))
         return path
 
-    def export(self) -> list[Path]:
+    def export(
+        self, formats: tuple[str, ...] | None = None, resolution: int | None = None, threshold: float | None = None
+    ) -> list[Path]:
+        """Write the generator's final artefacts into final/ (all formats unless `formats`)."""
         context = ExportContext(
-            guidance=self.guidance, camera_sampler=self.cameras, prompt=self.prompt, device=self.device
+            guidance=self.guidance,
+            camera_sampler=self.cameras,
+            prompt=self.prompt,
+            device=self.device,
+            formats=formats,
+            resolution=resolution,
+            threshold=threshold,
         )
         self.folder.final.mkdir(parents=True, exist_ok=True)
         self.generator.eval()

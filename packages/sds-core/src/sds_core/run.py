@@ -49,14 +49,14 @@ class RunFolder:
         data: dict[str, Any] = json.loads(self.config_path.read_text(encoding="utf-8"))
         return data
 
-    def truncate_metrics(self, before_step: int) -> None:
-        """Drop metric lines of steps >= before_step (they are redone after a resume)."""
+    def truncate_metrics(self, done_steps: int) -> None:
+        """Drop metric lines of steps after `done_steps` (they are redone after a resume)."""
         if not self.metrics_path.exists():
             return
         kept = []
         for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
             try:
-                if json.loads(line)["step"] < before_step:
+                if json.loads(line)["step"] <= done_steps:
                     kept.append(line)
             except (json.JSONDecodeError, KeyError):
                 continue  # a line cut short by a crash

@@ -1,0 +1,1 @@
+"""sds-cli: the `sds` command."""

@@ -1,0 +1,138 @@
+"""The `sds` command. Heavy modules (torch, the loop) are imported inside commands only, so
+that `sds --help` and `sds plugins` stay fast."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sds_cli.commands.plugins import plugins_command
+from sds_cli.errors import EXIT_INTERRUPTED, fail, user_errors
+
+app = typer.Typer(
+    name="sds",
+    help="Text-to-3D (and text-to-anything-differentiable) through Score Distillation Sampling.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("plugins")(plugins_command)
+
+Preset = Annotated[str, typer.Option("--preset", help="paper (DreamFusion's settings) or draft (fast on a CPU).")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+
+
+def _slug(prompt: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")
+    return slug[:48] or "run"
+
+
+def _default_out(prompt: str) -> Path:
+    base = Path("runs") / _slug(prompt)
+    candidate, n = base, 1
+    while (candidate / "config.json").exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def _run_and_report(trainer: object, progress: object) -> None:
+    from sds_core.errors import RunInterrupted
+
+    try:
+        outputs = trainer.run()  # type: ignore[attr-defined]
+    except RunInterrupted as exc:
+        progress.close()  # type: ignore[attr-defined]
+        out = trainer.folder.root  # type: ignore[attr-defined]
+        raise fail(f"{exc}; continue with `sds resume {out}`", EXIT_INTERRUPTED) from None
+    progress.summary(outputs)  # type: ignore[attr-defined]
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help='What to make, e.g. "a red cube".')],
+    generator: Annotated[str | None, typer.Option(help="Generator plugin (default: nerf).")] = None,
+    guidance: Annotated[str | None, typer.Option(help="Guidance plugin (default: shapes, the offline prior).")] = None,
+    loss: Annotated[str | None, typer.Option(help="Distillation loss plugin (default: sds).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimisation steps (overrides run.steps).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (overrides run.seed).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default: runs/<prompt>).")] = None,
+    preset: Preset = "paper",
+    device: Device = "auto",
+    config: Annotated[Path | None, typer.Option(help="Config file (JSON, TOML or YAML) of sections.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override one option: key.path=value (repeatable).")
+    ] = None,
+) -> None:
+    """Optimise a generator so that its renders score well under a diffusion prior."""
+    with user_errors():
+        from sds_cli.progress import RunProgress
+        from sds_core.config import deep_merge, load_config_file, parse_sets
+        from sds_core.loop import start_run
+
+        overrides = load_config_file(config) if config else {}
+        overrides = deep_merge(overrides, parse_sets(set_ or []))
+        run_overrides = {k: v for k, v in (("steps", steps), ("seed", seed)) if v is not None}
+        if run_overrides:
+            overrides = deep_merge(overrides, {"run": run_overrides})
+        names = {"generator": generator, "guidance": guidance, "loss": loss}
+        progress = RunProgress()
+        trainer = start_run(prompt, out or _default_out(prompt), preset, overrides, names, device, listeners=[progress])
+        _run_and_report(trainer, progress)
+
+
+@app.command()
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `sds generate`.")],
+    device: Device = "auto",
+    steps: Annotated[int | None, typer.Option(help="Change the run's total number of steps.")] = None,
+) -> None:
+    """Continue a run from its last checkpoint (bit for bit on CPU)."""
+    with user_errors():
+        from sds_cli.progress import RunProgress
+        from sds_core.loop import resume_run
+
+        progress = RunProgress()
+        trainer = resume_run(run_dir, device, listeners=[progress], steps=steps)
+        if trainer.step >= trainer.total_steps and (run_dir / "final").exists():
+            progress.console.print(f"{run_dir} is already finished ({trainer.step} steps).")
+            return
+        _run_and_report(trainer, progress)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder with ckpts/last.pt.")],
+    format_: Annotated[
+        str | None, typer.Option("--format", help="Comma-separated: glb,obj,ply,mp4,gif,png (default: all).")
+    ] = None,
+    resolution: Annotated[int | None, typer.Option(help="Marching-cubes grid size.")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Density level of the surface.")] = None,
+    device: Device = "auto",
+) -> None:
+    """Rebuild the final artefacts (mesh, video, image) of a run from its checkpoint."""
+    with user_errors():
+        from sds_cli.progress import RunProgress
+        from sds_core.errors import SdsError
+        from sds_core.loop import resume_run
+
+        if not (run_dir / "ckpts" / "last.pt").exists():
+            raise SdsError(f"{run_dir} has no checkpoint (ckpts/last.pt) to export from")
+        formats = tuple(f.strip().lower() for f in format_.split(",") if f.strip()) if format_ else None
+        progress = RunProgress()
+        progress.out_dir = run_dir
+        trainer = resume_run(run_dir, device)
+        outputs = trainer.export(formats=formats, resolution=resolution, threshold=threshold)
+        progress.summary(outputs, title="exported")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

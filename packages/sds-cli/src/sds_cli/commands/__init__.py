@@ -1,0 +1,1 @@
+"""Commands of `sds` that live in their own modules."""
