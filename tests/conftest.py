@@ -104,15 +104,17 @@ def install_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
     monkeypatch.syspath_prepend(str(site))
     modules: list[str] = []
 
-    def install(dist: str, module: str, code: str, entry_name: str | None = None) -> None:
+    def install(dist: str, module: str, code: str, entry_name: str | None = None, attr: str = "") -> None:
         (site / f"{module}.py").write_text(textwrap.dedent(code), encoding="utf-8")
         info = site / f"{dist.replace('-', '_')}-0.1.0.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1.0\n", encoding="utf-8")
-        (info / "entry_points.txt").write_text(f"[sds]\n{entry_name or dist} = {module}\n", encoding="utf-8")
+        value = f"{module}:{attr}" if attr else module
+        (info / "entry_points.txt").write_text(f"[sds]\n{entry_name or dist} = {value}\n", encoding="utf-8")
         modules.append(module)
         importlib.invalidate_caches()
 
+    install.site = site  # type: ignore[attr-defined]
     yield install
     for module in modules:
         sys.modules.pop(module, None)

@@ -34,7 +34,7 @@ class RunProgress:
     """
 
     def __init__(self, console: Console | None = None, plain_every: int = 50) -> None:
-        self.console = console or Console()
+        self.console = console or Console(soft_wrap=True)
         self.plain_every = max(plain_every, 1)
         self.progress: Progress | None = None
         self.task: Any = None
@@ -115,8 +115,8 @@ class RunProgress:
     def summary(self, outputs: list[Path], title: str = "done") -> None:
         """The final panel: every file the run wrote that a person would open."""
         table = Table.grid(padding=(0, 2))
-        table.add_column(style="bold")
-        table.add_column()
+        table.add_column(style="bold", no_wrap=True)
+        table.add_column(overflow="fold")
         for path in outputs:
             table.add_row("final", str(path))
         if self.out_dir is not None:

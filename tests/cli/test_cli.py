@@ -1,0 +1,156 @@
+"""The `sds` command, driven through Typer's CliRunner and, for signals, a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("typer")
+from typer.testing import CliRunner  # noqa: E402
+
+from sds_cli.app import app  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+TARGET_PLUGIN = "from tests.conftest import TargetPlugin\nplugin = TargetPlugin()\n"
+VOXELS = """
+from dataclasses import dataclass
+from sds_core.hookspecs import hookimpl
+from sds_core.plugins import PluginSpec
+
+@dataclass
+class VoxelConfig:
+    size: int = 16
+
+@hookimpl
+def sds_register_generators(registry):
+    registry.add(PluginSpec("voxels", "throwaway:nothing", VoxelConfig, "A throwaway voxel generator."))
+"""
+IMAGE_RUN = ["--generator", "image", "--guidance", "target", "--preset", "draft", "--device", "cpu"]
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def target(install_entry_point):
+    install_entry_point("sds-target", "sds_target_plugin", TARGET_PLUGIN, attr="plugin")
+    return install_entry_point
+
+
+def test_plugins_lists_an_entry_point_plugin(runner, install_entry_point) -> None:
+    install_entry_point("throwaway-voxels", "throwaway_voxels", VOXELS)
+    result = runner.invoke(app, ["plugins", "--json"])
+    assert result.exit_code == 0, result.output
+    listing = json.loads(result.stdout)
+    assert set(listing) >= {"generator", "guidance", "loss"}
+    assert {
+        "name": "voxels",
+        "package": "throwaway-voxels",
+        "version": "0.1.0",
+        "description": "A throwaway voxel generator.",
+    } in listing["generator"]
+    assert any(item["name"] == "sds" and item["package"] == "sds-core" for item in listing["loss"])
+    table = runner.invoke(app, ["plugins"])
+    assert table.exit_code == 0 and "voxels" in table.stdout and "throwaway-voxels" in table.stdout
+
+
+def test_duplicate_plugin_fails_naming_both_providers(runner, install_entry_point) -> None:
+    install_entry_point("voxels-a", "voxels_a", VOXELS)
+    install_entry_point("voxels-b", "voxels_b", VOXELS)
+    result = runner.invoke(app, ["plugins"])
+    assert result.exit_code == 2
+    assert "voxels-a" in result.stderr and "voxels-b" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_unknown_plugin_is_one_sentence_and_exit_2(runner, target, tmp_path) -> None:
+    result = runner.invoke(app, ["generate", "x", "--generator", "image", "--guidance", "no-such-backend"])
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert "no-such-backend" in lines[0] and "available:" in lines[0] and "target" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_bad_set_value_is_exit_2(runner, target, tmp_path) -> None:
+    result = runner.invoke(app, ["generate", "x", *IMAGE_RUN, "--out", str(tmp_path / "r"), "--set", "run.steps=many"])
+    assert result.exit_code == 2 and "run.steps must be a whole number" in result.stderr
+    result = runner.invoke(app, ["generate", "x", *IMAGE_RUN, "--out", str(tmp_path / "r"), "--preset", "fast"])
+    assert result.exit_code == 2 and "unknown preset 'fast'" in result.stderr
+
+
+def test_generate_resume_and_export(runner, target, tmp_path) -> None:
+    out = tmp_path / "run"
+    args = ["generate", "a red cube", *IMAGE_RUN, "--out", str(out), "--steps", "6", "--set", "run.preview_every=3"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "step 6/6" in result.stdout  # plain progress when not on a terminal
+    assert "image.png" in result.stdout and "metrics.jsonl" in result.stdout  # the final panel
+    assert (out / "final" / "image.png").exists() and (out / "previews" / "step-000006.png").exists()
+
+    again = runner.invoke(app, ["resume", str(out), "--device", "cpu"])
+    assert again.exit_code == 0 and "already finished" in again.stdout
+    longer = runner.invoke(app, ["resume", str(out), "--device", "cpu", "--steps", "9"])
+    assert longer.exit_code == 0, longer.output
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 9
+
+    (out / "final" / "image.png").unlink()
+    exported = runner.invoke(app, ["export", str(out), "--device", "cpu"])
+    assert exported.exit_code == 0, exported.output
+    assert (out / "final" / "image.png").exists()
+    missing = runner.invoke(app, ["export", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "no checkpoint" in missing.stderr
+
+
+def _env_with(site: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO), env.get("PYTHONPATH", "")])
+    return env
+
+
+def test_help_and_plugins_do_not_import_torch(target) -> None:
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from sds_cli.app import app\n"
+        "for args in (['--help'], ['plugins'], ['plugins', '--json']):\n"
+        "    result = CliRunner().invoke(app, args)\n"
+        "    assert result.exit_code == 0, result.output\n"
+        "print(sorted(m for m in ('torch', 'diffusers', 'nerfacc', 'transformers') if m in sys.modules))\n"
+    )
+    # The test plugin itself imports torch (it is a guidance); list only real installed plugins here.
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_sigterm_writes_a_checkpoint_and_the_run_resumes(target, tmp_path) -> None:
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "sds_cli.app", "generate", "x", *IMAGE_RUN, "--out", str(out), "--steps", "100000"]
+    cmd += ["--set", "run.preview_every=0", "--set", "run.checkpoint_every=0"]
+    proc = subprocess.Popen(cmd, env=_env_with(target.site), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (out / "metrics.jsonl").exists() or (out / "metrics.jsonl").stat().st_size == 0:
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "checkpoint written" in stderr and "sds resume" in stderr and "Traceback" not in stderr
+    assert (out / "ckpts" / "last.pt").exists()
+    done = len((out / "metrics.jsonl").read_text().splitlines())
+    resume = [sys.executable, "-m", "sds_cli.app", "resume", str(out), "--device", "cpu", "--steps", str(done + 3)]
+    finished = subprocess.run(resume, env=_env_with(target.site), capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    assert f"resumed at step {done}" in finished.stdout
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, done + 4))
