@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("typer")
-from typer.testing import CliRunner  # noqa: E402
+from typer.testing import CliRunner
 
-from sds_cli.app import app  # noqa: E402
+from sds_cli.app import app
 
 REPO = Path(__file__).resolve().parents[2]
 TARGET_PLUGIN = "from tests.conftest import TargetPlugin\nplugin = TargetPlugin()\n"
@@ -143,7 +143,7 @@ def test_sigterm_writes_a_checkpoint_and_the_run_resumes(target, tmp_path) -> No
         assert time.time() < deadline and proc.poll() is None, proc.communicate()
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=60)
+    _stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "checkpoint written" in stderr and "sds resume" in stderr and "Traceback" not in stderr
     assert (out / "ckpts" / "last.pt").exists()
@@ -154,3 +154,40 @@ def test_sigterm_writes_a_checkpoint_and_the_run_resumes(target, tmp_path) -> No
     assert f"resumed at step {done}" in finished.stdout
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, done + 4))
+
+
+def test_batch_resumes_where_it_stopped(target, tmp_path) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# three runs\nfirst thing\nsecond thing\n\nthird thing\n")
+    out = tmp_path / "batch"
+    cmd = [sys.executable, "-m", "sds_cli.app", "batch", str(prompts), "--out", str(out), *IMAGE_RUN]
+    cmd += ["--steps", "400", "--set", "run.preview_every=0", "--set", "run.checkpoint_every=20"]
+    proc = subprocess.Popen(cmd, env=_env_with(target.site), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = out / "000-first-thing" / "seed-0"
+    second_metrics = out / "001-second-thing" / "seed-0" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (second_metrics.exists() and len(second_metrics.read_text().splitlines()) > 30):
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "run the same command again" in stderr
+    first_ckpt = (first / "ckpts" / "last.pt").stat().st_mtime_ns
+
+    again = subprocess.run(cmd, env=_env_with(target.site), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads((out / "batch.json").read_text())
+    assert [r["status"] for r in summary["runs"]] == ["skipped", "resumed", "finished"]
+    assert (first / "ckpts" / "last.pt").stat().st_mtime_ns == first_ckpt  # not redone
+    for name in ("000-first-thing", "001-second-thing", "002-third-thing"):
+        steps = [
+            json.loads(line)["step"] for line in (out / name / "seed-0" / "metrics.jsonl").read_text().splitlines()
+        ]
+        assert steps == list(range(1, 401))
+        assert (out / name / "seed-0" / "final" / "image.png").exists()
+
+
+def test_batch_reports_a_missing_prompts_file(runner, tmp_path) -> None:
+    result = runner.invoke(app, ["batch", str(tmp_path / "none.txt")])
+    assert result.exit_code == 2 and "does not exist" in result.stderr

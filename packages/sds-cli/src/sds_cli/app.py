@@ -39,6 +39,16 @@ def _default_out(prompt: str) -> Path:
     return candidate
 
 
+def _overrides(config: Path | None, sets: list[str] | None, steps: int | None, seed: int | None) -> dict:
+    """The config tree given on the command line: --config, then --set, then --steps / --seed."""
+    from sds_core.config import deep_merge, load_config_file, parse_sets
+
+    overrides = load_config_file(config) if config else {}
+    overrides = deep_merge(overrides, parse_sets(sets or []))
+    run_overrides = {k: v for k, v in (("steps", steps), ("seed", seed)) if v is not None}
+    return deep_merge(overrides, {"run": run_overrides}) if run_overrides else overrides
+
+
 def _run_and_report(trainer: object, progress: object) -> None:
     from sds_core.errors import RunInterrupted
 
@@ -70,14 +80,9 @@ def generate(
     """Optimise a generator so that its renders score well under a diffusion prior."""
     with user_errors():
         from sds_cli.progress import RunProgress
-        from sds_core.config import deep_merge, load_config_file, parse_sets
         from sds_core.loop import start_run
 
-        overrides = load_config_file(config) if config else {}
-        overrides = deep_merge(overrides, parse_sets(set_ or []))
-        run_overrides = {k: v for k, v in (("steps", steps), ("seed", seed)) if v is not None}
-        if run_overrides:
-            overrides = deep_merge(overrides, {"run": run_overrides})
+        overrides = _overrides(config, set_, steps, seed)
         names = {"generator": generator, "guidance": guidance, "loss": loss}
         progress = RunProgress()
         trainer = start_run(prompt, out or _default_out(prompt), preset, overrides, names, device, listeners=[progress])
@@ -127,6 +132,54 @@ def export(
         trainer = resume_run(run_dir, device)
         outputs = trainer.export(formats=formats, resolution=resolution, threshold=threshold)
         progress.summary(outputs, title="exported")
+
+
+@app.command()
+def batch(
+    prompts_file: Annotated[Path, typer.Argument(help="A text file, one prompt a line (# comments).")],
+    seeds: Annotated[int, typer.Option(help="Runs per prompt, with seeds run.seed, run.seed + 1, ...")] = 1,
+    out: Annotated[Path, typer.Option(help="Folder of the batch: one run folder per prompt and seed.")] = Path(
+        "runs/batch"
+    ),
+    generator: Annotated[str | None, typer.Option(help="Generator plugin (default: nerf).")] = None,
+    guidance: Annotated[str | None, typer.Option(help="Guidance plugin (default: shapes).")] = None,
+    loss: Annotated[str | None, typer.Option(help="Distillation loss plugin (default: sds).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimisation steps of each run.")] = None,
+    seed: Annotated[int | None, typer.Option(help="First seed.")] = None,
+    preset: Preset = "paper",
+    device: Device = "auto",
+    config: Annotated[Path | None, typer.Option(help="Config file applied to every run.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="key.path=value for every run.")] = None,
+) -> None:
+    """Run a list of prompts; finished runs are skipped, so a crashed batch resumes where it stopped."""
+    with user_errors():
+        from rich.console import Console
+
+        from sds_cli.batch import plan_jobs, read_prompts, run_job, write_summary
+        from sds_cli.progress import RunProgress, batch_table
+        from sds_core.plugins import load_catalog
+
+        overrides = _overrides(config, set_, steps, seed)
+        names = {"generator": generator, "guidance": guidance, "loss": loss}
+        jobs = plan_jobs(read_prompts(prompts_file), seeds, out, preset, overrides, names, device)
+        catalog = load_catalog()
+        results = []
+        for index, job in enumerate(jobs, 1):
+            progress = RunProgress()
+            progress.console.print(f"[bold]run {index}/{len(jobs)}[/]: {job.prompt!r} seed {job.seed}")
+            result = run_job(job, [progress], catalog)
+            progress.close()
+            results.append(result)
+            write_summary(out / "batch.json", results)
+            if result.status == "interrupted":
+                break
+        console = Console(soft_wrap=True)
+        console.print(batch_table(results))
+        console.print(f"summary written to {out / 'batch.json'}")
+        if any(r.status == "interrupted" for r in results):
+            raise fail(f"batch interrupted; run the same command again to continue in {out}", EXIT_INTERRUPTED)
+        if any(r.status == "failed" for r in results):
+            raise typer.Exit(1)
 
 
 def main() -> None:

@@ -130,3 +130,15 @@ class RunProgress:
                 if path.exists():
                     table.add_row(label, str(path))
         self.console.print(Panel(table, title=title, expand=False))
+
+
+def batch_table(results: list[Any]) -> Table:
+    """One row per run of a batch: status, steps, time, and the reason of a failure."""
+    table = Table(title="batch")
+    for column in ("prompt", "seed", "status", "steps", "seconds", "node", "error"):
+        table.add_column(column, overflow="fold")
+    styles = {"failed": "red", "interrupted": "yellow", "skipped": "dim"}
+    for r in results:
+        status = f"[{styles[r.status]}]{r.status}[/]" if r.status in styles else r.status
+        table.add_row(r.prompt, str(r.seed), status, str(r.steps), f"{r.seconds:.1f}", r.node, r.error)
+    return table
