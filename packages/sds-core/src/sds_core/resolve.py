@@ -86,7 +86,7 @@ def resolve_config(
     for section, spec in specs.items():
         tree[section]["name"] = spec.name
 
-    plugin_configs = {}
+    plugin_configs: dict[str, Any] = {}
     for section, spec in specs.items():
         data = {k: v for k, v in tree[section].items() if k != "name"}
         plugin_configs[section] = build_config(spec.config, data, section)

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from sds_core.generators.image_config import ImageConfig
 from sds_core.imaging import save_image
-from sds_core.protocols import BuildContext, CameraBatch, ExportContext, Render
+from sds_core.protocols import BuildContext, CameraBatch, ExportContext, Render, Space
 
 
 class ImageGenerator(nn.Module):
@@ -42,7 +42,7 @@ class ImageGenerator(nn.Module):
 
     def render(self, cameras: CameraBatch, step: int) -> Render:
         image = self.image().expand(cameras.batch_size, -1, -1, -1)
-        space = "latent" if self.space == "latent" else "rgb"
+        space: Space = "latent" if self.space == "latent" else "rgb"
         return Render(image=image, space=space, shading=["albedo"] * cameras.batch_size)
 
     def regularizers(self, render: Render, cameras: CameraBatch, step: int) -> dict[str, Tensor]:
