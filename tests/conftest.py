@@ -6,6 +6,7 @@ Only torch, pluggy and sds_core here, so that the core's tests run with sds-core
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
@@ -14,6 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
+
+# Before anything imports huggingface_hub (it reads this once): no test reaches a model hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 from sds_core.hookspecs import hookimpl
 from sds_core.plugins import Catalog, PluginSpec, load_catalog

@@ -138,8 +138,12 @@ class Generator(Protocol):
         """Optimiser parameter groups (each may carry its own `lr`)."""
         ...
 
-    def preview(self, cameras: CameraBatch, step: int) -> Tensor:
-        """An RGB (B, 3, H, W) picture for preview grids, or a latent render when space is latent."""
+    def preview(self, cameras: CameraBatch, step: int, shading: str | None = None) -> Tensor:
+        """A (B, 3, H, W) RGB picture without gradients (latents when the space is latent).
+
+        shading: None for the generator's usual look, or one of sds_core.shading.SHADING_MODES
+        (evaluation renders "textureless" views); a generator that cannot honour it raises ValueError.
+        """
         ...
 
     def export(self, out_dir: Any, context: ExportContext) -> list[Any]:

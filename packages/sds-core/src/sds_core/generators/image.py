@@ -51,7 +51,9 @@ class ImageGenerator(nn.Module):
     def param_groups(self) -> list[dict[str, Any]]:
         return [{"params": [self.param]}]
 
-    def preview(self, cameras: CameraBatch, step: int) -> Tensor:
+    def preview(self, cameras: CameraBatch, step: int, shading: str | None = None) -> Tensor:
+        if shading not in (None, "albedo"):
+            raise ValueError(f"a 2D image has no {shading} shading")
         return self.image().detach()
 
     def export(self, out_dir: Any, context: ExportContext) -> list[Any]:
