@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from sds_cli.commands.evaluate import eval_app
 from sds_cli.commands.plugins import plugins_command
 from sds_cli.errors import EXIT_INTERRUPTED, fail, user_errors
 
@@ -20,6 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("plugins")(plugins_command)
+app.add_typer(eval_app, name="eval")
 
 Preset = Annotated[str, typer.Option("--preset", help="paper (DreamFusion's settings) or draft (fast on a CPU).")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]

@@ -1,0 +1,84 @@
+"""`sds eval ...`: CLIP R-Precision (DreamFusion Table 1) and shapes-world geometry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sds_cli.errors import user_errors
+
+eval_app = typer.Typer(help="Evaluate finished runs.", no_args_is_help=True)
+Runs = Annotated[list[Path], typer.Argument(help="Run folders written by `sds generate` or `sds batch`.")]
+
+
+def _require_eval() -> None:
+    import importlib.util
+
+    from sds_core.errors import SdsError
+
+    if importlib.util.find_spec("sds_eval") is None:
+        raise SdsError("sds eval needs the sds-eval package; install it with `pip install ./packages/sds-eval`")
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def r_precision_table(report: dict[str, Any]) -> Table:
+    """Rows per run, then the aggregate and DreamFusion's Table 1; colour and geometry per model."""
+    models = list(report["r_precision"])
+    table = Table(title=f"CLIP R-Precision (%), {report['captions']} captions, {report['views']} views per run")
+    table.add_column("run", overflow="fold")
+    for model in models:
+        short = model.rstrip("/").split("/")[-1]
+        table.add_column(f"{short} colour", justify="right")
+        table.add_column(f"{short} geo", justify="right")
+    for entry in report["runs"]:
+        cells = [_pct(entry["r_precision"][m][mode]) for m in models for mode in ("color", "geometry")]
+        table.add_row(f"{entry['run']}\n[dim]{entry['prompt']}[/]", *cells)
+    table.add_row(
+        "[bold]all runs[/]",
+        *[f"[bold]{_pct(report['r_precision'][m][mode])}[/]" for m in models for mode in ("color", "geometry")],
+    )
+    paper = report.get("table1_dreamfusion", {})
+    if paper:
+        cells = [f"{paper[m][key]:.1f}" if m in paper else "" for m in models for key in ("color", "geometry")]
+        table.add_row("[italic]DreamFusion, Table 1[/]", *cells)
+    return table
+
+
+@eval_app.command("clip-r-precision")
+def clip_r_precision_command(
+    runs: Runs,
+    clip: Annotated[list[str] | None, typer.Option("--clip", help="CLIP hub id or folder (repeatable).")] = None,
+    views: Annotated[int, typer.Option(help="Azimuths per run, at 30 degrees elevation.")] = 8,
+    prompts: Annotated[Path | None, typer.Option(help="Distractor captions (default: the 153 COCO captions).")] = None,
+    resolution: Annotated[int, typer.Option(help="Side of the evaluation renders, in pixels.")] = 128,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """R-Precision of each run's colour and textureless renders against the caption set."""
+    with user_errors():
+        _require_eval()
+        from sds_eval.evaluate import clip_r_precision
+
+        from sds_core.errors import SdsError
+
+        for run in runs:
+            if not (run / "ckpts" / "last.pt").exists():
+                raise SdsError(f"{run} has no checkpoint (ckpts/last.pt) to evaluate")
+        if prompts is not None and not prompts.is_file():
+            raise SdsError(f"prompts file {prompts} does not exist")
+        models = clip or ["openai/clip-vit-base-patch32"]
+        report = clip_r_precision(runs, models, views, prompts, resolution, device)
+    Console(soft_wrap=True).print(r_precision_table(report))
+    if json_path is not None:
+        from sds_core.imaging import atomic_write_bytes
+
+        atomic_write_bytes(json_path, (json.dumps(report, indent=2) + "\n").encode("utf-8"))
+        typer.echo(f"report written to {json_path}")

@@ -1,0 +1,40 @@
+"""`sds eval clip-r-precision` end to end: a real run, a tiny CLIP folder, a table and JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("typer")
+pytest.importorskip("sds_eval")
+from typer.testing import CliRunner
+
+from sds_cli.app import app
+from tests.cli.test_cli import IMAGE_RUN, TARGET_PLUGIN
+from tests.eval.test_eval import _tiny_clip
+
+
+def test_eval_clip_r_precision_command(install_entry_point, tmp_path) -> None:
+    install_entry_point("sds-target", "sds_target_plugin", TARGET_PLUGIN, attr="plugin")
+    runner = CliRunner()
+    runs = []
+    for prompt in ("A blue bicycle parked by a metal gate.", "a red cube"):
+        out = tmp_path / prompt[:6].replace(" ", "-")
+        result = runner.invoke(app, ["generate", prompt, *IMAGE_RUN, "--out", str(out), "--steps", "2"])
+        assert result.exit_code == 0, result.output
+        runs.append(str(out))
+    clip_dir = tmp_path / "clip"
+    _tiny_clip(clip_dir)
+    report_path = tmp_path / "report.json"
+    args = ["eval", "clip-r-precision", *runs, "--clip", str(clip_dir), "--views", "3", "--resolution", "16"]
+    result = runner.invoke(app, [*args, "--json", str(report_path), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "CLIP R-Precision" in result.stdout and "all runs" in result.stdout
+    report = json.loads(report_path.read_text())
+    assert report["captions"] == 154  # the 153, plus "a red cube."
+    assert set(report["r_precision"][str(clip_dir)]) == {"color", "geometry"}
+    assert [r["prompt"] for r in report["runs"]] == ["A blue bicycle parked by a metal gate.", "a red cube"]
+
+    missing = runner.invoke(app, ["eval", "clip-r-precision", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "no checkpoint" in missing.stderr
