@@ -1,0 +1,134 @@
+"""What the diffusers backends share: loading with clear errors, dtypes, devices, eps from the output."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor
+
+from sds_core.errors import ConfigError, SdsError
+
+T = TypeVar("T")
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """ "auto": float16 on CUDA, float32 elsewhere (half precision is slow or missing on CPU)."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+    if device.type == "cpu" and dtype == torch.float16:
+        raise ConfigError("guidance.dtype=float16 is not supported on CPU; use float32 or bfloat16")
+    return dtype
+
+
+def load_component(model: str, what: str, loader: Callable[[], T]) -> T:
+    """Run `loader` (a from_pretrained call), turning a missing model into one clear sentence."""
+    try:
+        return loader()
+    except (OSError, ValueError) as exc:  # huggingface_hub's errors are OSError / ValueError subclasses
+        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+        path = Path(model).expanduser()
+        if isinstance(exc, GatedRepoError):
+            raise SdsError(
+                f"{model} is gated on the model hub; accept its licence and log in (`hf auth login`)"
+            ) from exc
+        if isinstance(exc, RepositoryNotFoundError):
+            raise SdsError(f"there is no model {model} on the model hub; pass a hub id or a local folder") from exc
+        if path.is_dir():
+            raise SdsError(f"{model} is not a complete {what} folder ({type(exc).__name__}: {exc})") from exc
+        if path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1:
+            raise SdsError(f"the folder {model} does not exist; pass a diffusers {what} folder") from exc
+        raise SdsError(
+            f"the weights of {model} are not on this machine and the model hub cannot be reached; "
+            f"download them where it can (e.g. `hf download {model}`) and pass the folder with "
+            f"--set guidance.model=/path/to/folder"
+        ) from exc
+
+
+def hub_kwargs(variant: str | None, revision: str | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if variant:
+        kwargs["variant"] = variant
+    if revision:
+        kwargs["revision"] = revision
+    return kwargs
+
+
+def setup_attention(unet: Any, slicing: bool) -> None:
+    """Scaled-dot-product attention (torch's fused kernels), or sliced attention for low memory."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    if slicing:
+        unet.set_attention_slice("auto")
+    else:
+        unet.set_attn_processor(AttnProcessor2_0())
+
+
+def freeze(*modules: Any) -> None:
+    for module in modules:
+        if module is not None:
+            module.requires_grad_(False)
+            module.eval()
+
+
+def place(modules: Sequence[Any], device: torch.device, dtype: torch.dtype, offload: bool) -> None:
+    """Move modules to the device, or (CUDA and `offload`) chain accelerate's CPU-offload hooks."""
+    if offload and device.type == "cuda":
+        try:
+            from accelerate import cpu_offload_with_hook
+        except ImportError as exc:
+            raise SdsError("guidance.cpu_offload needs accelerate; pip install 'sds-guidance[offload]'") from exc
+        hook = None
+        for module in modules:
+            module.to(dtype=dtype)
+            _, hook = cpu_offload_with_hook(module, device, prev_module_hook=hook)
+        return
+    for module in modules:
+        module.to(device=device, dtype=dtype)
+
+
+def module_device(module: Any, fallback: torch.device) -> torch.device:
+    """Where a module's inputs must go (the execution device when offloaded)."""
+    hook = getattr(module, "_hf_hook", None)
+    execution = getattr(hook, "execution_device", None)
+    if execution is not None:
+        return torch.device(execution)
+    try:
+        return next(module.parameters()).device  # type: ignore[no-any-return]
+    except StopIteration:
+        return fallback
+
+
+def epsilon_from_output(output: Tensor, x_t: Tensor, alphas_cumprod_t: Tensor, prediction_type: str) -> Tensor:
+    """The model's output as an eps prediction.
+
+    v-prediction (Salimans & Ho 2022): v = sqrt(a) eps - sqrt(1 - a) x0 and x_t = sqrt(a) x0 +
+    sqrt(1 - a) eps give eps = sqrt(a) v + sqrt(1 - a) x_t.
+    """
+    if prediction_type == "epsilon":
+        return output
+    shape = (-1,) + (1,) * (x_t.dim() - 1)
+    a = alphas_cumprod_t.to(x_t.dtype).view(shape)
+    if prediction_type == "v_prediction":
+        return a.sqrt() * output + (1 - a).sqrt() * x_t
+    if prediction_type == "sample":
+        return (x_t - a.sqrt() * output) / (1 - a).sqrt()
+    raise SdsError(f"unsupported prediction type {prediction_type!r}; accepted: epsilon, v_prediction, sample")
+
+
+def conditioning_batch(cond: Tensor, uncond: Tensor, negative: Tensor | None) -> Tensor:
+    """[cond; uncond; negative_1; ...; negative_K] along the batch axis."""
+    parts = [cond, uncond]
+    if negative is not None:
+        parts.extend(negative.unbind(0))
+    return torch.cat(parts)
+
+
+def split_predictions(eps: Tensor, batch_size: int, with_negatives: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    chunks = eps.split(batch_size)
+    negative = torch.stack(chunks[2:]) if with_negatives else None
+    return chunks[0], chunks[1], negative

@@ -1,0 +1,48 @@
+"""Registers the guidance backends of sds-guidance (entry point `sds: guidance`).
+
+Torch, diffusers and transformers are imported only by the factories, when a run builds one.
+"""
+
+from __future__ import annotations
+
+from sds_core.hookspecs import hookimpl
+from sds_core.plugins import PluginSpec, Registry
+from sds_guidance.config import (
+    DEEPFLOYD_IF_PRESETS,
+    SHAPES_PRESETS,
+    STABLE_DIFFUSION_PRESETS,
+    DeepFloydIFConfig,
+    ShapesConfig,
+    StableDiffusionConfig,
+)
+
+
+@hookimpl
+def sds_register_guidance(registry: Registry) -> None:
+    registry.add(
+        PluginSpec(
+            name="stable-diffusion",
+            factory="sds_guidance.stable_diffusion:StableDiffusionGuidance",
+            config=StableDiffusionConfig,
+            description="Stable Diffusion 1.x/2.x from a hub id or folder (latent prior, VAE-encoded renders).",
+            presets=STABLE_DIFFUSION_PRESETS,
+        )
+    )
+    registry.add(
+        PluginSpec(
+            name="deepfloyd-if",
+            factory="sds_guidance.deepfloyd_if:DeepFloydIFGuidance",
+            config=DeepFloydIFConfig,
+            description="DeepFloyd IF stage I: 64x64 pixel prior with a T5 text encoder.",
+            presets=DEEPFLOYD_IF_PRESETS,
+        )
+    )
+    registry.add(
+        PluginSpec(
+            name="shapes",
+            factory="sds_guidance.shapes.guidance:ShapesGuidance",
+            config=ShapesConfig,
+            description="Exact offline prior over coloured primitives with known ground truth (no weights).",
+            presets=SHAPES_PRESETS,
+        )
+    )

@@ -1,0 +1,141 @@
+"""Stable Diffusion 1.x / 2.x as an SDS prior (latent diffusion; the open substitute for Imagen).
+
+RGB renders are resized to `resolution` and VAE-encoded with gradient; latent renders are used
+as they are. eps- and v-prediction checkpoints both give eps for SDS. The prompt embeddings are
+computed once at build time (and cached on disk), after which the text encoder is released.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sds_core.errors import ConfigError
+from sds_core.protocols import BuildContext, CameraBatch, NoisePrediction, Render
+from sds_guidance._diffusers import (
+    conditioning_batch,
+    epsilon_from_output,
+    freeze,
+    hub_kwargs,
+    load_component,
+    module_device,
+    place,
+    resolve_dtype,
+    setup_attention,
+    split_predictions,
+)
+from sds_guidance.config import StableDiffusionConfig
+from sds_guidance.prompts import PromptEmbeddings, TextConditioning, model_key
+
+
+class StableDiffusionGuidance:
+    """A frozen Stable Diffusion UNet + VAE; predicts eps for classifier-free guidance."""
+
+    space = "latent"
+
+    def __init__(self, config: StableDiffusionConfig, context: BuildContext) -> None:
+        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+        from transformers import AutoTokenizer, CLIPTextModel
+
+        self.config = config
+        self.device = torch.device(context.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        model, extra = config.model, hub_kwargs(config.variant, config.revision)
+        what = "Stable Diffusion"
+
+        self.scheduler = load_component(
+            model, what, lambda: DDPMScheduler.from_pretrained(model, subfolder="scheduler", revision=config.revision)
+        )
+        self.unet = load_component(
+            model,
+            what,
+            lambda: UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=self.dtype, **extra),
+        )
+        self.vae = load_component(
+            model, what, lambda: AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=self.dtype, **extra)
+        )
+        tokenizer = load_component(
+            model, what, lambda: AutoTokenizer.from_pretrained(model, subfolder="tokenizer", revision=config.revision)
+        )
+        text_encoder = load_component(
+            model,
+            what,
+            lambda: CLIPTextModel.from_pretrained(model, subfolder="text_encoder", torch_dtype=self.dtype, **extra),
+        )
+        freeze(self.unet, self.vae, text_encoder)
+        setup_attention(self.unet, config.attention_slicing)
+        if self.device.type == "cuda" and config.channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+
+        self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        if config.resolution % self.vae_scale:
+            raise ConfigError(f"guidance.resolution must be a multiple of {self.vae_scale}, not {config.resolution}")
+        self.resolution = config.resolution
+        self.channels = int(self.unet.config.in_channels)
+        self.latent_resolution = config.resolution // self.vae_scale
+        self.default_guidance_scale = config.guidance_scale
+        self.num_train_timesteps = int(self.scheduler.config.num_train_timesteps)
+        self.prediction_type = str(self.scheduler.config.prediction_type)
+        self._alphas = self.scheduler.alphas_cumprod.to(torch.float32)
+        self.scaling_factor = float(getattr(self.vae.config, "scaling_factor", 0.18215))
+
+        text_encoder.to(self.device)
+        max_length = int(min(tokenizer.model_max_length, text_encoder.config.max_position_embeddings))
+
+        def encode(prompts: list[str]) -> Tensor:
+            ids = tokenizer(
+                prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
+            ).input_ids
+            return text_encoder(ids.to(self.device))[0]
+
+        key = model_key(model, "clip", config.variant, config.revision, max_length)
+        self.embeddings = PromptEmbeddings(context.prompt, config, encode, key, self.device, self.dtype)
+        # the text encoder is referenced only by `encode`, which goes with this frame: released
+        place([self.unet, self.vae], self.device, self.dtype, config.cpu_offload)
+
+    # --- the Guidance protocol --------------------------------------------------------------
+
+    def alphas_cumprod(self) -> Tensor:
+        return self._alphas
+
+    def prepare(self, render: Render) -> Tensor:
+        """Latents of the render: RGB in [0, 1] resized and VAE-encoded (with gradient), or latents as they are."""
+        image = render.image
+        if render.space == "latent":
+            if image.shape[1] != self.channels:
+                raise ConfigError(f"latent renders must have {self.channels} channels, not {image.shape[1]}")
+            return image
+        if image.shape[-2:] != (self.resolution, self.resolution):
+            image = F.interpolate(image, (self.resolution, self.resolution), mode="bilinear", align_corners=False)
+        x = (image * 2 - 1).to(module_device(self.vae, self.device), self.dtype)
+        posterior = self.vae.encode(x).latent_dist
+        latents = posterior.mean if self.config.encode == "mean" else posterior.sample()
+        return (latents * self.scaling_factor).float()
+
+    def decode(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            z = (x / self.scaling_factor).to(module_device(self.vae, self.device), self.dtype)
+            image = self.vae.decode(z).sample
+        return ((image.float() + 1) / 2).clamp(0, 1)
+
+    def condition(self, render: Render, cameras: CameraBatch | None) -> TextConditioning:
+        views = cameras.views if cameras is not None else None
+        return self.embeddings.condition(render.image.shape[0], views)
+
+    def predict_noise(self, x_t: Tensor, t: Tensor, conditioning: Any) -> NoisePrediction:
+        cond: TextConditioning = conditioning
+        batch = x_t.shape[0]
+        copies = 2 + (0 if cond.negative is None else cond.negative.shape[0])
+        device = module_device(self.unet, self.device)
+        x_in = x_t.to(device, torch.float32).repeat(copies, 1, 1, 1)
+        model_in = x_in.to(self.dtype)
+        t_in = t.to(device).repeat(copies)
+        states = conditioning_batch(cond.cond, cond.uncond, cond.negative).to(device, self.dtype)
+        output = self.unet(model_in, t_in, encoder_hidden_states=states).sample.float()
+        alphas = self._alphas.to(device)[t_in]
+        eps = epsilon_from_output(output, x_in, alphas, self.prediction_type)
+        eps_c, eps_u, eps_n = split_predictions(eps.to(x_t.device), batch, cond.negative is not None)
+        return NoisePrediction(cond=eps_c, uncond=eps_u, negative=eps_n, negative_weights=cond.negative_weights)
