@@ -1,0 +1,213 @@
+"""The `shapes` prior: world, exact denoiser, conditioning, errors, metrics, and SDS convergence."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from sds_core.cameras import view_labels
+from sds_core.config import CameraConfig
+from sds_core.errors import SdsError
+from sds_core.protocols import Guidance, Render
+from sds_guidance.config import ShapesConfig
+from sds_guidance.shapes import metrics
+from sds_guidance.shapes.denoiser import ExactDenoiser
+from sds_guidance.shapes.guidance import ShapesGuidance, sd_alphas_cumprod
+from sds_guidance.shapes.world import COLOURS, PRIMITIVES, ShapeObject, parse_prompt
+
+SMALL = {"resolution": 16, "views": 16, "supersample": 1}
+
+
+def _shapes(context_factory, prompt: str = "a red cube", **options) -> ShapesGuidance:
+    return ShapesGuidance(ShapesConfig(**{**SMALL, **options}), context_factory(prompt))
+
+
+def _brute_force_x0(z, alpha_bar, refs, mask=None):
+    """x0_hat by the definition, in float64, one sample at a time."""
+    out = []
+    flat = refs.reshape(len(refs), -1).double()
+    for i in range(len(z)):
+        a, s2 = alpha_bar[i].double().sqrt(), 1 - alpha_bar[i].double()
+        d2 = (z[i].reshape(1, -1).double() - a * flat).pow(2).sum(1)
+        logits = -d2 / (2 * s2)
+        if mask is not None:
+            logits = logits.masked_fill(~mask[i], float("-inf"))
+        out.append((torch.softmax(logits, 0)[:, None] * flat).sum(0))
+    return torch.stack(out).view(-1, *refs.shape[1:])
+
+
+def test_world_has_six_primitives_and_six_colours_with_exact_sdfs() -> None:
+    assert len(PRIMITIVES) >= 6 and len(COLOURS) >= 6
+    for primitive in PRIMITIVES:
+        obj = ShapeObject(primitive, "red")
+        inside = torch.tensor([[0.0, 0.24, 0.0]]) if primitive == "torus" else torch.zeros(1, 3)  # torus: hole
+        assert bool(obj.contains(inside))
+        far = torch.tensor([[2.0, 0.0, 0.0]])
+        assert float(obj.sdf(far)) > 1.4
+    cube = ShapeObject("cube", "red")
+    points = torch.tensor([[0.5, 0.0, 0.0], [0.0, 0.0, 0.1], [0.5, 0.5, 0.0]])
+    torch.testing.assert_close(cube.sdf(points), torch.tensor([0.28, -0.12, (2 * 0.28**2) ** 0.5]))
+
+
+def test_sd_schedule_matches_diffusers() -> None:
+    diffusers = pytest.importorskip("diffusers")
+    scheduler = diffusers.DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    torch.testing.assert_close(sd_alphas_cumprod(), scheduler.alphas_cumprod.float())
+
+
+def test_prompts_parse_and_unknown_prompts_list_the_vocabulary() -> None:
+    assert parse_prompt("a red cube").obj == ShapeObject("cube", "red")
+    parsed = parse_prompt("A Blue torus, side view")
+    assert parsed.obj == ShapeObject("torus", "blue") and parsed.view == "side"
+    for bad in ("a pink elephant", "a red cube, diagonal view", "cube"):
+        with pytest.raises(SdsError) as info:
+            parse_prompt(bad)
+        message = str(info.value)
+        assert bad in message and "red" in message and "torus" in message and "overhead" in message
+        assert "\n" not in message
+
+
+def test_denoiser_agrees_with_brute_force() -> None:
+    torch.manual_seed(0)
+    refs = torch.rand(40, 3, 4, 4) * 2 - 1
+    denoiser = ExactDenoiser(refs, chunk_size=7)  # several chunks
+    z = torch.randn(5, 3, 4, 4)
+    alpha_bar = sd_alphas_cumprod()[torch.tensor([30, 200, 500, 800, 990])]
+    mask = torch.rand(5, 40) < 0.3
+    mask[:, 0] = True
+    x0_masked, x0_all = denoiser.x0(z, alpha_bar, [mask, None])
+    torch.testing.assert_close(x0_all.double(), _brute_force_x0(z, alpha_bar, refs), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(x0_masked.double(), _brute_force_x0(z, alpha_bar, refs, mask), rtol=1e-4, atol=1e-4)
+    eps = denoiser.epsilon(z, alpha_bar, x0_all)
+    a = alpha_bar.view(-1, 1, 1, 1)
+    torch.testing.assert_close(a.sqrt() * x0_all + (1 - a).sqrt() * eps, z)
+
+
+def test_x0_tends_to_nearest_reference_at_t0_and_to_the_mean_at_t1(context_factory) -> None:
+    guidance = _shapes(context_factory, "a green capsule", view_conditioning="none")
+    render = Render(image=torch.zeros(2, 3, 16, 16), shading=["albedo", "albedo"])
+    conditioning = guidance.condition(render, None)
+    refs = guidance.reference_images("albedo") * 2 - 1
+    torch.manual_seed(0)
+    # t -> 0: a slightly perturbed reference is denoised to exactly that reference
+    target = refs[[3, 11]]
+    t0 = torch.tensor([0, 0])
+    a0 = guidance.alphas_cumprod()[0]
+    x_t = a0.sqrt() * target + (1 - a0).sqrt() * torch.randn_like(target)
+    x0_c, _ = guidance.x0(x_t, t0, conditioning)
+    torch.testing.assert_close(x0_c, target, atol=1e-4, rtol=0)
+    # t -> 1 (alpha-bar -> 0): the posterior is the prior, the mean of the conditional set
+    denoiser = guidance._reference_set("albedo").denoiser
+    x0_far, x0_all = denoiser.x0(
+        torch.randn(2, 3, 16, 16), torch.full((2,), 1e-9), [torch.stack(conditioning.masks), None]
+    )
+    torch.testing.assert_close(x0_far, refs.mean(0).expand(2, -1, -1, -1), atol=1e-3, rtol=0)
+    all_refs = torch.cat([guidance.reference_images("albedo", ShapeObject(p, c)) for p in PRIMITIVES for c in COLOURS])
+    torch.testing.assert_close(x0_all, (all_refs * 2 - 1).mean(0).expand(2, -1, -1, -1), atol=1e-3, rtol=0)
+
+
+def test_guidance_protocol_background_and_ground_truth(context_factory) -> None:
+    guidance = _shapes(context_factory, "a yellow cone", background=(0.2, 0.3, 0.4))
+    assert isinstance(guidance, Guidance)
+    assert guidance.space == "rgb" and guidance.resolution == 16 and guidance.default_guidance_scale == 5.0
+    assert guidance.background == (0.2, 0.3, 0.4)
+    assert guidance.ground_truth == ShapeObject("cone", "yellow")
+    refs = guidance.reference_images("lambertian")
+    corners = refs[:, :, 0, 0]
+    assert torch.isclose(corners, torch.tensor([0.2, 0.3, 0.4])).all(dim=1).float().mean() > 0.5
+    big = torch.rand(1, 3, 40, 40, requires_grad=True)
+    x = guidance.prepare(Render(image=big))
+    assert x.shape == (1, 3, 16, 16)
+    x.sum().backward()
+    assert big.grad is not None
+
+
+def test_conditional_set_follows_prompt_view_shading_and_camera_window(context_factory) -> None:
+    guidance = _shapes(context_factory, "a blue torus, side view")
+    labels = guidance.views.views
+    render = Render(image=torch.zeros(2, 3, 16, 16), shading=["lambertian", "textureless"])
+    cond = guidance.condition(render, None)
+    lam, tex = guidance._reference_set("lambertian"), guidance._reference_set("textureless")
+    expected = [i for i, v in enumerate(labels) if v == "side"]
+    chosen = cond.masks[0].nonzero().squeeze(1)
+    assert sorted(lam.view[chosen].tolist()) == expected
+    assert set(lam.primitive[chosen].tolist()) == {PRIMITIVES.index("torus")}
+    assert set(lam.colour[chosen].tolist()) == {list(COLOURS).index("blue")}
+    assert set(tex.primitive[cond.masks[1]].tolist()) == {PRIMITIVES.index("torus")}
+    assert len(cond.masks[1]) == len(PRIMITIVES) * 16  # textureless references have no colour
+
+    # camera-based view conditioning for a prompt without a view suffix
+    window = _shapes(context_factory, "a blue torus", view_conditioning="window", window_degrees=40.0)
+    bucket = _shapes(context_factory, "a blue torus", view_conditioning="bucket")
+    from sds_core.cameras import CameraSampler
+
+    cams = CameraSampler(CameraConfig()).orbit(2, elevation=20.0)
+    render = Render(image=torch.zeros(2, 3, 16, 16), shading=["albedo", "albedo"])
+    w = window.condition(render, cams)
+    ref = window._reference_set("albedo")
+    for i in range(2):
+        dirs = window.views.directions[ref.view[w.masks[i]]]
+        cam_dir = cams.position[i] / cams.position[i].norm()
+        angles = torch.rad2deg(torch.acos((dirs @ cam_dir).clamp(-1, 1)))
+        assert len(angles) == 1 or bool((angles <= 40.0 + 1e-3).all())  # else the nearest camera alone
+    b = bucket.condition(render, cams)
+    assert b.prompts == [f"a blue torus, {v} view" for v in cams.views]
+    for i, view in enumerate(cams.views):
+        assert {labels[j] for j in ref.view[b.masks[i]].tolist()} == {view}
+    none = _shapes(context_factory, "a blue torus", view_conditioning="none").condition(render, cams)
+    assert int(none.masks[0].sum()) == 16
+
+
+def test_reference_views_use_the_paper_view_thresholds(context_factory) -> None:
+    guidance = _shapes(context_factory)
+    views = guidance.views
+    assert views.views == view_labels(views.elevation, views.azimuth, CameraConfig())
+    assert (views.elevation >= -10.0 - 1e-4).all() and (views.elevation <= 90.0).all()
+
+
+def test_unknown_prompt_is_an_sds_error(context_factory) -> None:
+    with pytest.raises(SdsError, match="cannot draw"):
+        _shapes(context_factory, "a photo of a corgi")
+
+
+def test_metrics_against_the_truth() -> None:
+    trimesh = pytest.importorskip("trimesh")
+    pytest.importorskip("skimage")
+    cube, sphere = ShapeObject("cube", "red"), ShapeObject("sphere", "red")
+    exact = metrics.evaluate(lambda p: -cube.sdf(p), cube, albedo=cube.rgb, resolution=32, threshold=0.0)
+    assert exact["iou"] == 1.0 and exact["chamfer"] < 0.02 and exact["colour_error"] == 0.0
+    wrong = metrics.evaluate(lambda p: -sphere.sdf(p), cube, albedo=COLOURS["blue"], resolution=32, threshold=0.0)
+    assert wrong["iou"] < 0.8 and wrong["chamfer"] > exact["chamfer"] + 0.01 and wrong["colour_error"] > 0.3
+    grid = (-cube.sdf(metrics.grid_points(32))).view(32, 32, 32)
+    assert metrics.volumetric_iou(grid, cube, threshold=0.0) == 1.0
+    mesh = trimesh.creation.box((0.44, 0.44, 0.44))
+    assert metrics.volumetric_iou(mesh, cube, resolution=32) > 0.9
+    assert metrics.shape_chamfer(mesh, cube) < 0.02
+    empty = metrics.evaluate(lambda p: torch.zeros(len(p)), cube, resolution=16)
+    assert empty["iou"] == 0.0 and empty["chamfer"] == float("inf")
+
+
+def test_sds_on_an_image_converges_to_a_reference_view_of_the_red_cube(tmp_path) -> None:
+    """start_run("a red cube", generator image, guidance shapes, preset draft) on CPU."""
+    from sds_core.loop import start_run
+
+    started = time.perf_counter()
+    trainer = start_run(
+        "a red cube",
+        tmp_path / "run",
+        preset="draft",
+        names={"generator": "image", "guidance": "shapes"},
+        overrides={"run": {"preview_every": 0, "checkpoint_every": 0}},
+        device="cpu",
+    )
+    outputs = trainer.run()
+    elapsed = time.perf_counter() - started
+    image = trainer.generator.image().detach()
+    refs = trainer.guidance.reference_images("albedo")
+    mse = (refs - image).pow(2).flatten(1).mean(1)
+    psnr = float(-10 * torch.log10(mse.min()))
+    assert any(p.name == "image.png" for p in outputs)
+    assert psnr >= 18.0, f"PSNR {psnr:.1f} dB to the nearest reference view"
+    assert elapsed < 90
