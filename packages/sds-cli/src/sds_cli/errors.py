@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -16,7 +17,7 @@ _stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     """Print `message` as one line on stderr and return the Exit to raise."""
-    _stderr.print(f"[bold red]error:[/] {message}", markup=True)
+    _stderr.print(f"[bold red]error:[/] {escape(message)}", markup=True)
     return typer.Exit(code)
 
 
