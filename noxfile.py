@@ -9,7 +9,7 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "core", "tests"]
+nox.options.sessions = ["lint", "core", "tests", "ray"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
@@ -28,6 +28,13 @@ def tests(session: nox.Session) -> None:
     """The whole test suite against the installed packages (not the source tree)."""
     install_all(session, "pytest")
     session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs, env=ENV)
+
+
+@nox.session(python=PYTHON)
+def ray(session: nox.Session) -> None:
+    """`sds batch --executor ray` on a real one-machine Ray cluster, a killed worker included."""
+    install_all(session, "./packages/sds-cli[ray]", "pytest", "psutil")
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/ray", *session.posargs, env=ENV)
 
 
 @nox.session(python=PYTHON)

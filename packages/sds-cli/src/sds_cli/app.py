@@ -152,6 +152,13 @@ def batch(
     device: Device = "auto",
     config: Annotated[Path | None, typer.Option(help="Config file applied to every run.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="key.path=value for every run.")] = None,
+    executor: Annotated[str, typer.Option(help="local (one run after another) or ray (a task per run).")] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: start a local Ray instance).")
+    ] = None,
+    cpus_per_run: Annotated[float, typer.Option(help="CPUs each Ray task requests.")] = 1.0,
+    gpus_per_run: Annotated[float, typer.Option(help="GPUs each Ray task requests (1: one run per GPU).")] = 0.0,
+    max_retries: Annotated[int, typer.Option(help="Ray retries of a run whose worker died; it resumes.")] = 3,
 ) -> None:
     """Run a list of prompts; finished runs are skipped, so a crashed batch resumes where it stopped."""
     with user_errors():
@@ -159,13 +166,29 @@ def batch(
 
         from sds_cli.batch import plan_jobs, read_prompts, run_job, write_summary
         from sds_cli.progress import RunProgress, batch_table
+        from sds_core.errors import SdsError
         from sds_core.plugins import load_catalog
+        from sds_core.resolve import resolve_config
 
         overrides = _overrides(config, set_, steps, seed)
         names = {"generator": generator, "guidance": guidance, "loss": loss}
+        if executor not in ("local", "ray"):
+            raise SdsError(f"unknown executor {executor!r}; accepted: local, ray")
+        if executor == "ray":
+            from sds_cli.ray_executor import require_ray
+
+            require_ray()
         jobs = plan_jobs(read_prompts(prompts_file), seeds, out, preset, overrides, names, device)
         catalog = load_catalog()
+        resolve_config(catalog, preset, overrides, names)  # bad names or values fail once, not in every run
         results = []
+        if executor == "ray":
+            from sds_cli.ray_executor import run_batch_on_ray
+
+            console = Console(soft_wrap=True)
+            results = run_batch_on_ray(jobs, address, cpus_per_run, gpus_per_run, max_retries, console)
+            write_summary(out / "batch.json", results)
+            jobs = []
         for index, job in enumerate(jobs, 1):
             progress = RunProgress()
             progress.console.print(f"[bold]run {index}/{len(jobs)}[/]: {job.prompt!r} seed {job.seed}")

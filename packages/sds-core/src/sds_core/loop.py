@@ -257,6 +257,7 @@ class Trainer:
                 event = StepFinished(**{**event.__dict__, "elapsed": time.perf_counter() - started})
                 if self.step % max(cfg.log_every, 1) == 0 or self.step == self.total_steps:
                     record = {"step": event.step, "loss": event.loss, **event.terms, "t": event.t, "lr": event.lr}
+                    record["wall_time"] = time.time()
                     record.update({f"time_{k}": v for k, v in event.timings.items()})
                     metrics.write(json.dumps(record) + "\n")
                     metrics.flush()
