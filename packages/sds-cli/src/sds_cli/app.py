@@ -163,6 +163,7 @@ def batch(
     """Run a list of prompts; finished runs are skipped, so a crashed batch resumes where it stopped."""
     with user_errors():
         from rich.console import Console
+        from rich.markup import escape
 
         from sds_cli.batch import plan_jobs, read_prompts, run_job, write_summary
         from sds_cli.progress import RunProgress, batch_table
@@ -191,7 +192,7 @@ def batch(
             jobs = []
         for index, job in enumerate(jobs, 1):
             progress = RunProgress()
-            progress.console.print(f"[bold]run {index}/{len(jobs)}[/]: {job.prompt!r} seed {job.seed}")
+            progress.console.print(f"[bold]run {index}/{len(jobs)}[/]: {escape(repr(job.prompt))} seed {job.seed}")
             result = run_job(job, [progress], catalog)
             progress.close()
             results.append(result)

@@ -30,3 +30,7 @@ def user_errors() -> Iterator[None]:
         yield
     except SdsError as exc:
         raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise fail(
+            "stopped at once by a second interrupt; resume from the last periodic checkpoint", EXIT_INTERRUPTED
+        ) from None

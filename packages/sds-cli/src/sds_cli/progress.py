@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import (
     BarColumn,
@@ -64,7 +65,7 @@ class RunProgress:
         self.start_step = event.start_step
         self.started = time.perf_counter()
         note = f" (resumed at step {event.start_step})" if event.start_step else ""
-        self.console.print(f"run folder [bold]{event.out_dir}[/] on {event.device}{note}", highlight=False)
+        self.console.print(f"run folder [bold]{escape(str(event.out_dir))}[/] on {event.device}{note}", highlight=False)
         if self.live:
             self.progress = Progress(
                 TextColumn("[bold blue]sds"),
@@ -140,5 +141,5 @@ def batch_table(results: list[Any]) -> Table:
     styles = {"failed": "red", "interrupted": "yellow", "skipped": "dim"}
     for r in results:
         status = f"[{styles[r.status]}]{r.status}[/]" if r.status in styles else r.status
-        table.add_row(r.prompt, str(r.seed), status, str(r.steps), f"{r.seconds:.1f}", r.node, r.error)
+        table.add_row(escape(r.prompt), str(r.seed), status, str(r.steps), f"{r.seconds:.1f}", r.node, escape(r.error))
     return table

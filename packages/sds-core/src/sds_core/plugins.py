@@ -138,7 +138,13 @@ class Catalog:
         return self.registries[kind]
 
     def get(self, kind: Kind, name: str) -> PluginSpec:
-        return self.registries[kind].get(name)
+        try:
+            return self.registries[kind].get(name)
+        except PluginError as exc:
+            if not self.failures:
+                raise
+            broken = "; ".join(f"{f.name} ({f.provider}): {f.error}" for f in self.failures)
+            raise PluginError(f"{exc} (plugins that failed to load: {broken})") from None
 
 
 def blocked_names(environ: Mapping[str, str] | None = None) -> set[str]:
