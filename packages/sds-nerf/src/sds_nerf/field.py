@@ -1,0 +1,125 @@
+"""The DreamFusion field: an MLP from a 3D point to density tau and albedo rho (§3.1, A.2)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sds_nerf.config import NerfConfig
+from sds_nerf.encoding import (
+    FrequencyEncoding,
+    HashGridEncoding,
+    TcnnHashGridEncoding,
+    annealed_variance,
+    tcnn_available,
+)
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block: (LayerNorm, SiLU, Linear) x 2 + skip (A.2: SiLU, LayerNorm)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm1, self.fc1 = nn.LayerNorm(width), nn.Linear(width, width)
+        self.norm2, self.fc2 = nn.LayerNorm(width), nn.Linear(width, width)
+
+    def forward(self, h: Tensor) -> Tensor:
+        y = self.fc1(F.silu(self.norm1(h)))
+        y = self.fc2(F.silu(self.norm2(y)))
+        return h + y
+
+
+def density_blob(points: Tensor, kind: str, scale: float | None = None, std: float | None = None) -> Tensor:
+    """The pre-activation density bias near the origin.
+
+    "dreamfusion" (A.2): lambda exp(-|mu|^2 / (2 sigma^2)), lambda = 5, sigma = 0.2.
+    "magic3d" (Lin et al. 2023): lambda (1 - |mu| / sigma), lambda = 10, sigma = 0.5.
+    """
+    sq = (points**2).sum(-1)
+    if kind == "dreamfusion":
+        lam, sig = scale if scale is not None else 5.0, std if std is not None else 0.2
+        return lam * torch.exp(-sq / (2 * sig**2))
+    if kind == "magic3d":
+        lam, sig = scale if scale is not None else 10.0, std if std is not None else 0.5
+        return lam * (1 - torch.sqrt(sq + 1e-12) / sig)
+    if kind == "none":
+        return torch.zeros_like(sq)
+    raise ValueError(f"unknown density blob {kind!r}; accepted: dreamfusion, magic3d, none")
+
+
+class NerfField(nn.Module):
+    """mu -> (tau, rho): encoding, a ResNet MLP, exp density (+ blob) and sigmoid albedo."""
+
+    def __init__(self, cfg: NerfConfig, device: torch.device | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.radius = cfg.radius
+        self.variance: float | None = None
+        if cfg.encoding in ("ipe", "frequency"):
+            self.encoder: nn.Module = FrequencyEncoding(3, cfg.frequencies)
+        elif cfg.encoding == "hashgrid":
+            args = (cfg.hash_levels, cfg.hash_features, cfg.hash_log2_size)
+            res = (cfg.hash_base_resolution, cfg.hash_max_resolution)
+            on_cuda = device is not None and device.type == "cuda"
+            use_tcnn = cfg.hash_backend == "tcnn" or (cfg.hash_backend == "auto" and on_cuda and tcnn_available())
+            self.encoder = TcnnHashGridEncoding(*args, *res) if use_tcnn else HashGridEncoding(*args, *res)
+        else:
+            raise ValueError(f"unknown encoding {cfg.encoding!r}")
+        self.inp = nn.Linear(int(self.encoder.out_dim), cfg.hidden)  # type: ignore[arg-type]
+        self.blocks = nn.ModuleList(ResBlock(cfg.hidden) for _ in range(cfg.blocks))
+        self.out_norm = nn.LayerNorm(cfg.hidden)
+        self.head = nn.Linear(cfg.hidden, 4)  # raw density and albedo logits
+
+    def set_step(self, step: int) -> None:
+        """Anneal the IPE variance (A.2); other encodings ignore the step."""
+        cfg = self.cfg
+        if cfg.encoding == "ipe":
+            self.variance = annealed_variance(step, cfg.ipe_variance_start, cfg.ipe_variance_end, cfg.ipe_anneal_steps)
+
+    def _features(self, points: Tensor) -> Tensor:
+        if self.cfg.encoding == "hashgrid":
+            enc = self.encoder((points / self.radius + 1) / 2)
+        else:
+            enc = self.encoder(points, self.variance)
+        h = self.inp(enc)
+        for block in self.blocks:
+            h = block(h)
+        return self.head(F.silu(self.out_norm(h)))  # type: ignore[no-any-return]
+
+    def _activate(self, raw: Tensor, points: Tensor) -> Tensor:
+        raw = raw + self.cfg.density_bias + density_blob(points, self.cfg.blob, self.cfg.blob_scale, self.cfg.blob_std)
+        if self.cfg.density_activation == "softplus":
+            return F.softplus(raw)
+        # exp, clamped before the exponential as "truncated exp" does, to keep gradients finite
+        return torch.exp(raw.clamp(max=15.0))
+
+    def forward(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        """Density tau (...,) and albedo rho (..., 3) at world points (..., 3)."""
+        out = self._features(points)
+        return self._activate(out[..., 0], points), torch.sigmoid(out[..., 1:])
+
+    def density(self, points: Tensor) -> Tensor:
+        return self._activate(self._features(points)[..., 0], points)
+
+    def with_normals(self, points: Tensor, create_graph: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+        """Density, albedo and normals n = -grad tau / |grad tau| (§3.1)."""
+        if self.cfg.normals == "finite_difference":
+            tau, rho = self(points)
+            return tau, rho, self.finite_difference_normals(points)
+        with torch.enable_grad():
+            pts = points if points.requires_grad else points.detach().requires_grad_(True)
+            tau, rho = self(pts)
+            (grad,) = torch.autograd.grad(tau.sum(), pts, create_graph=create_graph and torch.is_grad_enabled())
+        if not create_graph:
+            tau, rho, grad = tau.detach(), rho.detach(), grad.detach()
+        return tau, rho, -grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    def finite_difference_normals(self, points: Tensor) -> Tensor:
+        """Central differences of tau along x, y, z (6 density evaluations)."""
+        eps = self.cfg.finite_difference_eps
+        offsets = torch.eye(3, device=points.device, dtype=points.dtype) * eps
+        shifted = torch.cat([points[None] + offsets.view(3, *([1] * (points.dim() - 1)), 3) * s for s in (1, -1)])
+        tau = self.density(shifted)  # (6, ...)
+        grad = torch.stack([(tau[i] - tau[i + 3]) / (2 * eps) for i in range(3)], dim=-1)
+        return -grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)

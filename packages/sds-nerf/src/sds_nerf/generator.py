@@ -1,0 +1,266 @@
+"""The `nerf` generator: DreamFusion's NeRF behind the sds Generator protocol (§3.1, A.2)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sds_core.protocols import BuildContext, CameraBatch, ExportContext, Render
+from sds_core.shading import ShadingConfig, choose_shading, composite, shade
+from sds_nerf.background import build_background
+from sds_nerf.config import NerfConfig
+from sds_nerf.field import NerfField
+from sds_nerf.regularizers import annealed_weight, entropy_loss, opacity_loss, orientation_loss
+from sds_nerf.sampling import NerfaccSampler, OccupancyGrid, Samples, TorchSampler, density_threshold
+
+SHADED = ("lambertian", "textureless")
+
+
+@dataclass
+class RayBundle:
+    """Rays of a camera batch, flattened: origins, directions, camera of each ray."""
+
+    origins: Tensor  # (R, 3)
+    dirs: Tensor  # (R, 3)
+    camera: Tensor  # (R,) long
+    batch_size: int
+
+
+def camera_rays(cameras: CameraBatch) -> RayBundle:
+    origins, dirs = cameras.rays()
+    b, h, w, _ = dirs.shape
+    camera = torch.arange(b, device=dirs.device).repeat_interleave(h * w)
+    return RayBundle(origins.reshape(-1, 3), dirs.reshape(-1, 3), camera, b)
+
+
+class NerfGenerator(nn.Module):
+    """Field + background + sampler; renders shaded images for SDS and exports meshes and videos."""
+
+    view_dependent = True
+
+    def __init__(self, config: NerfConfig, context: BuildContext) -> None:
+        super().__init__()
+        self.cfg = cfg = config
+        device = torch.device(context.device)
+        self.total_steps = context.total_steps
+        self.field = NerfField(cfg, device)
+        self.background = build_background(
+            cfg.background, cfg.background_color, cfg.background_frequencies, cfg.background_hidden, context.guidance
+        )
+        self.shading_cfg = ShadingConfig(
+            albedo_only_steps=cfg.albedo_only_steps,
+            shaded_probability=cfg.shaded_probability,
+            textureless_probability=cfg.textureless_probability,
+            ambient=cfg.ambient,
+            diffuse=cfg.diffuse,
+        )
+        self.step_size = cfg.render_step_size or 2 * cfg.radius / cfg.samples_per_ray
+        threshold = density_threshold(cfg.occupancy_threshold, self.step_size)
+        self.grid = OccupancyGrid(cfg.radius, cfg.occupancy_resolution, threshold, cfg.occupancy_decay)
+        self.torch_sampler = TorchSampler(cfg.radius, cfg.samples_per_ray)
+        self.nerfacc: NerfaccSampler | None = None
+        if device.type == "cuda" and cfg.sampler in ("auto", "nerfacc"):
+            self.nerfacc = self._try_nerfacc(device)
+        elif cfg.sampler == "nerfacc":
+            raise ValueError("generator.sampler=nerfacc needs a CUDA device; use sampler=torch (or auto) on CPU")
+        self.last_stats: dict[str, float] = {}
+
+    def _try_nerfacc(self, device: torch.device) -> NerfaccSampler | None:
+        cfg = self.cfg
+        try:
+            sampler = NerfaccSampler(cfg.radius, cfg.occupancy_resolution, self.step_size, device)
+            # load (or JIT-build) the CUDA kernels now, on a CUDA tensor, so a failure falls back early
+            o = torch.tensor([[0.0, 0.0, 3.0]], device=device)
+            d = torch.tensor([[0.0, 0.0, -1.0]], device=device)
+            sampler(o, d, None, stratified=False)
+        except Exception as exc:  # any failure to load the kernels means "use PyTorch"
+            if cfg.sampler == "nerfacc":
+                raise RuntimeError(f"nerfacc's CUDA sampler is unavailable: {exc}") from exc
+            warnings.warn(f"nerfacc's CUDA sampler is unavailable ({exc}); using the PyTorch sampler", stacklevel=2)
+            return None
+        return sampler
+
+    # --- sampling and volume rendering --------------------------------------------------------
+
+    def _update_occupancy(self, step: int) -> None:
+        cfg = self.cfg
+        if not (self.training and cfg.empty_space_skipping):
+            return
+        if self.nerfacc is not None:
+            self.nerfacc.update(
+                step, self.field.density, cfg.occupancy_threshold, cfg.occupancy_update_every,
+                cfg.occupancy_warmup, cfg.occupancy_decay,
+            )  # fmt: skip
+        elif step >= cfg.occupancy_warmup and step % max(cfg.occupancy_update_every, 1) == 0:
+            self.grid.update(self.field.density)
+
+    @torch.no_grad()
+    def refresh_occupancy(self) -> None:
+        """Rebuild the PyTorch occupancy grid from the current field (before export renders)."""
+        if self.cfg.empty_space_skipping and self.nerfacc is None:
+            self.grid.update(self.field.density, jitter=False)
+
+    def sample(self, rays: RayBundle, skipping: bool | None = None) -> Samples:
+        """Samples for these rays; `skipping` None follows the config (and the grid's warm-up)."""
+        skip = self.cfg.empty_space_skipping if skipping is None else skipping
+        stratified = self.training
+        if self.nerfacc is not None and rays.origins.is_cuda:
+            return self.nerfacc(rays.origins, rays.dirs, self.field.density if skip else None, stratified)
+        return self.torch_sampler(rays.origins, rays.dirs, self.grid if skip else None, stratified)
+
+    def render_rays(
+        self,
+        rays: RayBundle,
+        modes: list[str],
+        light_position: Tensor | None,
+        skipping: bool | None = None,
+        create_graph: bool = True,
+    ) -> dict[str, Tensor]:
+        """Volume-render rays with one shading mode per camera; returns colour, opacity and
+        the per-sample weights, normals and directions the regularisers need."""
+        import nerfacc  # CPU-safe functions only here: batched or packed rendering weights, sums
+
+        samples = self.sample(rays, skipping)
+        if samples.packed:
+            assert samples.ray_indices is not None
+            ray_idx = samples.ray_indices
+            t_mid = samples.t_points
+        else:
+            assert samples.mask is not None
+            ray_idx, sample_idx = samples.mask.nonzero(as_tuple=True)
+            t_mid = samples.t_points[ray_idx, sample_idx]
+        dirs = rays.dirs[ray_idx]
+        points = rays.origins[ray_idx] + dirs * t_mid[:, None]
+        cam = rays.camera[ray_idx]
+        mode_of_camera = torch.tensor([SHADED.index(m) + 1 if m in SHADED else 0 for m in modes], device=points.device)
+        sample_mode = mode_of_camera[cam]
+        need_normals = any(m in SHADED for m in modes) or self._orientation_weight_active()
+        normals: Tensor | None = None
+        if points.shape[0] == 0:
+            tau = points.new_zeros(0)
+            albedo = points.new_zeros(0, 3)
+            normals = points.new_zeros(0, 3) if need_normals else None
+        elif need_normals:
+            tau, albedo, normals = self.field.with_normals(points, create_graph=create_graph)
+        else:
+            tau, albedo = self.field(points)
+        rgb = albedo
+        if normals is not None and light_position is not None:
+            light = light_position[cam]
+            for code, mode in enumerate(SHADED, start=1):
+                if mode in modes:
+                    lit = shade(mode, albedo, normals, points, light, self.cfg.ambient, self.cfg.diffuse)
+                    rgb = torch.where((sample_mode == code)[:, None], lit, rgb)
+        n_rays = samples.n_rays
+        if samples.packed:
+            weights, _, _ = nerfacc.render_weight_from_density(
+                samples.t_starts, samples.t_ends, tau, ray_indices=ray_idx, n_rays=n_rays
+            )
+            color = nerfacc.accumulate_along_rays(weights, rgb, ray_indices=ray_idx, n_rays=n_rays)
+            opacity = nerfacc.accumulate_along_rays(weights, None, ray_indices=ray_idx, n_rays=n_rays)
+            sample_weights = weights
+        else:
+            assert samples.mask is not None
+            mask = samples.mask
+            tau_dense = tau.new_zeros(mask.shape).index_put((ray_idx, sample_idx), tau)
+            rgb_dense = rgb.new_zeros(*mask.shape, 3).index_put((ray_idx, sample_idx), rgb)
+            weights, _, _ = nerfacc.render_weight_from_density(samples.t_starts, samples.t_ends, tau_dense)
+            color = nerfacc.accumulate_along_rays(weights, rgb_dense)
+            opacity = nerfacc.accumulate_along_rays(weights, None)
+            sample_weights = weights[ray_idx, sample_idx]
+        bg = self.background(rays.dirs, rays.camera, rays.batch_size)
+        out = {
+            "color": composite(color, opacity, bg),
+            "opacity": opacity,
+            "weights": sample_weights,
+            "ray_indices": ray_idx,
+            "dirs": dirs,
+            "samples_evaluated": torch.tensor(float(points.shape[0])),
+        }
+        if normals is not None:
+            out["normals"] = normals
+        return out
+
+    def _orientation_weight_active(self) -> bool:
+        cfg = self.cfg
+        return (
+            self.training
+            and cfg.orientation_on_albedo
+            and max(cfg.orientation_weight_start, cfg.orientation_weight_end) > 0
+        )
+
+    # --- the Generator protocol ---------------------------------------------------------------
+
+    def render(self, cameras: CameraBatch, step: int) -> Render:
+        self.field.set_step(step)
+        self._update_occupancy(step)
+        modes = [choose_shading(step, self.shading_cfg) for _ in range(cameras.batch_size)]
+        return self.render_views(cameras, modes)
+
+    def render_views(self, cameras: CameraBatch, modes: list[str], skipping: bool | None = None) -> Render:
+        """Render one image per camera with the given shading modes (differentiably)."""
+        rays = camera_rays(cameras)
+        out = self.render_rays(rays, modes, cameras.light_position, skipping)
+        b, h, w = cameras.batch_size, cameras.height, cameras.width
+        image = out["color"].view(b, h, w, 3).permute(0, 3, 1, 2)
+        opacity = out["opacity"].view(b, h, w, 1).permute(0, 3, 1, 2)
+        evaluated = float(out["samples_evaluated"])
+        self.last_stats = {"samples_per_ray": evaluated / max(rays.origins.shape[0], 1)}
+        aux = {k: v for k, v in out.items() if k not in ("color",)}
+        aux["n_rays"] = rays.origins.shape[0]
+        return Render(image=image.clamp(0.0, 1.0), space="rgb", opacity=opacity, shading=list(modes), aux=aux)
+
+    @torch.no_grad()
+    def render_chunked(self, cameras: CameraBatch, mode: str, chunk: int | None = None) -> tuple[Tensor, Tensor]:
+        """Images (B, 3, H, W) and opacities (B, 1, H, W) without gradients, in chunks of rays."""
+        chunk = chunk or self.cfg.render_chunk
+        rays = camera_rays(cameras)
+        modes = [mode] * cameras.batch_size
+        colors, opacities = [], []
+        for start in range(0, rays.origins.shape[0], chunk):
+            part = RayBundle(
+                rays.origins[start : start + chunk],
+                rays.dirs[start : start + chunk],
+                rays.camera[start : start + chunk],
+                rays.batch_size,
+            )
+            out = self.render_rays(part, modes, cameras.light_position, create_graph=False)
+            colors.append(out["color"])
+            opacities.append(out["opacity"])
+        b, h, w = cameras.batch_size, cameras.height, cameras.width
+        image = torch.cat(colors).view(b, h, w, 3).permute(0, 3, 1, 2).clamp(0, 1)
+        return image, torch.cat(opacities).view(b, h, w, 1).permute(0, 3, 1, 2)
+
+    def regularizers(self, render: Render, cameras: CameraBatch, step: int) -> dict[str, Tensor]:
+        cfg = self.cfg
+        aux = render.aux
+        terms: dict[str, Tensor] = {}
+        if "normals" in aux:
+            weight = annealed_weight(
+                step, cfg.orientation_weight_start, cfg.orientation_weight_end, cfg.orientation_anneal_steps
+            )
+            if weight > 0:
+                loss = orientation_loss(aux["weights"], aux["normals"], aux["dirs"], aux["ray_indices"], aux["n_rays"])
+                terms["orientation"] = weight * loss
+        if cfg.opacity_weight > 0 and render.opacity is not None:
+            terms["opacity"] = cfg.opacity_weight * opacity_loss(render.opacity, cfg.opacity_epsilon)
+        if cfg.entropy_weight > 0 and render.opacity is not None:
+            terms["entropy"] = cfg.entropy_weight * entropy_loss(render.opacity)
+        return terms
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def preview(self, cameras: CameraBatch, step: int) -> Tensor:
+        image, _ = self.render_chunked(cameras, "albedo")
+        return image
+
+    def export(self, out_dir: Any, context: ExportContext) -> list[Any]:
+        from sds_nerf.export import export_nerf
+
+        return export_nerf(self, Path(out_dir), context)
