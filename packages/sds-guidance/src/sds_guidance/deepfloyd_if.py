@@ -93,7 +93,7 @@ class DeepFloydIFGuidance:
                 lambda: T5EncoderModel.from_pretrained(model, subfolder="text_encoder", torch_dtype=dtype, **extra),
             )
             freeze(encoder)
-            encoder.to(device)
+            encoder.to(device)  # type: ignore[arg-type]
             tokens = tokenizer(
                 prompts,
                 padding="max_length",

@@ -82,7 +82,7 @@ class StableDiffusionGuidance:
         self._alphas = self.scheduler.alphas_cumprod.to(torch.float32)
         self.scaling_factor = float(getattr(self.vae.config, "scaling_factor", 0.18215))
 
-        text_encoder.to(self.device)
+        text_encoder.to(self.device)  # type: ignore[arg-type]
         max_length = int(min(tokenizer.model_max_length, text_encoder.config.max_position_embeddings))
 
         def encode(prompts: list[str]) -> Tensor:

@@ -15,6 +15,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+# weights below this are left out of the weighted mean: N * PRUNE stays under float32 resolution
+PRUNE = 1e-12
+
 
 class ExactDenoiser:
     """x0_hat and eps_hat over a fixed reference set, with optional per-sample subsets."""
@@ -57,10 +60,19 @@ class ExactDenoiser:
         return torch.softmax(logits, dim=1)
 
     def mix(self, weights: Tensor) -> Tensor:
-        """sum_i w_i x_i for weights (B, N), as (B, ...)."""
-        out = weights.new_zeros(weights.shape[0], self.centred.shape[1])
-        for s in self._chunks():
-            out = out + weights[:, s] @ self.centred[s]
+        """sum_i w_i x_i for weights (B, N), as (B, ...).
+
+        The softmax of thousands of pixels is sharp: references whose weight is below
+        `PRUNE` for every sample (their total contribution is below float32 resolution) are
+        skipped, so that only the references that matter are read.
+        """
+        used = (weights > PRUNE).any(dim=0).nonzero().squeeze(1)
+        if len(used) < self.size // 2:
+            out = weights[:, used] @ self.centred.index_select(0, used)
+        else:
+            out = weights.new_zeros(weights.shape[0], self.centred.shape[1])
+            for s in self._chunks():
+                out = out + weights[:, s] @ self.centred[s]
         return (out + self.mean).view(-1, *self.shape)
 
     def x0(self, z: Tensor, alpha_bar: Tensor, masks: list[Tensor | None]) -> list[Tensor]:

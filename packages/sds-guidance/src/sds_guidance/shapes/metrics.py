@@ -46,7 +46,8 @@ def occupancy(
     """(R, R, R) bool occupancy of a prediction on `grid_points(R, bound)` (a grid keeps its own R)."""
     if _is_mesh(pred):
         pitch = 2 * bound / (resolution - 1)
-        filled = pred.voxelized(pitch).fill()
+        mesh: Any = pred
+        filled = mesh.voxelized(pitch).fill()
         inside = filled.is_filled(grid_points(resolution, bound).numpy())
         return torch.from_numpy(np.asarray(inside)).view(resolution, resolution, resolution)
     if isinstance(pred, Tensor):
@@ -97,7 +98,7 @@ def surface_points(
     if _is_mesh(pred):
         import trimesh
 
-        points, _ = trimesh.sample.sample_surface(pred, samples, seed=0)
+        points, _ = trimesh.sample.sample_surface(pred, samples, seed=0)  # type: ignore[arg-type]
         return torch.from_numpy(np.asarray(points)).float()
     if isinstance(pred, Tensor):
         values = pred.detach().cpu().float()

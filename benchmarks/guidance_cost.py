@@ -1,0 +1,185 @@
+"""Guidance cost per SDS step: the floor that every SDS run pays (DESIGN.md, "GPU and CPU").
+
+One step = the UNet at batch 2 (classifier-free guidance: conditional + unconditional), plus for
+a latent model fed RGB renders the VAE encoder forward and backward at 512 px. The models are
+built from their public configs with random weights (no download): the cost does not depend on
+the weights. On CPU in float32; on CUDA (when present) in float16, plus DeepFloyd IF-I-XL.
+
+    python benchmarks/guidance_cost.py                 # CPU, SD 1.5 and 2.1, one timed step
+    python benchmarks/guidance_cost.py --steps 5 --warmup 1 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import time
+from typing import Any
+
+import torch
+
+# runwayml/stable-diffusion-v1-5 unet/config.json (public values)
+SD15_UNET: dict[str, Any] = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 2,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+    "norm_num_groups": 32,
+    "act_fn": "silu",
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "downsample_padding": 1,
+}
+# stabilityai/stable-diffusion-2-1-base unet/config.json: OpenCLIP-H text states, linear projections
+SD21_UNET: dict[str, Any] = {
+    **SD15_UNET,
+    "cross_attention_dim": 1024,
+    "attention_head_dim": (5, 10, 20, 20),
+    "use_linear_projection": True,
+}
+# the VAE of both (vae/config.json)
+SD_VAE: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "block_out_channels": (128, 256, 512, 512),
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "act_fn": "silu",
+    "sample_size": 512,
+}
+# DeepFloyd/IF-I-XL-v1.0 unet/config.json as recalled (no hub here to check it against): a pixel
+# UNet at 64 x 64 with T5-XXL states (4096) projected to the cross-attention width
+IF_I_XL_UNET: dict[str, Any] = {
+    "sample_size": 64,
+    "in_channels": 3,
+    "out_channels": 6,
+    "layers_per_block": 3,
+    "block_out_channels": (512, 1024, 1536, 2048),
+    "down_block_types": (
+        "ResnetDownsampleBlock2D",
+        "SimpleCrossAttnDownBlock2D",
+        "SimpleCrossAttnDownBlock2D",
+        "SimpleCrossAttnDownBlock2D",
+    ),
+    "up_block_types": (
+        "SimpleCrossAttnUpBlock2D",
+        "SimpleCrossAttnUpBlock2D",
+        "SimpleCrossAttnUpBlock2D",
+        "ResnetUpsampleBlock2D",
+    ),
+    "mid_block_type": "UNetMidBlock2DSimpleCrossAttn",
+    "cross_attention_dim": 2048,
+    "encoder_hid_dim": 4096,
+    "encoder_hid_dim_type": "text_proj",
+    "addition_embed_type": "text",
+    "addition_embed_type_num_heads": 64,
+    "attention_head_dim": 64,
+    "resnet_time_scale_shift": "scale_shift",
+    "resnet_skip_time_act": True,
+    "act_fn": "gelu",
+    "time_embedding_act_fn": "gelu",
+    "cross_attention_norm": "group_norm",
+    "only_cross_attention": False,
+}
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux: whole process
+
+
+def sync(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def sds_step_cost(
+    name: str, unet_config: dict[str, Any], text: tuple[int, int], latent: bool, device: torch.device, args: Any
+) -> None:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    unet = UNet2DConditionModel(**unet_config).to(device, dtype).eval().requires_grad_(False)
+    unet.set_attn_processor(AttnProcessor2_0())
+    if device.type == "cuda":
+        unet.to(memory_format=torch.channels_last)
+    vae = AutoencoderKL(**SD_VAE).to(device, dtype).eval().requires_grad_(False) if latent else None
+    params = sum(p.numel() for p in unet.parameters()) / 1e6
+    side = unet_config["sample_size"]
+    states = torch.randn(2, *text, device=device, dtype=dtype)
+
+    def step(unet: Any, vae: Any) -> tuple[float, float]:
+        t0 = sync(device)
+        if vae is not None:
+            rgb = torch.rand(1, 3, args.resolution, args.resolution, device=device, dtype=dtype, requires_grad=True)
+            x = vae.encode(rgb * 2 - 1).latent_dist.sample() * 0.18215
+        else:
+            x = torch.rand(1, 3, side, side, device=device, dtype=dtype, requires_grad=True) * 2 - 1
+        t1 = sync(device)
+        with torch.no_grad():
+            x_t = x.detach().repeat(2, 1, 1, 1)
+            t = torch.full((2,), 500, device=device)
+            eps = unet(x_t, t, encoder_hidden_states=states).sample[:, : x.shape[1]]
+            grad = eps[1:] + 8.0 * (eps[:1] - eps[1:])
+        t2 = sync(device)
+        x.backward(grad)
+        t3 = sync(device)
+        return t2 - t1, (t1 - t0) + (t3 - t2)
+
+    for _ in range(args.warmup):
+        step(unet, vae)
+    unet_s, vae_s = [], []
+    for _ in range(args.steps):
+        u, v = step(unet, vae)
+        unet_s.append(u)
+        vae_s.append(v)
+    unet_ms = 1000 * sum(unet_s) / len(unet_s)
+    vae_ms = 1000 * sum(vae_s) / len(vae_s)
+    print(
+        f"{name:<10} {device.type:<4} {str(dtype).removeprefix('torch.'):<8} UNet {params:7.0f}M  "
+        f"UNet@b2 {unet_ms:9.1f} ms  VAE enc fwd+bwd {vae_ms:9.1f} ms  step {unet_ms + vae_ms:9.1f} ms  "
+        f"peak {peak_memory_mb(device):8.0f} MB" + (" (process RSS)" if device.type == "cpu" else "")
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--steps", type=int, default=1, help="timed steps (averaged)")
+    parser.add_argument("--warmup", type=int, default=0)
+    parser.add_argument("--resolution", type=int, default=512, help="RGB side fed to the VAE")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, resolution {args.resolution}")
+    runs = [("SD 1.5", SD15_UNET, (77, 768), True), ("SD 2.1", SD21_UNET, (77, 1024), True)]
+    if device.type == "cuda":
+        runs.append(("IF-I-XL", IF_I_XL_UNET, (77, 4096), False))
+    for name, config, text, latent in runs:
+        sds_step_cost(name, config, text, latent, device, args)
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
