@@ -111,8 +111,8 @@ NERF_PRESETS: dict[str, dict[str, Any]] = {
         "run": {"steps": 15000},
         "cameras": {"width": 64, "height": 64},
     },
-    # What a 2-core CPU finishes in minutes: 32 x 32, a small field, few samples, finite-difference
-    # normals, short annealing (everything scaled to a few hundred steps).
+    # What a 2-core CPU finishes in minutes: 32 x 32, a small field, few samples, normals only for
+    # shaded renders, short annealing (everything scaled to a few hundred steps).
     "draft": {
         "generator": {
             "encoding": "frequency",
@@ -122,7 +122,6 @@ NERF_PRESETS: dict[str, dict[str, Any]] = {
             "hidden": 64,
             "blocks": 2,
             "samples_per_ray": 48,
-            "normals": "finite_difference",
             "orientation_on_albedo": False,
             "occupancy_resolution": 32,
             "occupancy_update_every": 8,

@@ -67,9 +67,9 @@ class OccupancyGrid(nn.Module):
     """A dense grid over [-radius, radius]^3 of which cells may hold density (PyTorch, any device).
 
     The per-cell density is an exponential moving average of its maximum over random points in the
-    cell (as nerfacc's estimator does); a cell is occupied above `threshold` (density units, or
-    the mean density when that is lower), dilated by one cell so that thin features sampled between
-    cell points are kept. Before the first update every cell is occupied (no skipping).
+    cell (as nerfacc's estimator does); a cell is occupied above `threshold` (density units),
+    dilated by one cell so that thin features sampled between cell points are kept (and so that
+    the field can grow into neighbouring cells). Before the first update every cell is occupied (no skipping).
     """
 
     def __init__(self, radius: float, resolution: int, threshold: float, decay: float = 0.95) -> None:
@@ -96,8 +96,7 @@ class OccupancyGrid(nn.Module):
         values = torch.cat([density_fn(points[i : i + chunk]).float() for i in range(0, len(points), chunk)])
         values = values.view_as(self.density) * self.inside
         self.density.copy_(torch.maximum(self.density * self.decay, values))
-        level = min(self.threshold, float(self.density[self.inside].mean()))
-        occupied = (self.density > level).float()[None, None]
+        occupied = (self.density > self.threshold).float()[None, None]
         dilated = F.max_pool3d(occupied, kernel_size=3, stride=1, padding=1)[0, 0] > 0
         self.binary.copy_(dilated & self.inside)
         self.updates += 1
