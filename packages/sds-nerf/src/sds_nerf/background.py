@@ -32,6 +32,8 @@ class MLPBackground(nn.Module):
 class SolidBackground(nn.Module):
     """One fixed colour; with `random=True`, a random colour per image while training."""
 
+    color: Tensor
+
     def __init__(self, color: Sequence[float], random: bool = False) -> None:
         super().__init__()
         self.register_buffer("color", torch.tensor([float(c) for c in color]), persistent=False)

@@ -15,6 +15,8 @@ class FrequencyEncoding(nn.Module):
     integrated positional encoding of a Gaussian of covariance Sigma I (Barron et al. 2021, eq. 14).
     """
 
+    scales: Tensor
+
     def __init__(self, in_dim: int = 3, frequencies: int = 8, include_input: bool = True) -> None:
         super().__init__()
         self.in_dim = in_dim
@@ -43,6 +45,12 @@ class HashGridEncoding(nn.Module):
     differentiable twice (autograd normals). Inputs are in [0, 1]^3; levels whose dense grid fits
     the table are indexed densely, the finer ones through the spatial hash.
     """
+
+    resolutions: Tensor
+    sizes: Tensor
+    offsets: Tensor
+    dense: Tensor
+    corners: Tensor
 
     def __init__(
         self,

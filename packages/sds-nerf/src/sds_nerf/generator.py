@@ -199,7 +199,7 @@ class NerfGenerator(nn.Module):
     def render(self, cameras: CameraBatch, step: int) -> Render:
         self.field.set_step(step)
         self._update_occupancy(step)
-        modes = [choose_shading(step, self.shading_cfg) for _ in range(cameras.batch_size)]
+        modes: list[str] = [choose_shading(step, self.shading_cfg) for _ in range(cameras.batch_size)]
         return self.render_views(cameras, modes)
 
     def render_views(self, cameras: CameraBatch, modes: list[str], skipping: bool | None = None) -> Render:
@@ -211,7 +211,7 @@ class NerfGenerator(nn.Module):
         opacity = out["opacity"].view(b, h, w, 1).permute(0, 3, 1, 2)
         evaluated = float(out["samples_evaluated"])
         self.last_stats = {"samples_per_ray": evaluated / max(rays.origins.shape[0], 1)}
-        aux = {k: v for k, v in out.items() if k not in ("color",)}
+        aux: dict[str, Any] = {k: v for k, v in out.items() if k not in ("color",)}
         aux["n_rays"] = rays.origins.shape[0]
         return Render(image=image.clamp(0.0, 1.0), space="rgb", opacity=opacity, shading=list(modes), aux=aux)
 

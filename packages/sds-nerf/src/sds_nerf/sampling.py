@@ -72,6 +72,12 @@ class OccupancyGrid(nn.Module):
     the field can grow into neighbouring cells). Before the first update every cell is occupied (no skipping).
     """
 
+    density: Tensor
+    binary: Tensor
+    updates: Tensor
+    inside: Tensor
+    centers: Tensor
+
     def __init__(self, radius: float, resolution: int, threshold: float, decay: float = 0.95) -> None:
         super().__init__()
         self.radius, self.resolution = radius, resolution
