@@ -109,6 +109,9 @@ def sds_step_cost(
 ) -> None:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.models.attention_processor import AttnProcessor2_0
+    from diffusers.utils import logging
+
+    logging.set_verbosity_error()  # random weights cast with .to(): nothing to warn about
 
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     if device.type == "cuda":

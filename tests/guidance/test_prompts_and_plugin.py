@@ -5,6 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+pytest.importorskip("sds_guidance")
+
 import torch
 
 from sds_core.plugins import load_catalog
@@ -46,6 +50,7 @@ def test_perp_neg_negatives_are_the_other_views() -> None:
 
 
 def test_embedding_cache_is_keyed_by_model_and_prompt(tmp_path) -> None:
+    pytest.importorskip("safetensors")
     calls: list[list[str]] = []
 
     def encode(prompts: list[str]) -> torch.Tensor:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
+
+pytest.importorskip("sds_guidance")
+
 import torch
 
 from sds_core.cameras import view_labels
