@@ -191,3 +191,28 @@ def test_missing_weights_offline_is_one_clear_sentence(context_factory, tmp_path
     assert "--set guidance.model=" in message and "\n" not in message
     with pytest.raises(SdsError, match="does not exist"):
         DeepFloydIFGuidance(DeepFloydIFConfig(model=str(tmp_path / "nowhere")), context_factory("a red cube"))
+
+
+@pytest.mark.parametrize(("name", "kind"), [("stable-diffusion", "sd-v"), ("deepfloyd-if", "if")])
+def test_start_run_with_a_backend_from_a_folder(tiny_models, tmp_path, name, kind) -> None:
+    """`sds generate PROMPT --generator image --guidance NAME --set guidance.model=FOLDER`, shortened."""
+    from sds_core.loop import start_run
+
+    trainer = start_run(
+        "a red cube",
+        tmp_path / "run",
+        preset="draft",
+        names={"generator": "image", "guidance": name},
+        overrides={
+            "guidance": {"model": str(tiny_models(kind)), "resolution": TINY_SIDE},
+            "run": {"steps": 3, "preview_every": 3, "checkpoint_every": 0},
+            "cameras": {"width": TINY_SIDE, "height": TINY_SIDE},
+        },
+        device="cpu",
+    )
+    before = trainer.generator.param.detach().clone()
+    outputs = trainer.run()
+    assert not torch.equal(before, trainer.generator.param.detach())
+    assert trainer.generator.space == ("latent" if name == "stable-diffusion" else "rgb")
+    assert any(p.name == "image.png" for p in outputs)
+    assert list((tmp_path / "run" / "previews").glob("*.png"))
