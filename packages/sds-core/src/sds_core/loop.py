@@ -206,6 +206,8 @@ class Trainer:
         self.step += 1
         terms = dict(out.terms)
         terms.update({name: float(value.detach()) for name, value in regs.items()})
+        # generators may report scalars of their own (e.g. samples per ray) in render.aux["log"]
+        terms.update({name: float(value) for name, value in render.aux.get("log", {}).items()})
         timings = {"render": t1 - t0, "guidance": t2 - t1, "backward": t3 - t2, "optimizer": t4 - t3}
         return StepFinished(self.step, self.total_steps, float(total.detach()), terms, out.t, lr, timings, 0.0)
 

@@ -97,7 +97,8 @@ class Render:
     # the shading mode of each sample ("albedo", "lambertian", "textureless"; sds_core.shading):
     # real priors ignore it, the exact `shapes` prior matches references shaded the same way
     shading: list[str] = field(default_factory=list)
-    aux: dict[str, Any] = field(default_factory=dict)  # generator-specific (weights, normals, ...)
+    # generator-specific (weights, normals, ...); aux["log"] = {name: float} goes into metrics.jsonl
+    aux: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -256,8 +256,8 @@ class NerfGenerator(nn.Module):
     def param_groups(self) -> list[dict[str, Any]]:
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
-    def preview(self, cameras: CameraBatch, step: int) -> Tensor:
-        image, _ = self.render_chunked(cameras, "albedo")
+    def preview(self, cameras: CameraBatch, step: int, shading: str | None = None) -> Tensor:
+        image, _ = self.render_chunked(cameras, shading or "albedo")
         return image
 
     def export(self, out_dir: Any, context: ExportContext) -> list[Any]:
