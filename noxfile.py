@@ -14,7 +14,13 @@ nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
 CONSTRAINTS = ("-c", "constraints.txt")
-PACKAGES = ("./packages/sds-core", "./packages/sds-guidance", "./packages/sds-nerf", "./packages/sds-cli")
+PACKAGES = (
+    "./packages/sds-core",
+    "./packages/sds-guidance",
+    "./packages/sds-nerf",
+    "./packages/sds-eval",
+    "./packages/sds-cli",
+)
 ENV = {"TORCH_EXTENSIONS_DIR": os.path.join(os.getcwd(), ".nox", "torch_extensions"), "HF_HUB_OFFLINE": "1"}
 
 
