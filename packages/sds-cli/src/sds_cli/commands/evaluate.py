@@ -82,3 +82,37 @@ def clip_r_precision_command(
 
         atomic_write_bytes(json_path, (json.dumps(report, indent=2) + "\n").encode("utf-8"))
         typer.echo(f"report written to {json_path}")
+
+
+@eval_app.command("geometry")
+def geometry_command(
+    runs: Runs,
+    resolution: Annotated[int, typer.Option(help="Voxels per side of the IoU grid.")] = 64,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+) -> None:
+    """IoU, Chamfer distance and colour error of shapes-world runs against the true object."""
+    with user_errors():
+        _require_eval()
+        from sds_eval.geometry import run_geometry
+
+        rows = [run_geometry(run, resolution, device) for run in runs]
+    table = Table(title="shapes-world geometry")
+    for column in ("run", "object", "IoU", "Chamfer", "colour error", "level"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        colour = row.get("colour_error")
+        table.add_row(
+            row["run"],
+            row["object"],
+            f"{row['iou']:.3f}",
+            f"{row['chamfer']:.4f}",
+            "n/a" if colour is None else f"{colour:.3f}",
+            f"{row['level']:.3g}",
+        )
+    Console(soft_wrap=True).print(table)
+    if json_path is not None:
+        from sds_core.imaging import atomic_write_bytes
+
+        atomic_write_bytes(json_path, (json.dumps({"runs": rows}, indent=2) + "\n").encode("utf-8"))
+        typer.echo(f"results written to {json_path}")
