@@ -132,3 +132,25 @@ def split_predictions(eps: Tensor, batch_size: int, with_negatives: bool) -> tup
     chunks = eps.split(batch_size)
     negative = torch.stack(chunks[2:]) if with_negatives else None
     return chunks[0], chunks[1], negative
+
+
+def load_scheduler_and_unet(
+    model: str, what: str, config: Any, device: torch.device, dtype: torch.dtype
+) -> tuple[Any, Any]:
+    """The DDPM scheduler and the frozen UNet of a diffusers model (hub id or folder), set up for SDS:
+    attention slicing as configured, channels-last on CUDA. `config` carries variant, revision,
+    attention_slicing and channels_last (both backends' configs do)."""
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
+    extra = hub_kwargs(config.variant, config.revision)
+    scheduler = load_component(
+        model, what, lambda: DDPMScheduler.from_pretrained(model, subfolder="scheduler", revision=config.revision)
+    )
+    unet = load_component(
+        model, what, lambda: UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=dtype, **extra)
+    )
+    freeze(unet)
+    setup_attention(unet, config.attention_slicing)
+    if device.type == "cuda" and config.channels_last:
+        unet.to(memory_format=torch.channels_last)
+    return scheduler, unet

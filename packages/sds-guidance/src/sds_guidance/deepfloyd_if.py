@@ -21,10 +21,10 @@ from sds_guidance._diffusers import (
     freeze,
     hub_kwargs,
     load_component,
+    load_scheduler_and_unet,
     module_device,
     place,
     resolve_dtype,
-    setup_attention,
     split_predictions,
 )
 from sds_guidance.config import DeepFloydIFConfig
@@ -37,26 +37,12 @@ class DeepFloydIFGuidance:
     space = "rgb"
 
     def __init__(self, config: DeepFloydIFConfig, context: BuildContext) -> None:
-        from diffusers import DDPMScheduler, UNet2DConditionModel
-
         self.config = config
         self.device = torch.device(context.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         model, extra = config.model, hub_kwargs(config.variant, config.revision)
         what = "DeepFloyd IF stage I"
-
-        self.scheduler = load_component(
-            model, what, lambda: DDPMScheduler.from_pretrained(model, subfolder="scheduler", revision=config.revision)
-        )
-        self.unet = load_component(
-            model,
-            what,
-            lambda: UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=self.dtype, **extra),
-        )
-        freeze(self.unet)
-        setup_attention(self.unet, config.attention_slicing)
-        if self.device.type == "cuda" and config.channels_last:
-            self.unet.to(memory_format=torch.channels_last)
+        self.scheduler, self.unet = load_scheduler_and_unet(model, what, config, self.device, self.dtype)
         self.channels = 3
         if int(self.unet.config.in_channels) != self.channels:
             raise ConfigError(

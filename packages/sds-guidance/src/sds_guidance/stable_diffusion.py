@@ -21,10 +21,10 @@ from sds_guidance._diffusers import (
     freeze,
     hub_kwargs,
     load_component,
+    load_scheduler_and_unet,
     module_device,
     place,
     resolve_dtype,
-    setup_attention,
     split_predictions,
 )
 from sds_guidance.config import StableDiffusionConfig
@@ -37,7 +37,7 @@ class StableDiffusionGuidance:
     space = "latent"
 
     def __init__(self, config: StableDiffusionConfig, context: BuildContext) -> None:
-        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+        from diffusers import AutoencoderKL
         from transformers import AutoTokenizer, CLIPTextModel
 
         self.config = config
@@ -46,14 +46,7 @@ class StableDiffusionGuidance:
         model, extra = config.model, hub_kwargs(config.variant, config.revision)
         what = "Stable Diffusion"
 
-        self.scheduler = load_component(
-            model, what, lambda: DDPMScheduler.from_pretrained(model, subfolder="scheduler", revision=config.revision)
-        )
-        self.unet = load_component(
-            model,
-            what,
-            lambda: UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=self.dtype, **extra),
-        )
+        self.scheduler, self.unet = load_scheduler_and_unet(model, what, config, self.device, self.dtype)
         self.vae = load_component(
             model, what, lambda: AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=self.dtype, **extra)
         )
@@ -65,10 +58,7 @@ class StableDiffusionGuidance:
             what,
             lambda: CLIPTextModel.from_pretrained(model, subfolder="text_encoder", torch_dtype=self.dtype, **extra),
         )
-        freeze(self.unet, self.vae, text_encoder)
-        setup_attention(self.unet, config.attention_slicing)
-        if self.device.type == "cuda" and config.channels_last:
-            self.unet.to(memory_format=torch.channels_last)
+        freeze(self.vae, text_encoder)
 
         self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
         if config.resolution % self.vae_scale:
