@@ -47,7 +47,7 @@ def _progress_board() -> Any:
         def snapshot(self) -> dict[str, dict[str, Any]]:
             return self.rows
 
-    return ProgressBoard.remote()
+    return ProgressBoard.remote()  # type: ignore[attr-defined]
 
 
 def _run_task(job: BatchJob, key: str, board: Any) -> JobResult:

@@ -25,7 +25,8 @@ class ClipScorer:
         self.name = model
         self.device = torch.device(device)
         try:
-            self.model = CLIPModel.from_pretrained(model).to(self.device).eval()
+            clip: Any = CLIPModel.from_pretrained(model)
+            self.model = clip.to(self.device).eval()
             self.processor = CLIPProcessor.from_pretrained(model)
         except OSError as exc:
             offline = os.environ.get("HF_HUB_OFFLINE") == "1"
