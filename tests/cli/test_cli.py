@@ -156,15 +156,25 @@ def test_sigterm_writes_a_checkpoint_and_the_run_resumes(target, tmp_path) -> No
     assert steps == list(range(1, done + 4))
 
 
-def test_batch_resumes_where_it_stopped(target, tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("guidance", "prompts_text"),
+    [
+        ("target", ["first thing", "second thing", "third thing"]),
+        ("shapes", ["a red cube", "a blue sphere", "a green cone"]),
+    ],
+)
+def test_batch_resumes_where_it_stopped(target, tmp_path, guidance, prompts_text) -> None:
+    if guidance == "shapes":
+        pytest.importorskip("sds_guidance")
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("# three runs\nfirst thing\nsecond thing\n\nthird thing\n")
+    prompts.write_text(f"# three runs\n{prompts_text[0]}\n{prompts_text[1]}\n\n{prompts_text[2]}\n")
     out = tmp_path / "batch"
-    cmd = [sys.executable, "-m", "sds_cli.app", "batch", str(prompts), "--out", str(out), *IMAGE_RUN]
+    run = ["--generator", "image", "--guidance", guidance, "--preset", "draft", "--device", "cpu"]
+    cmd = [sys.executable, "-m", "sds_cli.app", "batch", str(prompts), "--out", str(out), *run]
     cmd += ["--steps", "400", "--set", "run.preview_every=0", "--set", "run.checkpoint_every=20"]
     proc = subprocess.Popen(cmd, env=_env_with(target.site), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = out / "000-first-thing" / "seed-0"
-    second_metrics = out / "001-second-thing" / "seed-0" / "metrics.jsonl"
+    folders = [out / f"{i:03d}-{p.replace(' ', '-')}" / "seed-0" for i, p in enumerate(prompts_text)]
+    second_metrics = folders[1] / "metrics.jsonl"
     deadline = time.time() + 120
     while not (second_metrics.exists() and len(second_metrics.read_text().splitlines()) > 30):
         assert time.time() < deadline and proc.poll() is None, proc.communicate()
@@ -173,19 +183,17 @@ def test_batch_resumes_where_it_stopped(target, tmp_path) -> None:
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "run the same command again" in stderr
-    first_ckpt = (first / "ckpts" / "last.pt").stat().st_mtime_ns
+    first_ckpt = (folders[0] / "ckpts" / "last.pt").stat().st_mtime_ns
 
     again = subprocess.run(cmd, env=_env_with(target.site), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     summary = json.loads((out / "batch.json").read_text())
     assert [r["status"] for r in summary["runs"]] == ["skipped", "resumed", "finished"]
-    assert (first / "ckpts" / "last.pt").stat().st_mtime_ns == first_ckpt  # not redone
-    for name in ("000-first-thing", "001-second-thing", "002-third-thing"):
-        steps = [
-            json.loads(line)["step"] for line in (out / name / "seed-0" / "metrics.jsonl").read_text().splitlines()
-        ]
-        assert steps == list(range(1, 401))
-        assert (out / name / "seed-0" / "final" / "image.png").exists()
+    assert (folders[0] / "ckpts" / "last.pt").stat().st_mtime_ns == first_ckpt  # not redone
+    for folder in folders:
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(line)["step"] for line in lines] == list(range(1, 401))
+        assert (folder / "final" / "image.png").exists()
 
 
 def test_batch_reports_a_missing_prompts_file(runner, tmp_path) -> None:
