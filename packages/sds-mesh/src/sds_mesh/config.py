@@ -1,0 +1,102 @@
+"""Options of the `mesh` generator and its presets (no torch: read by `sds plugins`).
+
+The mesh is a template (an icosphere) or a NeRF run's exported mesh (Magic3D's second stage, Lin et
+al. 2023, §4.2) plus learned per-vertex offsets and colours. Shading and light sampling are
+DreamFusion's (Poole et al. 2023, §3.1, A.2), shared with the NeRF through `sds_core.shading`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+EXPORT_FORMATS: tuple[str, ...] = ("glb", "obj", "ply", "mp4", "gif", "html")
+
+
+@dataclass
+class MeshConfig:
+    """An explicit triangle mesh: template or NeRF mesh, offsets, vertex colours, rasteriser."""
+
+    # --- the mesh ------------------------------------------------------------------------------
+    # "icosphere", or a NeRF run folder (reads RUN_DIR/final/mesh.ply, else mesh.glb: Magic3D's
+    # coarse-to-fine second stage), or a mesh file (.ply, .glb, .obj) in the run's y-up convention
+    init: str = "icosphere"
+    subdivisions: int = 4  # icosphere subdivisions: 4 gives 2,562 vertices and 5,120 faces
+    radius: float = 0.4  # icosphere radius (the shapes world fits in a sphere of 0.45)
+    init_color: tuple[float, float, float] = (0.5, 0.5, 0.5)  # template albedo (a NeRF mesh keeps its own)
+    # Large Steps (Nicolet et al. 2021): optimise u with offsets = (I + lambda L)^-1 u, L the
+    # uniform Laplacian; 0 optimises the offsets directly. Their meshes use lambda 10 to 100.
+    smoothness: float = 20.0
+    # colours are sigmoid(logits); the colour logits learn faster than positions (optim.lr x this)
+    color_lr_scale: float = 10.0
+
+    # --- rasterisation -------------------------------------------------------------------------
+    # "auto": nvdiffrast on CUDA when it is installed, else the PyTorch soft rasteriser
+    rasterizer: Literal["auto", "soft", "nvdiffrast"] = "auto"
+    # SoftRas (Liu et al. 2019, eq. 1): coverage D = sigmoid(delta d^2 / sigma), d the distance
+    # to the triangle in pixels. SoftRas's sigma 1e-4 in NDC is about 0.1 px^2 at 64 px; a wider
+    # edge lets silhouettes pull vertices from further away.
+    sigma: float = 0.5  # px^2
+    # SoftRas eq. 3: aggregation weights D exp(z / gamma), z the normalised inverse depth
+    gamma: float = 1e-3
+    near: float = 0.05  # depth range of the normalised inverse depth (world units)
+    far: float = 4.0
+    cull_backfaces: bool = True  # closed meshes: back faces never show, skipping them halves the work
+    tile_size: int = 8  # pixels per tile side; faces are culled per tile by their bounding boxes
+    max_pairs: int = 2_000_000  # pixel x face pairs per chunk (bounds the rasteriser's memory)
+
+    # --- shading (§3.1, A.2; sds_core.shading) -----------------------------------------------
+    albedo_only_steps: int = 1000  # A.2: albedo only for the first 1k steps
+    shaded_probability: float = 0.75  # A.2
+    textureless_probability: float = 0.5  # A.2
+    ambient: float = 0.1  # A.2: l_a
+    diffuse: float = 0.9  # A.2: l_rho
+
+    # --- background (sds_nerf.background) ------------------------------------------------------
+    # "auto": solid in the guidance's declared background colour (the `shapes` prior declares
+    # white), else the paper's MLP on the ray direction (A.2); "solid": background_color
+    background: Literal["auto", "mlp", "solid", "random"] = "auto"
+    background_color: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    background_frequencies: int = 6
+    background_hidden: int = 64
+
+    # --- regularisers (weights of mean terms) ------------------------------------------------
+    laplacian_weight: float = 1.0  # uniform Laplacian of the vertex positions, squared
+    normal_weight: float = 0.1  # 1 - cos between the normals of faces sharing an edge
+    edge_weight: float = 1.0  # ((|e| - l0) / l0)^2 with l0 the initial mean edge length
+
+    # --- export ------------------------------------------------------------------------------
+    texture_size: int = 1024
+    video_frames: int = 60
+    video_resolution: int = 128
+    video_fps: int = 24
+    video_elevation: float = 15.0
+    export_formats: tuple[str, ...] = EXPORT_FORMATS
+
+
+MESH_PRESETS: dict[str, dict[str, Any]] = {
+    # Adam on vertex offsets (world units per step) and colour logits; DreamFusion's Shampoo
+    # schedule (A.2) is for network weights, not for explicit vertices.
+    "default": {"optim": {"lr": 3e-3, "schedule": "constant"}},
+    # 64 x 64 renders as DreamFusion's guidance (A.2); Magic3D's fine stage renders 512 px with
+    # nvdiffrast and a latent prior, which `--set cameras.width=512` asks for on a GPU.
+    "paper": {
+        "generator": {"subdivisions": 5},
+        "optim": {"lr": 1e-3, "schedule": "warmup_cosine", "warmup_steps": 500},
+        "run": {"steps": 5000},
+        "cameras": {"width": 64, "height": 64},
+    },
+    # What a 2-core CPU finishes in minutes: 642 vertices, 48 x 48 renders, a few hundred steps.
+    "draft": {
+        "generator": {
+            "subdivisions": 3,
+            "albedo_only_steps": 100,
+            "texture_size": 256,
+            "video_frames": 24,
+            "video_resolution": 64,
+        },
+        "optim": {"lr": 3e-3, "schedule": "constant"},
+        "run": {"steps": 400, "preview_every": 100, "checkpoint_every": 100},
+        "cameras": {"width": 48, "height": 48},
+    },
+}

@@ -1,0 +1,180 @@
+"""The `mesh` generator: an explicit triangle mesh behind the sds Generator protocol.
+
+Parameters: per-vertex offsets from a template (an icosphere) or from a NeRF run's mesh (Magic3D's
+second stage, Lin et al. 2023, §4.2) and per-vertex colour logits. Rendering: a differentiable
+rasteriser (`sds_mesh.rasterizer`) fills albedo, normal and position buffers, which are shaded
+with DreamFusion's modes (§3.1, A.2; `sds_core.shading`) and composited over the background.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sds_core.protocols import BuildContext, CameraBatch, ExportContext, Render
+from sds_core.shading import ShadingConfig, choose_shading, composite, shade
+from sds_mesh.config import MeshConfig
+from sds_mesh.mesh import (
+    SmoothSolve,
+    edge_length_loss,
+    initial_mesh,
+    laplacian_loss,
+    normal_consistency_loss,
+    topology,
+    vertex_normals,
+)
+from sds_mesh.rasterizer import build_rasterizer
+from sds_nerf.background import build_background
+
+SHADED = ("lambertian", "textureless")
+
+
+class MeshGenerator(nn.Module):
+    """Vertices = base + offsets, colours = sigmoid(logits); rendered by a soft or CUDA rasteriser."""
+
+    view_dependent = True
+    base_vertices: Tensor
+    faces: Tensor
+    edges: Tensor
+    adjacent_faces: Tensor
+
+    def __init__(self, config: MeshConfig, context: BuildContext) -> None:
+        super().__init__()
+        self.cfg = cfg = config
+        device = torch.device(context.device)
+        data = initial_mesh(cfg.init, cfg.subdivisions, cfg.radius, cfg.init_color)
+        topo = topology(data.vertices, data.faces)
+        # the starting mesh is part of the state: a resumed run needs the same topology
+        self.register_buffer("base_vertices", torch.as_tensor(data.vertices, dtype=torch.float32))
+        self.register_buffer("faces", torch.as_tensor(data.faces, dtype=torch.long))
+        self.register_buffer("edges", topo.edges, persistent=False)
+        self.register_buffer("adjacent_faces", topo.adjacent_faces, persistent=False)
+        # the parameters u of the offsets (I + lambda L)^-1 u (Large Steps), or the offsets themselves
+        self.offsets = nn.Parameter(torch.zeros_like(self.base_vertices))
+        self.smooth = SmoothSolve(len(data.vertices), topo.edges, cfg.smoothness) if cfg.smoothness > 0 else None
+        colors = torch.as_tensor(data.colors, dtype=torch.float32).clamp(0.02, 0.98)
+        self.color_logits = nn.Parameter(torch.logit(colors))
+        lengths = (self.base_vertices[self.edges[:, 0]] - self.base_vertices[self.edges[:, 1]]).norm(dim=-1)
+        self.target_edge = float(lengths.mean()) if len(lengths) else 1.0
+        base_lr = float(context.config.get("optim", {}).get("lr", 1e-3))
+        self.color_lr = base_lr * cfg.color_lr_scale
+        self.background = build_background(
+            cfg.background, cfg.background_color, cfg.background_frequencies, cfg.background_hidden, context.guidance
+        )
+        self.shading_cfg = ShadingConfig(
+            albedo_only_steps=cfg.albedo_only_steps,
+            shaded_probability=cfg.shaded_probability,
+            textureless_probability=cfg.textureless_probability,
+            ambient=cfg.ambient,
+            diffuse=cfg.diffuse,
+        )
+        self.rasterizer = build_rasterizer(
+            cfg.rasterizer, device, sigma=cfg.sigma, gamma=cfg.gamma, near=cfg.near, far=cfg.far,
+            cull_backfaces=cfg.cull_backfaces, tile_size=cfg.tile_size, max_pairs=cfg.max_pairs,
+        )  # fmt: skip
+
+    # --- the mesh -----------------------------------------------------------------------------
+
+    def vertices(self) -> Tensor:
+        offsets = self.offsets if self.smooth is None else self.smooth(self.offsets)
+        return self.base_vertices + offsets
+
+    def colors(self) -> Tensor:
+        return torch.sigmoid(self.color_logits)
+
+    # --- rendering ------------------------------------------------------------------------------
+
+    def render_views(self, cameras: CameraBatch, modes: list[str]) -> Render:
+        """One image per camera with the given shading modes (differentiably)."""
+        verts = self.vertices()
+        normals = vertex_normals(verts, self.faces)
+        attributes = torch.cat([self.colors(), normals, verts], dim=-1)
+        frags = self.rasterizer(cameras, verts, self.faces, attributes)
+        albedo, normal, points = frags.attributes.split(3, dim=-1)  # (B, H, W, 3) each
+        normal = normal / normal.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        rgb = albedo
+        if any(m in SHADED for m in modes):
+            light = cameras.light_position.to(points.dtype)[:, None, None, :]
+            for mode in SHADED:
+                if mode in modes:
+                    lit = shade(mode, albedo, normal, points, light, self.cfg.ambient, self.cfg.diffuse)
+                    chosen = torch.tensor([m == mode for m in modes], device=points.device)
+                    rgb = torch.where(chosen[:, None, None, None], lit, rgb)
+        b, h, w = cameras.batch_size, cameras.height, cameras.width
+        _, dirs = cameras.rays()
+        camera_index = torch.arange(b, device=dirs.device).repeat_interleave(h * w)
+        bg = self.background(dirs.reshape(-1, 3), camera_index, b).view(b, h, w, 3)
+        opacity = frags.opacity
+        color = composite(rgb * opacity, opacity, bg)
+        color = self.rasterizer.antialias(torch.cat([color, opacity], dim=-1), frags)
+        image = color[..., :3].permute(0, 3, 1, 2).clamp(0.0, 1.0)
+        alpha = color[..., 3:].permute(0, 3, 1, 2).clamp(0.0, 1.0)
+        return Render(image=image, space="rgb", opacity=alpha, shading=list(modes), aux={"log": {}})
+
+    @torch.no_grad()
+    def render_chunked(self, cameras: CameraBatch, mode: str, chunk: int = 4) -> tuple[Tensor, Tensor]:
+        """Images (B, 3, H, W) and opacities (B, 1, H, W) without gradients, a few cameras at a time."""
+        images, opacities = [], []
+        for start in range(0, cameras.batch_size, chunk):
+            part = _select(cameras, slice(start, start + chunk))
+            render = self.render_views(part, [mode] * part.batch_size)
+            assert render.opacity is not None
+            images.append(render.image)
+            opacities.append(render.opacity)
+        return torch.cat(images), torch.cat(opacities)
+
+    # --- the Generator protocol ---------------------------------------------------------------
+
+    def render(self, cameras: CameraBatch, step: int) -> Render:
+        modes: list[str] = [choose_shading(step, self.shading_cfg) for _ in range(cameras.batch_size)]
+        return self.render_views(cameras, modes)
+
+    def regularizers(self, render: Render, cameras: CameraBatch, step: int) -> dict[str, Tensor]:
+        cfg = self.cfg
+        verts = self.vertices()
+        terms: dict[str, Tensor] = {}
+        if cfg.laplacian_weight > 0:
+            terms["laplacian"] = cfg.laplacian_weight * laplacian_loss(verts, self.edges)
+        if cfg.normal_weight > 0:
+            terms["normal_consistency"] = cfg.normal_weight * normal_consistency_loss(
+                verts, self.faces, self.adjacent_faces
+            )
+        if cfg.edge_weight > 0:
+            terms["edge_length"] = cfg.edge_weight * edge_length_loss(verts, self.edges, self.target_edge)
+        return terms
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        groups: list[dict[str, Any]] = [
+            {"params": [self.offsets]},  # optim.lr
+            {"params": [self.color_logits], "lr": self.color_lr},
+        ]
+        background = [p for p in self.background.parameters() if p.requires_grad]
+        if background:
+            groups.append({"params": background})
+        return groups
+
+    def preview(self, cameras: CameraBatch, step: int, shading: str | None = None) -> Tensor:
+        image, _ = self.render_chunked(cameras, shading or "albedo")
+        return image
+
+    def export(self, out_dir: Any, context: ExportContext) -> list[Any]:
+        from sds_mesh.export import export_mesh
+
+        return export_mesh(self, Path(out_dir), context)
+
+
+def _select(cameras: CameraBatch, index: slice) -> CameraBatch:
+    return replace(
+        cameras,
+        c2w=cameras.c2w[index],
+        focal=cameras.focal[index],
+        elevation=cameras.elevation[index],
+        azimuth=cameras.azimuth[index],
+        distance=cameras.distance[index],
+        light_position=cameras.light_position[index],
+        views=cameras.views[index],
+    )

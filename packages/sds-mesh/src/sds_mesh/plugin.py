@@ -1,0 +1,21 @@
+"""Registers the `mesh` generator with sds (entry point group `sds`). No torch at import."""
+
+from __future__ import annotations
+
+from sds_core.hookspecs import hookimpl
+from sds_core.plugins import PluginSpec, Registry
+
+
+@hookimpl
+def sds_register_generators(registry: Registry) -> None:
+    from sds_mesh.config import MESH_PRESETS, MeshConfig
+
+    registry.add(
+        PluginSpec(
+            name="mesh",
+            factory="sds_mesh.generator:MeshGenerator",
+            config=MeshConfig,
+            description="An explicit triangle mesh (icosphere or a NeRF run's mesh), soft or nvdiffrast rasterisation.",
+            presets=MESH_PRESETS,
+        )
+    )
