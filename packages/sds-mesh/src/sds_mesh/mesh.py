@@ -55,7 +55,7 @@ def load_mesh(path: Path, color: tuple[float, float, float]) -> MeshData:
     """A y-up mesh file (as `sds export` writes) as a z-up MeshData with vertex colours."""
     import trimesh
 
-    mesh = trimesh.load(path, force="mesh", process=False)
+    mesh: Any = trimesh.load(path, force="mesh", process=False)
     # textured files split vertices along UV seams: weld them back into one closed surface
     mesh.merge_vertices(merge_tex=True, merge_norm=True)
     mesh.remove_unreferenced_vertices()
