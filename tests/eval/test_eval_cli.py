@@ -38,3 +38,24 @@ def test_eval_clip_r_precision_command(install_entry_point, tmp_path) -> None:
 
     missing = runner.invoke(app, ["eval", "clip-r-precision", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "no checkpoint" in missing.stderr
+
+
+def test_eval_geometry_of_a_mesh_run(tmp_path) -> None:
+    pytest.importorskip("sds_mesh")
+    pytest.importorskip("sds_guidance")
+    runner = CliRunner()
+    out = tmp_path / "cube"
+    args = ["generate", "a red cube", "--generator", "mesh", "--guidance", "shapes", "--preset", "draft"]
+    result = runner.invoke(app, [*args, "--device", "cpu", "--steps", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = tmp_path / "geometry.json"
+    result = runner.invoke(app, ["eval", "geometry", str(out), "--resolution", "32", "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    row = json.loads(report.read_text())["runs"][0]
+    assert row["object"] == "a red cube" and row["level"] is None
+    assert 0.2 < row["iou"] < 1.0 and 0.0 < row["chamfer"] < 0.5 and 0.0 <= row["colour_error"] <= 1.0
+    image_run = tmp_path / "image"
+    args = ["generate", "a red cube", "--generator", "image", "--guidance", "shapes", "--preset", "draft"]
+    assert runner.invoke(app, [*args, "--steps", "2", "--out", str(image_run), "--device", "cpu"]).exit_code == 0
+    flat = runner.invoke(app, ["eval", "geometry", str(image_run)])
+    assert flat.exit_code == 2 and "exposes no 3D geometry" in flat.stderr

@@ -54,7 +54,7 @@ def run_geometry(run_dir: Path, resolution: int = 64, device: str = "cpu") -> di
     elif hasattr(generator, "surface_mesh"):
         mesh = generator.surface_mesh()
         metrics = evaluate(mesh, truth, _nearest_vertex_colours(mesh), resolution=resolution)
-        metrics["level"] = float("nan")
+        metrics["level"] = None  # a mesh has its surface; no density level
     else:
         name = trainer.resolved.specs["generator"].name
         raise SdsError(f"generator {name!r} of {run_dir} exposes no 3D geometry (a 2D image has none)")

@@ -161,6 +161,17 @@ class MeshGenerator(nn.Module):
         image, _ = self.render_chunked(cameras, shading or "albedo")
         return image
 
+    def surface_mesh(self) -> Any:
+        """The current mesh as a `trimesh.Trimesh` in world coordinates (z up) with vertex colours,
+        for geometry evaluation (`sds eval geometry`)."""
+        import trimesh
+
+        with torch.no_grad():
+            vertices = self.vertices().detach().cpu().numpy()
+            colours = (self.colors().detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        faces = self.faces.cpu().numpy()
+        return trimesh.Trimesh(vertices=vertices, faces=faces, vertex_colors=colours, process=False)
+
     def export(self, out_dir: Any, context: ExportContext) -> list[Any]:
         from sds_mesh.export import export_mesh
 

@@ -108,7 +108,7 @@ def geometry_command(
             f"{row['iou']:.3f}",
             f"{row['chamfer']:.4f}",
             "n/a" if colour is None else f"{colour:.3f}",
-            f"{row['level']:.3g}",
+            "mesh" if row["level"] is None else f"{row['level']:.3g}",
         )
     Console(soft_wrap=True).print(table)
     if json_path is not None:
