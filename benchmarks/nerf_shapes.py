@@ -30,7 +30,8 @@ def run_object(prompt: str, out: Path, preset: str, overrides: dict[str, Any], s
 
     from sds_core.config import deep_merge
     from sds_core.loop import start_run
-    from sds_guidance.shapes.metrics import evaluate
+    from sds_guidance.shapes.metrics import evaluate, volumetric_iou
+    from sds_nerf.sampling import density_threshold
 
     overrides = deep_merge({"run": {"seed": seed, "preview_every": 0, "checkpoint_every": 0}}, overrides)
     overrides = deep_merge({"generator": {"export_formats": ["ply"]}}, overrides)
@@ -39,11 +40,20 @@ def run_object(prompt: str, out: Path, preset: str, overrides: dict[str, Any], s
     trainer.run()
     wall = time.perf_counter() - started
     gen = trainer.generator
-    level = gen.cfg.mesh_threshold
+    level = gen.surface_level()  # the level mesh export uses (sds export --threshold overrides it)
     gen.eval()
-    metrics = evaluate(gen.field.density, trainer.guidance.ground_truth, lambda p: gen.field(p)[1], threshold=level)
+    truth = trainer.guidance.ground_truth
+    metrics = evaluate(gen.field.density, truth, lambda p: gen.field(p)[1], threshold=level)
+    # for context only: IoU at other opacity levels per render step (tau = -ln(1 - alpha) / delta)
+    iou_at = {
+        alpha: volumetric_iou(gen.field.density, truth, threshold=density_threshold(alpha, gen.step_size))
+        for alpha in (0.2, 0.5, 0.8)
+    }
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
     split = {k.removeprefix("time_"): statistics.mean(r[k] for r in records) for k in TIMES}
+    # samples per ray while training, as the loop logged them (render.aux["log"])
+    logged = [r["samples_per_ray"] for r in records if "samples_per_ray" in r]
+    train_samples = statistics.mean(logged[len(logged) // 2 :]) if logged else float("nan")
     # samples per ray on training-distribution views, with the final occupancy grid and without
     torch.manual_seed(seed)
     cams = trainer.cameras.sample(8)
@@ -59,6 +69,9 @@ def run_object(prompt: str, out: Path, preset: str, overrides: dict[str, Any], s
         "chamfer": metrics["chamfer"],
         "colour_error": metrics.get("colour_error", float("nan")),
         "level": level,
+        "alpha": gen.cfg.mesh_alpha if gen.cfg.mesh_threshold is None else None,
+        "iou_at_alpha": iou_at,
+        "samples_per_ray_train": train_samples,
         "steps": trainer.step,
         "wall_s": wall,
         "split_s": split,
@@ -66,6 +79,19 @@ def run_object(prompt: str, out: Path, preset: str, overrides: dict[str, Any], s
         "samples_per_ray_dense": without_skip,
         "occupied_fraction": gen.grid.occupied_fraction(),
     }
+
+
+def format_row(row: dict[str, Any]) -> str:
+    split = " ".join(f"{k} {v * 1000:.0f}ms" for k, v in row["split_s"].items())
+    level = f"tau>{row['level']:.3g}" + (f" (alpha {row['alpha']:g} per step)" if row["alpha"] is not None else "")
+    others = " ".join(f"{a:g}:{v:.2f}" for a, v in row["iou_at_alpha"].items())
+    return (
+        f"{row['prompt']:16s} IoU {row['iou']:.3f} Chamfer {row['chamfer']:.4f} colour err {row['colour_error']:.3f} "
+        f"level {level} [IoU at alpha {others}] steps {row['steps']} wall {row['wall_s']:.0f}s | "
+        f"per step: {split} | samples/ray: train {row['samples_per_ray_train']:.1f}, final grid "
+        f"{row['samples_per_ray_skip']:.1f} skip / {row['samples_per_ray_dense']:.1f} dense, "
+        f"occupied {row['occupied_fraction']:.3f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,14 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     for index, prompt in enumerate(args.objects):
         row = run_object(prompt, root / f"{index:02d}-{prompt.replace(' ', '-')}", args.preset, overrides, args.seed)
         rows.append(row)
-        split = " ".join(f"{k} {v * 1000:.0f}ms" for k, v in row["split_s"].items())
-        print(
-            f"{prompt:18s} IoU {row['iou']:.3f}  Chamfer {row['chamfer']:.4f}  colour err {row['colour_error']:.3f}  "
-            f"level tau>{row['level']:g}  steps {row['steps']}  wall {row['wall_s']:.0f}s  "
-            f"per step: {split}  samples/ray {row['samples_per_ray_skip']:.1f} skip / "
-            f"{row['samples_per_ray_dense']:.1f} dense  occupied {row['occupied_fraction']:.3f}",
-            flush=True,
-        )
+        print(format_row(row), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0

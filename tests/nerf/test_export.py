@@ -37,7 +37,7 @@ def test_sphere_field_exports_round_trip(tmp_path: Path) -> None:
     paths = gen.export(tmp_path, context())
     names = {p.name for p in paths}
     assert {"mesh.glb", "mesh.obj", "mesh.mtl", "mesh.ply", "turntable.mp4", "turntable.gif", "index.html"} <= names
-    expected_volume = 4 / 3 * math.pi * level_radius(gen.cfg.mesh_threshold) ** 3
+    expected_volume = 4 / 3 * math.pi * level_radius(gen.surface_level()) ** 3
 
     ply = trimesh.load(tmp_path / "mesh.ply")
     assert ply.is_watertight and ply.is_winding_consistent
@@ -52,7 +52,7 @@ def test_sphere_field_exports_round_trip(tmp_path: Path) -> None:
     assert welded.is_watertight
     assert glb.volume == pytest.approx(expected_volume, rel=0.05)
     # y-up files: the world's z axis is the file's y axis, so the extent is the same on all axes here
-    assert glb.bounds[1] == pytest.approx([level_radius(gen.cfg.mesh_threshold)] * 3, abs=0.05)
+    assert glb.bounds[1] == pytest.approx([level_radius(gen.surface_level())] * 3, abs=0.05)
 
     obj = trimesh.load(tmp_path / "mesh.obj", force="mesh")
     assert obj.visual.kind == "texture" and len(obj.faces) == len(glb.faces)

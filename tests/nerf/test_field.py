@@ -101,3 +101,22 @@ def test_hash_grid_is_trilinear_and_twice_differentiable() -> None:
     _, _, normals = field.with_normals(torch.rand(16, 3) - 0.5)
     normals.sum().backward()
     assert field.encoder.table.grad is not None
+
+
+def test_voxel_field_interpolates_its_grid_in_world_axes() -> None:
+    from sds_nerf.field import VoxelGridField
+
+    cfg = NerfConfig(field="voxel", grid_resolution=9, blob="none", density_bias=0.0, normals="finite_difference")
+    field = VoxelGridField(cfg)
+    g = cfg.grid_resolution
+    axis = torch.linspace(-cfg.radius, cfg.radius, g)
+    x, y, z = torch.meshgrid(axis, axis, axis, indexing="ij")
+    with torch.no_grad():
+        field.grid[0, 0] = x + 2 * y - z  # raw density, linear: trilinear interpolation is exact
+    points = (torch.rand(64, 3) * 2 - 1) * cfg.radius
+    expected = torch.exp(points[:, 0] + 2 * points[:, 1] - points[:, 2])
+    assert torch.allclose(field.density(points), expected, rtol=1e-4)
+    _, _, normals = field.with_normals(points)
+    grad = torch.tensor([1.0, 2.0, -1.0])
+    assert torch.allclose(normals, (-grad / grad.norm()).expand_as(normals), atol=1e-3)
+    assert float(field.density(torch.full((1, 3), cfg.radius + 0.1))) == 0.0  # empty outside the grid

@@ -265,7 +265,7 @@ def export_nerf(generator: NerfGenerator, out_dir: Path, context: ExportContext)
     if unknown:
         raise ValueError(f"unknown export format(s) {unknown}; accepted: glb, obj, ply, mp4, gif, html")
     resolution = context.resolution or cfg.mesh_resolution
-    level = context.threshold if context.threshold is not None else cfg.mesh_threshold
+    level = context.threshold if context.threshold is not None else generator.surface_level()
     device = context.device
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from sds_core.protocols import BuildContext, CameraBatch, ExportContext, Render
 from sds_core.shading import ShadingConfig, choose_shading, composite, shade
 from sds_nerf.background import build_background
 from sds_nerf.config import NerfConfig
-from sds_nerf.field import NerfField
+from sds_nerf.field import NerfField, VoxelGridField
 from sds_nerf.regularizers import annealed_weight, entropy_loss, opacity_loss, orientation_loss
 from sds_nerf.sampling import NerfaccSampler, OccupancyGrid, Samples, TorchSampler, density_threshold
 
@@ -48,7 +48,9 @@ class NerfGenerator(nn.Module):
         self.cfg = cfg = config
         device = torch.device(context.device)
         self.total_steps = context.total_steps
-        self.field = NerfField(cfg, device)
+        self.field: NerfField | VoxelGridField = (
+            VoxelGridField(cfg, device) if cfg.field == "voxel" else NerfField(cfg, device)
+        )
         self.background = build_background(
             cfg.background, cfg.background_color, cfg.background_frequencies, cfg.background_hidden, context.guidance
         )
@@ -69,6 +71,15 @@ class NerfGenerator(nn.Module):
         elif cfg.sampler == "nerfacc":
             raise ValueError("generator.sampler=nerfacc needs a CUDA device; use sampler=torch (or auto) on CPU")
         self.last_stats: dict[str, float] = {}
+
+    def surface_level(self) -> float:
+        """The density level tau of the surface, for mesh export and occupancy (IoU).
+
+        mesh_threshold when set; else the tau at which one render step reaches opacity mesh_alpha.
+        """
+        if self.cfg.mesh_threshold is not None:
+            return float(self.cfg.mesh_threshold)
+        return density_threshold(self.cfg.mesh_alpha, self.step_size)
 
     def _try_nerfacc(self, device: torch.device) -> NerfaccSampler | None:
         cfg = self.cfg
@@ -211,7 +222,10 @@ class NerfGenerator(nn.Module):
         opacity = out["opacity"].view(b, h, w, 1).permute(0, 3, 1, 2)
         evaluated = float(out["samples_evaluated"])
         self.last_stats = {"samples_per_ray": evaluated / max(rays.origins.shape[0], 1)}
+        if self.nerfacc is None:
+            self.last_stats["occupied_fraction"] = self.grid.occupied_fraction()
         aux: dict[str, Any] = {k: v for k, v in out.items() if k not in ("color",)}
+        aux["log"] = dict(self.last_stats)  # the loop writes these into metrics.jsonl
         aux["n_rays"] = rays.origins.shape[0]
         return Render(image=image.clamp(0.0, 1.0), space="rgb", opacity=opacity, shading=list(modes), aux=aux)
 
@@ -251,6 +265,8 @@ class NerfGenerator(nn.Module):
             terms["opacity"] = cfg.opacity_weight * opacity_loss(render.opacity, cfg.opacity_epsilon)
         if cfg.entropy_weight > 0 and render.opacity is not None:
             terms["entropy"] = cfg.entropy_weight * entropy_loss(render.opacity)
+        if cfg.grid_tv_weight > 0 and isinstance(self.field, VoxelGridField):
+            terms["tv"] = cfg.grid_tv_weight * self.field.total_variation()
         return terms
 
     def param_groups(self) -> list[dict[str, Any]]:
