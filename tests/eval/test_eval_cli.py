@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -59,3 +60,21 @@ def test_eval_geometry_of_a_mesh_run(tmp_path) -> None:
     assert runner.invoke(app, [*args, "--steps", "2", "--out", str(image_run), "--device", "cpu"]).exit_code == 0
     flat = runner.invoke(app, ["eval", "geometry", str(image_run)])
     assert flat.exit_code == 2 and "exposes no 3D geometry" in flat.stderr
+
+
+def test_eval_geometry_of_a_nerf_run_uses_the_export_level(tmp_path) -> None:
+    pytest.importorskip("sds_nerf")
+    pytest.importorskip("sds_guidance")
+    runner = CliRunner()
+    out = tmp_path / "cube"
+    args = ["generate", "a red cube", "--guidance", "shapes", "--preset", "draft", "--device", "cpu"]
+    assert runner.invoke(app, [*args, "--steps", "3", "--out", str(out)]).exit_code == 0
+    report = tmp_path / "geometry.json"
+    result = runner.invoke(app, ["eval", "geometry", str(out), "--resolution", "32", "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    row = json.loads(report.read_text())["runs"][0]
+    config = json.loads((out / "config.json").read_text())["config"]["generator"]
+    alpha, samples = config["mesh_alpha"], config["samples_per_ray"]
+    step = 2 * config["radius"] / samples
+    assert row["level"] == pytest.approx(-math.log(1 - alpha) / step, rel=1e-3)  # the level export uses
+    assert 0.0 <= row["iou"] <= 1.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,11 @@ class NerfGenerator(nn.Module):
         if self.cfg.mesh_threshold is not None:
             return float(self.cfg.mesh_threshold)
         return density_threshold(self.cfg.mesh_alpha, self.step_size)
+
+    def density_field(self) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor], float]:
+        """World-space density and albedo callables on (N, 3) points and the surface level that
+        export uses, for geometry evaluation (`sds eval geometry`)."""
+        return self.field.density, lambda points: self.field(points)[1], self.surface_level()
 
     def _try_nerfacc(self, device: torch.device) -> NerfaccSampler | None:
         cfg = self.cfg
