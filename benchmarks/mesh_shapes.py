@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nerf-run", action="append", default=[], type=Path, help="a NeRF run folder to refine")
     parser.add_argument("--preset", default="draft")
     parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--refine-steps", type=int, default=None, help="steps when refining a NeRF mesh")
+    parser.add_argument("--refine-steps", type=int, default=400, help="steps when refining a NeRF mesh")
+    parser.add_argument("--refine-lr", type=float, default=1e-3, help="learning rate when refining a NeRF mesh")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], help="key.path=value, as sds generate --set")
     parser.add_argument("--out", type=Path, default=None, help="keep the run folders here")
@@ -89,9 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs: list[tuple[str, dict[str, Any], str]] = [(p, overrides, p.replace(" ", "-")) for p in args.objects]
     for run in args.nerf_run:
         record = json.loads((run / "config.json").read_text())
-        refine = deep_merge(overrides, {"generator": {"init": str(run)}})
-        if args.refine_steps is not None:
-            refine = deep_merge(refine, {"run": {"steps": args.refine_steps}})
+        refine = deep_merge({"run": {"steps": args.refine_steps}, "optim": {"lr": args.refine_lr}}, overrides)
+        refine = deep_merge(refine, {"generator": {"init": str(run)}})
         jobs.append((record["prompt"], refine, f"refine-{run.name}"))
     for index, (prompt, patch, name) in enumerate(jobs):
         row = run_object(prompt, root / f"{index:02d}-{name}", args.preset, patch, args.seed)
