@@ -3,7 +3,7 @@
 Prints the wall time of each, the mean time inside a run, and Ray's overhead per task:
 (Ray wall time x 2 slots - sum of in-run times) / number of runs.
 
-Run: python benchmarks/batch_executors.py [--prompts 4] [--steps 150]   (needs sds-cli[ray])
+Run: python benchmarks/batch_executors.py [--prompts 4] [--steps 300] [--generator nerf]   (needs sds-cli[ray])
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from pathlib import Path
 SHAPES = ["a red cube", "a blue sphere", "a green cone", "a yellow torus", "a red cylinder", "a blue cube"]
 
 
-def sweep(out: Path, prompts: Path, steps: int, extra: list[str], env: dict[str, str]) -> tuple[float, list[dict]]:
+def sweep(
+    out: Path, prompts: Path, steps: int, generator: str, extra: list[str], env: dict[str, str]
+) -> tuple[float, list[dict]]:
     cmd = [sys.executable, "-m", "sds_cli.app", "batch", str(prompts), "--out", str(out), "--steps", str(steps)]
-    cmd += ["--generator", "image", "--guidance", "shapes", "--preset", "draft", "--device", "cpu", *extra]
+    cmd += ["--generator", generator, "--guidance", "shapes", "--preset", "draft", "--device", "cpu", *extra]
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, capture_output=True)
     wall = time.perf_counter() - start
@@ -33,7 +35,8 @@ def sweep(out: Path, prompts: Path, steps: int, extra: list[str], env: dict[str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--prompts", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--generator", default="nerf", help="nerf (default) or image (tiny runs: overhead only)")
     args = parser.parse_args()
     ray_cli = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
     if ray_cli is None:
@@ -43,19 +46,19 @@ def main() -> None:
     prompts.write_text("\n".join(SHAPES[: args.prompts]) + "\n")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     env["RAY_AUTH_MODE"] = "token"
-    local_wall, local_runs = sweep(work / "local", prompts, args.steps, [], env)
+    # the local executor runs one run at a time with both cores; each Ray task gets one core
+    local_wall, local_runs = sweep(work / "local", prompts, args.steps, args.generator, [], env)
     start = [ray_cli, "start", "--head", "--num-cpus", "2", "--node-ip-address", "127.0.0.1", "--port", "46379"]
     subprocess.run([*start, "--include-dashboard", "false"], check=True, env=env, capture_output=True)
     try:
-        ray_wall, ray_runs = sweep(
-            work / "ray", prompts, args.steps, ["--executor", "ray", "--address", "127.0.0.1:46379"], env
-        )
+        ray = ["--executor", "ray", "--address", "127.0.0.1:46379"]
+        ray_wall, ray_runs = sweep(work / "ray", prompts, args.steps, args.generator, ray, env)
     finally:
         subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True)
     n = len(ray_runs)
     inside_local = sum(r["seconds"] for r in local_runs)
     inside_ray = sum(r["seconds"] for r in ray_runs)
-    print(f"sweep: {n} shapes prompts x {args.steps} steps, image generator, draft preset, CPU")
+    print(f"sweep: {n} shapes prompts x {args.steps} steps, {args.generator} generator, draft preset, CPU")
     print(f"local executor: wall {local_wall:7.1f} s   mean in-run {inside_local / n:6.1f} s")
     print(
         f"ray, 2 CPUs:    wall {ray_wall:7.1f} s   mean in-run {inside_ray / n:6.1f} s   "
