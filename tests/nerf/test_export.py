@@ -10,6 +10,7 @@ import torch
 
 from sds_core.cameras import CameraSampler
 from sds_core.config import CameraConfig
+from sds_core.errors import ConfigError
 from sds_core.protocols import ExportContext
 
 trimesh = pytest.importorskip("trimesh")
@@ -72,7 +73,7 @@ def test_export_honours_formats_resolution_threshold(tmp_path: Path) -> None:
     mesh_a, mesh_b = trimesh.load(a[0]), trimesh.load(b[0])
     assert len(mesh_b.vertices) > len(mesh_a.vertices)
     assert mesh_b.volume == pytest.approx(4 / 3 * math.pi * level_radius(100.0) ** 3, rel=0.05)
-    with pytest.raises(ValueError, match="unknown export format"):
+    with pytest.raises(ConfigError, match="unknown export format"):
         gen.export(tmp_path / "c", context(formats=("fbx",)))
 
 

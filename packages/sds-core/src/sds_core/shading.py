@@ -27,6 +27,11 @@ class ShadingConfig:
     ambient: float = 0.1  # l_a
     diffuse: float = 0.9  # l_rho
 
+    @classmethod
+    def from_options(cls, options: object) -> ShadingConfig:
+        """The shading fields of a generator's config (which repeats them so that --set reaches them)."""
+        return cls(**{name: getattr(options, name) for name in cls.__dataclass_fields__})
+
 
 def choose_shading(step: int, cfg: ShadingConfig, generator: torch.Generator | None = None) -> ShadingMode:
     """The shading mode of one render at `step`, drawn from the global torch RNG by default."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from sds_core.config import FIXED_FRAMING_CAMERAS
+
 EXPORT_FORMATS: tuple[str, ...] = ("glb", "obj", "ply", "mp4", "gif", "html")
 
 
@@ -104,14 +106,6 @@ MESH_PRESETS: dict[str, dict[str, Any]] = {
         # and focal length, without A.2's jitter. With few reference views, the exact `shapes`
         # prior needs renders framed as its references are; measured on the cube, IoU 0.40 with
         # A.2's cameras against 0.64 with these (400 steps each).
-        "cameras": {
-            "width": 48,
-            "height": 48,
-            "target_std": 0.0,
-            "position_jitter": 0.0,
-            "up_std": 0.0,
-            "distance_range": (1.25, 1.25),
-            "focal_range": (1.5, 1.5),
-        },
+        "cameras": {"width": 48, "height": 48, **FIXED_FRAMING_CAMERAS},
     },
 }

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sds_core.errors import ConfigError
 from sds_core.protocols import ExportContext
 from sds_nerf.export import (
     MESH_FORMATS,
@@ -77,7 +78,7 @@ def export_mesh(generator: MeshGenerator, out_dir: Path, context: ExportContext)
     formats = tuple(context.formats) if context.formats else tuple(cfg.export_formats)
     unknown = sorted(set(formats) - set(MESH_FORMATS + VIDEO_FORMATS + ("html",)))
     if unknown:
-        raise ValueError(f"unknown export format(s) {unknown}; accepted: glb, obj, ply, mp4, gif, html")
+        raise ConfigError(f"unknown export format(s) {unknown}; accepted: glb, obj, ply, mp4, gif, html")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     was_training = generator.training

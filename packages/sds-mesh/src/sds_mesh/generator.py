@@ -65,13 +65,7 @@ class MeshGenerator(nn.Module):
         self.background = build_background(
             cfg.background, cfg.background_color, cfg.background_frequencies, cfg.background_hidden, context.guidance
         )
-        self.shading_cfg = ShadingConfig(
-            albedo_only_steps=cfg.albedo_only_steps,
-            shaded_probability=cfg.shaded_probability,
-            textureless_probability=cfg.textureless_probability,
-            ambient=cfg.ambient,
-            diffuse=cfg.diffuse,
-        )
+        self.shading_cfg = ShadingConfig.from_options(cfg)
         self.rasterizer = build_rasterizer(
             cfg.rasterizer, device, sigma=cfg.sigma, gamma=cfg.gamma, near=cfg.near, far=cfg.far,
             cull_backfaces=cfg.cull_backfaces, tile_size=cfg.tile_size, max_pairs=cfg.max_pairs,

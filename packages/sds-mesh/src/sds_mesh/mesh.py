@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sds_core.errors import ConfigError
 from sds_nerf.export import Z_UP_TO_Y_UP
 
 RUN_MESH_NAMES = ("mesh.ply", "mesh.glb")
@@ -45,10 +46,10 @@ def resolve_mesh_path(init: str) -> Path:
             for name in RUN_MESH_NAMES:
                 if (folder / name).is_file():
                     return folder / name
-        raise ValueError(f"generator.init={init!r} is a folder without final/mesh.ply or final/mesh.glb")
+        raise ConfigError(f"generator.init={init!r} is a folder without final/mesh.ply or final/mesh.glb")
     if path.is_file():
         return path
-    raise ValueError(f"generator.init={init!r} is neither 'icosphere' nor an existing run folder or mesh file")
+    raise ConfigError(f"generator.init={init!r} is neither 'icosphere' nor an existing run folder or mesh file")
 
 
 def load_mesh(path: Path, color: tuple[float, float, float]) -> MeshData:
@@ -60,7 +61,7 @@ def load_mesh(path: Path, color: tuple[float, float, float]) -> MeshData:
     mesh.merge_vertices(merge_tex=True, merge_norm=True)
     mesh.remove_unreferenced_vertices()
     if len(mesh.faces) == 0:
-        raise ValueError(f"{path} holds no triangles")
+        raise ConfigError(f"{path} holds no triangles")
     visual = mesh.visual
     colors = np.zeros((0, 3), dtype=np.float32)
     if getattr(visual, "kind", None) == "vertex":  # PLY vertex colours

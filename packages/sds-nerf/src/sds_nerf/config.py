@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from sds_core.config import FIXED_FRAMING_CAMERAS
+
 EXPORT_FORMATS: tuple[str, ...] = ("glb", "obj", "ply", "mp4", "gif", "html")
 
 
@@ -158,14 +160,6 @@ NERF_PRESETS: dict[str, dict[str, Any]] = {
         },
         "optim": {"lr": 5e-2, "schedule": "constant"},
         "run": {"steps": 1500, "preview_every": 250, "checkpoint_every": 250},
-        "cameras": {
-            "width": 32,
-            "height": 32,
-            "target_std": 0.0,
-            "position_jitter": 0.0,
-            "up_std": 0.0,
-            "distance_range": (1.25, 1.25),
-            "focal_range": (1.5, 1.5),
-        },
+        "cameras": {"width": 32, "height": 32, **FIXED_FRAMING_CAMERAS},
     },
 }

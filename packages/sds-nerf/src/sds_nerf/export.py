@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sds_core.errors import ConfigError
 from sds_core.imaging import atomic_write_bytes, to_uint8
 from sds_core.protocols import ExportContext
 from sds_nerf.viewer import viewer_html
@@ -263,7 +264,7 @@ def export_nerf(generator: NerfGenerator, out_dir: Path, context: ExportContext)
     formats = tuple(context.formats) if context.formats else tuple(cfg.export_formats)
     unknown = sorted(set(formats) - set(MESH_FORMATS + VIDEO_FORMATS + ("html",)))
     if unknown:
-        raise ValueError(f"unknown export format(s) {unknown}; accepted: glb, obj, ply, mp4, gif, html")
+        raise ConfigError(f"unknown export format(s) {unknown}; accepted: glb, obj, ply, mp4, gif, html")
     resolution = context.resolution or cfg.mesh_resolution
     level = context.threshold if context.threshold is not None else generator.surface_level()
     device = context.device

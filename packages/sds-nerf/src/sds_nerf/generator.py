@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sds_core.errors import ConfigError
 from sds_core.protocols import BuildContext, CameraBatch, ExportContext, Render
 from sds_core.shading import ShadingConfig, choose_shading, composite, shade
 from sds_nerf.background import build_background
@@ -55,13 +56,7 @@ class NerfGenerator(nn.Module):
         self.background = build_background(
             cfg.background, cfg.background_color, cfg.background_frequencies, cfg.background_hidden, context.guidance
         )
-        self.shading_cfg = ShadingConfig(
-            albedo_only_steps=cfg.albedo_only_steps,
-            shaded_probability=cfg.shaded_probability,
-            textureless_probability=cfg.textureless_probability,
-            ambient=cfg.ambient,
-            diffuse=cfg.diffuse,
-        )
+        self.shading_cfg = ShadingConfig.from_options(cfg)
         self.step_size = cfg.render_step_size or 2 * cfg.radius / cfg.samples_per_ray
         threshold = density_threshold(cfg.occupancy_threshold, self.step_size)
         self.grid = OccupancyGrid(cfg.radius, cfg.occupancy_resolution, threshold, cfg.occupancy_decay)
@@ -70,7 +65,7 @@ class NerfGenerator(nn.Module):
         if device.type == "cuda" and cfg.sampler in ("auto", "nerfacc"):
             self.nerfacc = self._try_nerfacc(device)
         elif cfg.sampler == "nerfacc":
-            raise ValueError("generator.sampler=nerfacc needs a CUDA device; use sampler=torch (or auto) on CPU")
+            raise ConfigError("generator.sampler=nerfacc needs a CUDA device; use sampler=torch (or auto) on CPU")
         self.last_stats: dict[str, float] = {}
 
     def surface_level(self) -> float:
