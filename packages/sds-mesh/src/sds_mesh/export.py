@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sds_core.errors import ConfigError
 from sds_core.protocols import ExportContext
 from sds_nerf.export import (
     MESH_FORMATS,
     VIDEO_FORMATS,
     build_meshes,
+    requested_formats,
     turntable_frames,
     write_mesh_files,
     write_turntable,
@@ -75,10 +75,7 @@ def export_mesh(generator: MeshGenerator, out_dir: Path, context: ExportContext)
 
     `context.resolution` and `context.threshold` (marching cubes) do not apply to a mesh."""
     cfg = generator.cfg
-    formats = tuple(context.formats) if context.formats else tuple(cfg.export_formats)
-    unknown = sorted(set(formats) - set(MESH_FORMATS + VIDEO_FORMATS + ("html",)))
-    if unknown:
-        raise ConfigError(f"unknown export format(s) {unknown}; accepted: glb, obj, ply, mp4, gif, html")
+    formats = requested_formats(context, cfg.export_formats)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     was_training = generator.training

@@ -258,13 +258,19 @@ def _select(cams: Any, i: int) -> Any:
     )
 
 
-def export_nerf(generator: NerfGenerator, out_dir: Path, context: ExportContext) -> list[Path]:
-    """Everything `final/` holds for a NeRF, honouring context.formats, resolution and threshold."""
-    cfg = generator.cfg
-    formats = tuple(context.formats) if context.formats else tuple(cfg.export_formats)
+def requested_formats(context: ExportContext, default: tuple[str, ...]) -> tuple[str, ...]:
+    """The formats `sds export --format` asked for (else `default`); an unknown one is a user error."""
+    formats = tuple(context.formats) if context.formats else tuple(default)
     unknown = sorted(set(formats) - set(MESH_FORMATS + VIDEO_FORMATS + ("html",)))
     if unknown:
         raise ConfigError(f"unknown export format(s) {unknown}; accepted: glb, obj, ply, mp4, gif, html")
+    return formats
+
+
+def export_nerf(generator: NerfGenerator, out_dir: Path, context: ExportContext) -> list[Path]:
+    """Everything `final/` holds for a NeRF, honouring context.formats, resolution and threshold."""
+    cfg = generator.cfg
+    formats = requested_formats(context, cfg.export_formats)
     resolution = context.resolution or cfg.mesh_resolution
     level = context.threshold if context.threshold is not None else generator.surface_level()
     device = context.device
