@@ -47,14 +47,14 @@ def run_geometry(run_dir: Path, resolution: int = 64, device: str = "cpu") -> di
 
     truth = guidance.ground_truth
     generator.eval()
+    metrics: dict[str, float | None]
     if hasattr(generator, "density_field"):
         density, albedo, level = generator.density_field()
-        metrics = evaluate(density, truth, albedo, resolution=resolution, threshold=level)
-        metrics["level"] = float(level)
+        metrics = {**evaluate(density, truth, albedo, resolution=resolution, threshold=level), "level": float(level)}
     elif hasattr(generator, "surface_mesh"):
         mesh = generator.surface_mesh()
-        metrics = evaluate(mesh, truth, _nearest_vertex_colours(mesh), resolution=resolution)
-        metrics["level"] = None  # a mesh has its surface; no density level
+        # a mesh has its surface: no density level
+        metrics = {**evaluate(mesh, truth, _nearest_vertex_colours(mesh), resolution=resolution), "level": None}
     else:
         name = trainer.resolved.specs["generator"].name
         raise SdsError(f"generator {name!r} of {run_dir} exposes no 3D geometry (a 2D image has none)")
