@@ -9,7 +9,7 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "core", "tests", "ray"]
+nox.options.sessions = ["lint", "typecheck", "core", "tests", "ray"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
