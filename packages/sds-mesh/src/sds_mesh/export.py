@@ -8,23 +8,14 @@ interpolated barycentrically on the nearest face, and the turntable renders the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from sds_core.protocols import ExportContext
-from sds_nerf.export import (
-    MESH_FORMATS,
-    VIDEO_FORMATS,
-    build_meshes,
-    requested_formats,
-    turntable_frames,
-    write_mesh_files,
-    write_turntable,
-    write_viewer,
-)
+from sds_nerf.export import requested_formats, write_final
 
 if TYPE_CHECKING:
     from sds_mesh.generator import MeshGenerator
@@ -74,31 +65,15 @@ def export_mesh(generator: MeshGenerator, out_dir: Path, context: ExportContext)
     """GLB, OBJ + MTL + PNG, PLY, turntable MP4 / GIF and index.html, as the NeRF writes them.
 
     `context.resolution` and `context.threshold` (marching cubes) do not apply to a mesh."""
-    cfg = generator.cfg
-    formats = requested_formats(context, cfg.export_formats)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    formats = requested_formats(context, generator.cfg.export_formats)
     was_training = generator.training
     generator.eval()
-    paths: list[Path] = []
-    glb: bytes | None = None
     try:
         with torch.no_grad():
             verts = generator.vertices().float().cpu().numpy()
             colors = generator.colors().float().cpu().numpy()
         faces = generator.faces.cpu().numpy()
-        if any(f in formats for f in (*MESH_FORMATS, "html")):
-            field = VertexColorField(verts, faces, colors)
-            textured, colored = build_meshes(verts, faces, field, cfg.texture_size)
-            written, glb = write_mesh_files(out_dir, textured, colored, formats)
-            paths += written
-        frames: list[np.ndarray] = []
-        if any(f in formats for f in VIDEO_FORMATS) or "html" in formats or "glb" in formats:
-            # the NeRF's turntable only needs cfg.video_elevation and render_chunked(cameras, mode)
-            frames = turntable_frames(cast(Any, generator), context, cfg.video_frames, cfg.video_resolution)
-            paths += write_turntable(out_dir, frames, cfg.video_fps, formats)
-        if "html" in formats or "glb" in formats:
-            paths.append(write_viewer(out_dir, glb, frames, context.prompt))
+        surface = (verts, faces, VertexColorField(verts, faces, colors))
+        return write_final(generator, Path(out_dir), context, formats, surface)
     finally:
         generator.train(was_training)
-    return paths

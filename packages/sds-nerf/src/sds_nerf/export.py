@@ -267,6 +267,39 @@ def requested_formats(context: ExportContext, default: tuple[str, ...]) -> tuple
     return formats
 
 
+def write_final(
+    generator: Any,
+    out_dir: Path,
+    context: ExportContext,
+    formats: tuple[str, ...],
+    surface: tuple[np.ndarray, np.ndarray, PointFn] | None,
+    device: torch.device | str = "cpu",
+) -> list[Path]:
+    """What every 3D generator's final/ holds: mesh files from `surface` (vertices, faces, albedo
+    callable; None when there is no surface), the turntable, and the viewer page.
+
+    `generator` needs `cfg` (texture_size, video_frames, video_resolution, video_fps,
+    video_elevation) and `render_chunked(cameras, mode)`; the NeRF and the mesh generator have both.
+    """
+    cfg = generator.cfg
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    glb: bytes | None = None
+    if surface is not None and any(f in formats for f in (*MESH_FORMATS, "html")):
+        verts, faces, albedo = surface
+        textured, colored = build_meshes(verts, faces, albedo, cfg.texture_size, device)
+        written, glb = write_mesh_files(out_dir, textured, colored, formats)
+        paths += written
+    frames: list[np.ndarray] = []
+    if any(f in formats for f in VIDEO_FORMATS) or "html" in formats or "glb" in formats:
+        frames = turntable_frames(generator, context, cfg.video_frames, cfg.video_resolution)
+        paths += write_turntable(out_dir, frames, cfg.video_fps, formats)
+    if "html" in formats or "glb" in formats:
+        paths.append(write_viewer(out_dir, glb, frames, context.prompt))
+    return paths
+
+
 def export_nerf(generator: NerfGenerator, out_dir: Path, context: ExportContext) -> list[Path]:
     """Everything `final/` holds for a NeRF, honouring context.formats, resolution and threshold."""
     cfg = generator.cfg
@@ -274,13 +307,10 @@ def export_nerf(generator: NerfGenerator, out_dir: Path, context: ExportContext)
     resolution = context.resolution or cfg.mesh_resolution
     level = context.threshold if context.threshold is not None else generator.surface_level()
     device = context.device
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     was_training = generator.training
     generator.eval()
-    paths: list[Path] = []
-    glb: bytes | None = None
     try:
+        surface = None
         if any(f in formats for f in (*MESH_FORMATS, "html")):
             grid = density_grid(generator.field.density, resolution, cfg.radius, device)
             try:
@@ -289,16 +319,8 @@ def export_nerf(generator: NerfGenerator, out_dir: Path, context: ExportContext)
                 warnings.warn(f"no mesh written: {exc}; pass another --threshold", stacklevel=2)
             else:
                 albedo: PointFn = lambda p: generator.field(p)[1]  # noqa: E731
-                textured, colored = build_meshes(verts, faces, albedo, cfg.texture_size, device)
-                written, glb = write_mesh_files(out_dir, textured, colored, formats)
-                paths += written
-        frames: list[np.ndarray] = []
+                surface = (verts, faces, albedo)
         generator.refresh_occupancy()
-        if any(f in formats for f in VIDEO_FORMATS) or "html" in formats or "glb" in formats:
-            frames = turntable_frames(generator, context, cfg.video_frames, cfg.video_resolution)
-            paths += write_turntable(out_dir, frames, cfg.video_fps, formats)
-        if "html" in formats or "glb" in formats:
-            paths.append(write_viewer(out_dir, glb, frames, context.prompt))
+        return write_final(generator, Path(out_dir), context, formats, surface, device)
     finally:
         generator.train(was_training)
-    return paths
