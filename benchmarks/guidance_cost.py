@@ -7,6 +7,7 @@ the weights. On CPU in float32; on CUDA (when present) in float16, plus DeepFloy
 
     python benchmarks/guidance_cost.py                 # CPU, SD 1.5 and 2.1, one timed step
     python benchmarks/guidance_cost.py --steps 5 --warmup 1 --device cuda
+    python benchmarks/guidance_cost.py --device cuda --dtype float16 --models sd21 --steps 10 --warmup 3
 """
 
 from __future__ import annotations
@@ -92,6 +93,15 @@ IF_I_XL_UNET: dict[str, Any] = {
 }
 
 
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# name: (label, UNet config, text states (tokens, width), fed RGB through the VAE)
+MODELS: dict[str, tuple[str, dict[str, Any], tuple[int, int], bool]] = {
+    "sd15": ("SD 1.5", SD15_UNET, (77, 768), True),
+    "sd21": ("SD 2.1", SD21_UNET, (77, 1024), True),
+    "if": ("IF-I-XL", IF_I_XL_UNET, (77, 4096), False),
+}
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -113,14 +123,15 @@ def sds_step_cost(
 
     logging.set_verbosity_error()  # random weights cast with .to(): nothing to warn about
 
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    dtype = args.torch_dtype
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    unet = UNet2DConditionModel(**unet_config).to(device, dtype).eval().requires_grad_(False)
+    with device:  # random weights made where they run (a CPU init of 865M parameters takes a while)
+        unet = UNet2DConditionModel(**unet_config).to(device, dtype).eval().requires_grad_(False)
+        vae = AutoencoderKL(**SD_VAE).to(device, dtype).eval().requires_grad_(False) if latent else None
     unet.set_attn_processor(AttnProcessor2_0())
     if device.type == "cuda":
         unet.to(memory_format=torch.channels_last)
-    vae = AutoencoderKL(**SD_VAE).to(device, dtype).eval().requires_grad_(False) if latent else None
     params = sum(p.numel() for p in unet.parameters()) / 1e6
     side = unet_config["sample_size"]
     states = torch.randn(2, *text, device=device, dtype=dtype)
@@ -154,7 +165,8 @@ def sds_step_cost(
     vae_ms = 1000 * sum(vae_s) / len(vae_s)
     print(
         f"{name:<10} {device.type:<4} {str(dtype).removeprefix('torch.'):<8} UNet {params:7.0f}M  "
-        f"UNet@b2 {unet_ms:9.1f} ms  VAE enc fwd+bwd {vae_ms:9.1f} ms  step {unet_ms + vae_ms:9.1f} ms  "
+        f"UNet@b2 {unet_ms:9.1f} ms  VAE enc fwd+bwd {vae_ms:9.1f} ms  step {unet_ms + vae_ms:9.1f} ms "
+        f"({(unet_ms + vae_ms) / 1000:.4f} s/step, mean of {args.steps})  "
         f"peak {peak_memory_mb(device):8.0f} MB" + (" (process RSS)" if device.type == "cpu" else "")
     )
 
@@ -166,6 +178,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=0)
     parser.add_argument("--resolution", type=int, default=512, help="RGB side fed to the VAE")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument(
+        "--dtype", default="auto", choices=["auto", *sorted(DTYPES)], help="auto: float16 on CUDA, float32 on CPU"
+    )
+    parser.add_argument(
+        "--models", nargs="+", choices=sorted(MODELS), default=None, help="default: sd15 sd21, and if on CUDA"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -173,10 +191,15 @@ def main() -> None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(args.device)
+    if args.dtype == "auto":
+        args.torch_dtype = torch.float16 if device.type == "cuda" else torch.float32
+    else:
+        args.torch_dtype = DTYPES[args.dtype]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, resolution {args.resolution}")
-    runs = [("SD 1.5", SD15_UNET, (77, 768), True), ("SD 2.1", SD21_UNET, (77, 1024), True)]
     if device.type == "cuda":
-        runs.append(("IF-I-XL", IF_I_XL_UNET, (77, 4096), False))
+        print(f"device {torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}")
+    names = args.models or ["sd15", "sd21", *(["if"] if device.type == "cuda" else [])]
+    runs = [MODELS[n] for n in names]
     for name, config, text, latent in runs:
         sds_step_cost(name, config, text, latent, device, args)
         gc.collect()

@@ -7,6 +7,8 @@ metrics.jsonl, and samples per ray with and without empty-space skipping.
 
     python benchmarks/nerf_shapes.py                       # sphere, cube, cone, torus (draft)
     python benchmarks/nerf_shapes.py --objects "a red cube" --steps 300 --set generator.hidden=64
+    python benchmarks/nerf_shapes.py --device cuda --preset paper --objects "a red cube" --steps 400 \
+        --set optim.schedule=constant     # the MLP field on a GPU (nerfacc's sampler)
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,29 +27,46 @@ DEFAULT_OBJECTS = ("a red sphere", "a green cube", "a blue cone", "a yellow toru
 TIMES = ("time_render", "time_guidance", "time_backward", "time_optimizer")
 
 
-def run_object(prompt: str, out: Path, preset: str, overrides: dict[str, Any], seed: int) -> dict[str, Any]:
+def on_device(fn: Callable[[Any], Any], device: Any) -> Callable[[Any], Any]:
+    """`fn` on points that the metrics make on the CPU, evaluated where the field lives."""
+    return lambda points: fn(points.to(device))
+
+
+def run_object(
+    prompt: str, out: Path, preset: str, overrides: dict[str, Any], seed: int, device: str = "cpu"
+) -> dict[str, Any]:
     """Train, then measure; returns one result row."""
     import torch
 
     from sds_core.config import deep_merge
+    from sds_core.events import StepFinished
     from sds_core.loop import start_run
     from sds_guidance.shapes.metrics import evaluate, volumetric_iou
+    from sds_nerf.generator import camera_rays
     from sds_nerf.sampling import density_threshold
 
     overrides = deep_merge({"run": {"seed": seed, "preview_every": 0, "checkpoint_every": 0}}, overrides)
     overrides = deep_merge({"generator": {"export_formats": ["ply"]}}, overrides)
-    trainer = start_run(prompt, out, preset=preset, overrides=overrides, device="cpu")
+    train_s: list[float] = []
+
+    def listener(event: Any) -> None:
+        if isinstance(event, StepFinished):
+            train_s.append(event.elapsed)  # seconds since the run started, export excluded
+
+    trainer = start_run(prompt, out, preset=preset, overrides=overrides, device=device, listeners=[listener])
     started = time.perf_counter()
     trainer.run()
     wall = time.perf_counter() - started
     gen = trainer.generator
+    where = trainer.device
     level = gen.surface_level()  # the level mesh export uses (sds export --threshold overrides it)
     gen.eval()
     truth = trainer.guidance.ground_truth
-    metrics = evaluate(gen.field.density, truth, lambda p: gen.field(p)[1], threshold=level)
+    density = on_device(gen.field.density, where)
+    metrics = evaluate(density, truth, on_device(lambda p: gen.field(p)[1], where), threshold=level)
     # for context only: IoU at other opacity levels per render step (tau = -ln(1 - alpha) / delta)
     iou_at = {
-        alpha: volumetric_iou(gen.field.density, truth, threshold=density_threshold(alpha, gen.step_size))
+        alpha: volumetric_iou(density, truth, threshold=density_threshold(alpha, gen.step_size))
         for alpha in (0.2, 0.5, 0.8)
     }
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
@@ -54,15 +74,25 @@ def run_object(prompt: str, out: Path, preset: str, overrides: dict[str, Any], s
     # samples per ray while training, as the loop logged them (render.aux["log"])
     logged = [r["samples_per_ray"] for r in records if "samples_per_ray" in r]
     train_samples = statistics.mean(logged[len(logged) // 2 :]) if logged else float("nan")
-    # samples per ray on training-distribution views, with the final occupancy grid and without
+    # samples per ray on training-distribution views (stratified, as in training), with the final
+    # occupancy grid and without: the sampler alone, as render_views counts them (a full render of
+    # 8 views with autograd normals holds the double-backward graph of every sample at once)
     torch.manual_seed(seed)
-    cams = trainer.cameras.sample(8)
+    rays = camera_rays(trainer.cameras.sample(8).to(where))
     gen.train()
+    estimator = gen.nerfacc.estimator if gen.nerfacc is not None else None
     with torch.no_grad():
-        gen.render_views(cams, ["albedo"] * 8, skipping=True)
-        with_skip = gen.last_stats["samples_per_ray"]
-        gen.render_views(cams, ["albedo"] * 8, skipping=False)
-        without_skip = gen.last_stats["samples_per_ray"]
+        with_skip = gen.sample(rays, skipping=True).evaluated() / rays.origins.shape[0]
+        # nerfacc marches only through the occupied cells of its estimator even without sigma_fn:
+        # mark every cell occupied for the dense count, then put the grid back
+        binaries = estimator.binaries.clone() if estimator is not None else None
+        if estimator is not None:
+            estimator.binaries.fill_(True)
+        without_skip = gen.sample(rays, skipping=False).evaluated() / rays.origins.shape[0]
+        if estimator is not None:
+            estimator.binaries.copy_(binaries)
+    occupied = float(estimator.binaries.float().mean()) if estimator is not None else gen.grid.occupied_fraction()
+    steps_done = len(train_s)
     return {
         "prompt": prompt,
         "iou": metrics["iou"],
@@ -77,7 +107,10 @@ def run_object(prompt: str, out: Path, preset: str, overrides: dict[str, Any], s
         "split_s": split,
         "samples_per_ray_skip": with_skip,
         "samples_per_ray_dense": without_skip,
-        "occupied_fraction": gen.grid.occupied_fraction(),
+        "occupied_fraction": occupied,
+        "device": str(where),
+        "sampler": "nerfacc" if estimator is not None else "torch",
+        "it_per_s": steps_done / train_s[-1] if steps_done and train_s[-1] > 0 else float("nan"),
     }
 
 
@@ -87,7 +120,8 @@ def format_row(row: dict[str, Any]) -> str:
     others = " ".join(f"{a:g}:{v:.2f}" for a, v in row["iou_at_alpha"].items())
     return (
         f"{row['prompt']:16s} IoU {row['iou']:.3f} Chamfer {row['chamfer']:.4f} colour err {row['colour_error']:.3f} "
-        f"level {level} [IoU at alpha {others}] steps {row['steps']} wall {row['wall_s']:.0f}s | "
+        f"level {level} [IoU at alpha {others}] steps {row['steps']} wall {row['wall_s']:.0f}s "
+        f"({row['it_per_s']:.1f} it/s on {row['device']}, {row['sampler']} sampler) | "
         f"per step: {split} | samples/ray: train {row['samples_per_ray_train']:.1f}, final grid "
         f"{row['samples_per_ray_skip']:.1f} skip / {row['samples_per_ray_dense']:.1f} dense, "
         f"occupied {row['occupied_fraction']:.3f}"
@@ -103,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], help="key.path=value, as sds generate --set")
     parser.add_argument("--out", type=Path, default=None, help="keep the run folders here")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto, as sds generate --device")
     args = parser.parse_args(argv)
 
     from sds_core.config import deep_merge, parse_sets
@@ -113,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     root = args.out or Path(tempfile.mkdtemp(prefix="nerf-shapes-"))
     rows = []
     for index, prompt in enumerate(args.objects):
-        row = run_object(prompt, root / f"{index:02d}-{prompt.replace(' ', '-')}", args.preset, overrides, args.seed)
+        folder = root / f"{index:02d}-{prompt.replace(' ', '-')}"
+        row = run_object(prompt, folder, args.preset, overrides, args.seed, device=args.device)
         rows.append(row)
         print(format_row(row), flush=True)
     if args.json:
