@@ -31,6 +31,11 @@ class MeshConfig:
     smoothness: float = 20.0
     # colours are sigmoid(logits); the colour logits learn faster than positions (optim.lr x this)
     color_lr_scale: float = 30.0
+    # a second stage starts from a surface that is already close: its vertices move at optim.lr x
+    # this (the colours keep color_lr_scale). Measured on the shapes prior (draft, 48 px, 400
+    # steps, benchmarks/mesh_shapes.py): refining a NeRF sphere at 1e-3 lost IoU (0.845 -> 0.826),
+    # at 3e-4 kept it (0.845); the draft's 3e-3 x 0.1 gives 3e-4.
+    refine_lr_scale: float = 0.1
 
     # --- rasterisation -------------------------------------------------------------------------
     # "auto": nvdiffrast on CUDA when it is installed, else the PyTorch soft rasteriser
@@ -39,6 +44,11 @@ class MeshConfig:
     # to the triangle in pixels. SoftRas's sigma 1e-4 in NDC is about 0.1 px^2 at 64 px; a wider
     # edge lets silhouettes pull vertices from further away.
     sigma: float = 0.5  # px^2
+    # the soft rasteriser's opacity: "silhouette" = sigmoid(+-d^2 / sigma) with d the distance to
+    # the projected silhouette (unbiased whatever the tessellation); "sum" = min(1, sum of every
+    # face's D), closer to SoftRas eq. 2 but it inflates outlines by about a pixel on fine meshes
+    # (silhouette area x1.12 at 1,280 faces, x1.17 at 20k), which SDS answers by shrinking the mesh
+    coverage: Literal["silhouette", "sum"] = "silhouette"
     # SoftRas eq. 3: aggregation weights D exp(z / gamma), z the normalised inverse depth
     gamma: float = 1e-3
     near: float = 0.05  # depth range of the normalised inverse depth (world units)

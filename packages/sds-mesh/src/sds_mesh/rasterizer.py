@@ -32,6 +32,9 @@ from sds_core.protocols import CameraBatch
 
 # sigmoid(-12) < 1e-5: a face covers nothing beyond sqrt(12 sigma) pixels of its edges
 SIGMOID_REACH = 12.0
+# "silhouette": opacity from the signed distance to the projected silhouette (unbiased, see
+# `silhouette_opacity`); "sum": min(1, sum of the faces' D) (SoftRas eq. 2 without its cracks)
+COVERAGE_MODES = ("silhouette", "sum")
 
 
 @dataclass
@@ -91,14 +94,20 @@ class SoftRasterizer:
         cull_backfaces: bool = True,
         tile_size: int = 8,
         max_pairs: int = 2_000_000,
+        coverage: str = "silhouette",
     ) -> None:
         if sigma <= 0 or gamma <= 0:
             raise ValueError("the soft rasteriser needs sigma > 0 and gamma > 0")
+        if coverage not in COVERAGE_MODES:
+            raise ValueError(f"unknown coverage {coverage!r}; accepted: {', '.join(COVERAGE_MODES)}")
+        self.coverage = coverage
         self.sigma, self.gamma = sigma, gamma
         self.near, self.far = near, far
         self.cull_backfaces = cull_backfaces
         self.tile = tile_size
         self.max_pairs = max_pairs
+        self._incidence_key: tuple[Any, ...] | None = None
+        self._incidence_cache: EdgeIncidence | None = None
 
     def antialias(self, image: Tensor, fragments: Fragments) -> Tensor:
         return image  # soft coverage is already smooth
@@ -129,7 +138,7 @@ class SoftRasterizer:
             counts = overlap.sum(-1)
             busy = torch.nonzero(counts > 0).squeeze(-1)
             busy = busy[torch.argsort(counts[busy], descending=True)]
-        out = xy.new_zeros(b * n_tiles, tile * tile, channels + 1)
+        out = xy.new_zeros(b * n_tiles, tile * tile, channels + 2)
         if busy.numel() == 0:
             # nothing in view: keep the graph connected so that backward still runs
             out = out + 0.0 * xy.sum()
@@ -153,9 +162,25 @@ class SoftRasterizer:
                                                face_attr[faces_of], valid))  # fmt: skip
                 indices.append(chunk)
             out = out.index_copy(0, torch.cat(indices), torch.cat(parts))
-        image = out.view(b, tiles_y, tiles_x, tile, tile, channels + 1).permute(0, 1, 3, 2, 4, 5)
-        image = image.reshape(b, tiles_y * tile, tiles_x * tile, channels + 1)[:, :h, :w]
-        return Fragments(attributes=image[..., :channels], opacity=image[..., channels:])
+        image = out.view(b, tiles_y, tiles_x, tile, tile, channels + 2).permute(0, 1, 3, 2, 4, 5)
+        image = image.reshape(b, tiles_y * tile, tiles_x * tile, channels + 2)[:, :h, :w]
+        opacity = image[..., channels : channels + 1]
+        if self.coverage == "silhouette":
+            covered = image[..., channels + 1].detach() > 0.5
+            front = keep & (area > 0) if self.cull_backfaces else keep
+            opacity = silhouette_opacity(
+                xy, faces, front, area, covered, self.sigma, self._incidence(faces), self.max_pairs
+            ).unsqueeze(-1)
+        return Fragments(attributes=image[..., :channels], opacity=opacity)
+
+    def _incidence(self, faces: Tensor) -> EdgeIncidence:
+        """The faces' edge incidence, computed once per triangulation."""
+        key = (faces.data_ptr(), tuple(faces.shape), str(faces.device))
+        if self._incidence_key != key:
+            self._incidence_cache = edge_incidence(faces)
+            self._incidence_key = key
+        assert self._incidence_cache is not None
+        return self._incidence_cache
 
     def _shade_chunk(self, p: Tensor, fxy: Tensor, fz: Tensor, fattr: Tensor, valid: Tensor) -> Tensor:
         """Blend K candidate faces at P pixels of C tiles: (C, P, C_attr + 1) with the opacity last.
@@ -188,7 +213,126 @@ class SoftRasterizer:
         # closed mesh; sigmoid(x) + sigmoid(-x) = 1 makes the clamped sum exactly 1 there instead
         coverage = torch.where(valid[:, None], torch.sigmoid(logit), torch.zeros_like(logit)).sum(-1)
         opacity = coverage.clamp(max=1.0)
-        return torch.cat([attrs, opacity[..., None]], dim=-1)
+        # hard coverage of the pixel centre (edges included), for the silhouette opacity
+        covered = ((bary >= 0).all(-1) & valid[:, None]).any(-1).to(attrs.dtype)
+        return torch.cat([attrs, opacity[..., None], covered[..., None]], dim=-1)
+
+
+@dataclass
+class EdgeIncidence:
+    """Each face's three directed edges (in winding order) and the undirected edge they belong to."""
+
+    directed: Tensor  # (3F, 2) vertex indices: (f0, f1), (f1, f2), (f2, f0) for each face f
+    edge_of: Tensor  # (3F,) index of the undirected edge
+    face_of: Tensor  # (3F,) index of the face
+    faces_per_edge: Tensor  # (E,) how many faces share each undirected edge
+    n_edges: int
+
+
+def edge_incidence(faces: Tensor) -> EdgeIncidence:
+    directed = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    lo, hi = directed.min(-1).values, directed.max(-1).values
+    _, edge_of = torch.unique(lo * (int(faces.max()) + 1) + hi, return_inverse=True)
+    n_edges = int(edge_of.max()) + 1 if edge_of.numel() else 0
+    face_of = torch.arange(faces.shape[0], device=faces.device).repeat_interleave(3)
+    return EdgeIncidence(directed, edge_of, face_of, torch.bincount(edge_of, minlength=n_edges), n_edges)
+
+
+def silhouette_edges(front: Tensor, area: Tensor, incidence: EdgeIncidence) -> tuple[Tensor, Tensor, Tensor]:
+    """The edges where drawn coverage ends, per camera: (camera, start, end) vertex indices.
+
+    An edge bounds the drawn region when some of its faces are drawn and others are not (a contour
+    of a closed mesh with back faces culled), when it has one face (an open boundary), or when its
+    drawn faces face opposite ways. Each is oriented so that the covered side lies on its left.
+    """
+    b = front.shape[0]
+    inc = incidence
+    drawn = front[:, inc.face_of]  # (B, 3F)
+    ccw = area[:, inc.face_of] > 0
+    index = inc.edge_of.expand(b, -1)
+
+    def count(mask: Tensor) -> Tensor:
+        return torch.zeros(b, inc.n_edges, device=front.device).scatter_add(1, index, mask.float())
+
+    n_drawn, n_ccw = count(drawn), count(drawn & ccw)
+    total = inc.faces_per_edge[None].float()
+    mixed = (n_ccw > 0) & (n_ccw < n_drawn)
+    contour = (n_drawn > 0) & ((n_drawn < total) | (total == 1) | mixed)
+    # orient every drawn directed edge with its face's interior on the left (screen y up)
+    start = torch.where(ccw, inc.directed[:, 0], inc.directed[:, 1])
+    end = torch.where(ccw, inc.directed[:, 1], inc.directed[:, 0])
+    slot = torch.where(drawn, index, torch.full_like(index, inc.n_edges))  # undrawn -> a spare slot
+    starts = torch.zeros(b, inc.n_edges + 1, dtype=torch.long, device=front.device).scatter(
+        1, slot, start.expand(b, -1)
+    )
+    ends = torch.zeros(b, inc.n_edges + 1, dtype=torch.long, device=front.device).scatter(1, slot, end.expand(b, -1))
+    camera, edge = torch.nonzero(contour, as_tuple=True)
+    return camera, starts[camera, edge], ends[camera, edge]
+
+
+def silhouette_opacity(
+    xy: Tensor,
+    faces: Tensor,
+    front: Tensor,
+    area: Tensor,
+    covered: Tensor,
+    sigma: float,
+    incidence: EdgeIncidence,
+    max_pairs: int = 2_000_000,
+) -> Tensor:
+    """Opacity (B, H, W) = sigmoid(+-d^2 / sigma), d a pixel's distance to the projected silhouette.
+
+    Written here because summing every face's soft coverage (SoftRas eq. 2, or min(1, sum D))
+    inflates silhouettes by about a pixel on finely tessellated meshes, so SDS shrinks the mesh to
+    compensate (measured on a 0.3 sphere at 48 px, sigma 0.5: silhouette area x1.12 at 1,280
+    faces, x1.17 at 20k). The signed distance to the silhouette edges is symmetric about the true
+    outline whatever the tessellation: inside pixels (hard coverage) use +d^2, outside ones -d^2.
+    An inside pixel only counts an edge it lies left of whose other side is uncovered (one pixel
+    across, in `covered`), so contours in front of other surface (self-occlusion) leave no seam.
+    Gradients reach the vertices of the silhouette edges through d.
+    """
+    b, h, w = covered.shape
+    camera, start, end = silhouette_edges(front, area, incidence)
+    if camera.numel() == 0:
+        return covered.to(xy.dtype) + 0.0 * xy.sum()
+    # pad each camera's edges to (B, S)
+    per_camera = torch.bincount(camera, minlength=b)
+    slots = int(per_camera.max())
+    first = torch.cumsum(per_camera, 0) - per_camera
+    position = torch.arange(camera.numel(), device=xy.device) - first[camera]
+    seg_a = xy.new_zeros(b, slots, 2).index_put((camera, position), xy[camera, start])
+    seg_b = xy.new_zeros(b, slots, 2).index_put((camera, position), xy[camera, end])
+    valid = torch.zeros(b, slots, dtype=torch.bool, device=xy.device).index_put(
+        (camera, position), torch.ones_like(camera, dtype=torch.bool)
+    )
+    rows, cols = torch.meshgrid(torch.arange(h, device=xy.device), torch.arange(w, device=xy.device), indexing="ij")
+    pixels = torch.stack([cols + 0.5, h - rows - 0.5], -1).reshape(-1, 2).to(xy.dtype)  # (P, 2), y up
+    inside = covered.reshape(b, -1)
+    far = torch.finfo(xy.dtype).max / 4
+    chunk = max(1, max_pairs // max(1, b * slots))
+    out = []
+    for lo in range(0, pixels.shape[0], chunk):
+        p = pixels[lo : lo + chunk][None, :, None]  # (1, P, 1, 2)
+        a, e = seg_a[:, None], seg_b[:, None]  # (B, 1, S, 2)
+        ab = e - a
+        t = (((p - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-12)).clamp(0.0, 1.0)
+        foot = a + t.unsqueeze(-1) * ab
+        d2 = ((p - foot) ** 2).sum(-1)  # (B, P, S)
+        with torch.no_grad():
+            left = _cross(ab, p - a) >= 0
+            outward = torch.stack([ab[..., 1], -ab[..., 0]], -1) / ab.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            across = foot + outward  # one pixel beyond the edge
+            col = torch.floor(across[..., 0]).long()
+            row = torch.floor(h - across[..., 1]).long()
+            in_image = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+            flat = (row.clamp(0, h - 1) * w + col.clamp(0, w - 1)).reshape(b, -1)
+            beyond = torch.gather(inside, 1, flat).reshape(row.shape).bool() & in_image
+            bounds = valid[:, None] & left & ~beyond
+        inner = inside[:, lo : lo + chunk].bool()
+        d2_out = torch.where(valid[:, None], d2, torch.full_like(d2, far)).min(-1).values
+        d2_in = torch.where(bounds, d2, torch.full_like(d2, far)).min(-1).values
+        out.append(torch.where(inner, torch.sigmoid(d2_in / sigma), torch.sigmoid(-d2_out / sigma)))
+    return torch.cat(out, 1).reshape(b, h, w)
 
 
 class NvdiffrastRasterizer:
