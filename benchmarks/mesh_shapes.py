@@ -4,10 +4,12 @@
    fixed seed; prints the IoU and Chamfer distance (sds_guidance.shapes.metrics on the trimesh
    mesh) of the template and of the result, the colour error and the wall time.
 2. Refining NeRF runs (Magic3D's second stage): for each `--nerf-run RUN_DIR` (a finished `nerf`
-   run with final/mesh.ply or mesh.glb), the IoU of the NeRF's mesh and of the mesh generator
-   started from it (`generator.init=RUN_DIR`) on the run's prompt.
+   run with final/mesh.ply or mesh.glb), or with `--refine` for a `nerf` draft run of each object
+   trained first, the IoU of the NeRF's mesh and of the mesh generator started from it
+   (`generator.init=RUN_DIR`, the same preset; vertices move at optim.lr x generator.refine_lr_scale).
 
     python benchmarks/mesh_shapes.py                                  # cube and sphere (draft)
+    python benchmarks/mesh_shapes.py --refine                         # + NeRF runs, then refined
     python benchmarks/mesh_shapes.py --nerf-run runs/a-green-cube --objects
     python benchmarks/mesh_shapes.py --objects "a red cube" --set generator.smoothness=50
 """
@@ -66,14 +68,29 @@ def run_object(prompt: str, out: Path, preset: str, overrides: dict[str, Any], s
     }
 
 
+def train_nerf(prompt: str, out: Path, seed: int) -> Path:
+    """A `nerf` draft run of `prompt` with the shapes prior; its final/mesh.ply starts a refinement."""
+    from sds_core.loop import start_run
+
+    overrides: dict[str, Any] = {
+        "run": {"seed": seed, "preview_every": 0, "checkpoint_every": 0},
+        "generator": {"export_formats": ["ply"]},
+    }
+    names = {"generator": "nerf", "guidance": "shapes"}
+    started = time.perf_counter()
+    start_run(prompt, out, preset="draft", overrides=overrides, names=names, device="cpu").run()
+    print(f"{prompt:16s} nerf draft run in {time.perf_counter() - started:.0f}s -> {out}", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--objects", nargs="*", default=list(DEFAULT_OBJECTS))
     parser.add_argument("--nerf-run", action="append", default=[], type=Path, help="a NeRF run folder to refine")
     parser.add_argument("--preset", default="draft")
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--refine", action="store_true", help="train a nerf draft run of each object and refine it")
     parser.add_argument("--refine-steps", type=int, default=400, help="steps when refining a NeRF mesh")
-    parser.add_argument("--refine-lr", type=float, default=1e-3, help="learning rate when refining a NeRF mesh")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], help="key.path=value, as sds generate --set")
     parser.add_argument("--out", type=Path, default=None, help="keep the run folders here")
@@ -88,9 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     root = args.out or Path(tempfile.mkdtemp(prefix="mesh-shapes-"))
     rows = []
     jobs: list[tuple[str, dict[str, Any], str]] = [(p, overrides, p.replace(" ", "-")) for p in args.objects]
-    for run in args.nerf_run:
+    nerf_runs = list(args.nerf_run)
+    if args.refine:
+        for prompt in args.objects:
+            nerf_runs.append(train_nerf(prompt, root / f"nerf-{prompt.replace(' ', '-')}", args.seed))
+    for run in nerf_runs:
         record = json.loads((run / "config.json").read_text())
-        refine = deep_merge({"run": {"steps": args.refine_steps}, "optim": {"lr": args.refine_lr}}, overrides)
+        refine = deep_merge({"run": {"steps": args.refine_steps}}, overrides)
         refine = deep_merge(refine, {"generator": {"init": str(run)}})
         jobs.append((record["prompt"], refine, f"refine-{run.name}"))
     for index, (prompt, patch, name) in enumerate(jobs):

@@ -62,6 +62,8 @@ class MeshGenerator(nn.Module):
         self.target_edge = float(lengths.mean()) if len(lengths) else 1.0
         base_lr = float(context.config.get("optim", {}).get("lr", 1e-3))
         self.color_lr = base_lr * cfg.color_lr_scale
+        # a NeRF mesh (Magic3D's second stage) is refined with smaller vertex steps than a template
+        self.position_lr = base_lr if cfg.init == "icosphere" else base_lr * cfg.refine_lr_scale
         self.background = build_background(
             cfg.background, cfg.background_color, cfg.background_frequencies, cfg.background_hidden, context.guidance
         )
@@ -69,6 +71,7 @@ class MeshGenerator(nn.Module):
         self.rasterizer = build_rasterizer(
             cfg.rasterizer, device, sigma=cfg.sigma, gamma=cfg.gamma, near=cfg.near, far=cfg.far,
             cull_backfaces=cfg.cull_backfaces, tile_size=cfg.tile_size, max_pairs=cfg.max_pairs,
+            coverage=cfg.coverage,
         )  # fmt: skip
 
     # --- the mesh -----------------------------------------------------------------------------
@@ -143,7 +146,7 @@ class MeshGenerator(nn.Module):
 
     def param_groups(self) -> list[dict[str, Any]]:
         groups: list[dict[str, Any]] = [
-            {"params": [self.offsets]},  # optim.lr
+            {"params": [self.offsets], "lr": self.position_lr},
             {"params": [self.color_logits], "lr": self.color_lr},
         ]
         background = [p for p in self.background.parameters() if p.requires_grad]
