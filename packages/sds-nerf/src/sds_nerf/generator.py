@@ -62,6 +62,7 @@ class NerfGenerator(nn.Module):
         self.grid = OccupancyGrid(cfg.radius, cfg.occupancy_resolution, threshold, cfg.occupancy_decay)
         self.torch_sampler = TorchSampler(cfg.radius, cfg.samples_per_ray)
         self.nerfacc: NerfaccSampler | None = None
+        self._nerfacc_stale = False  # set when a checkpoint without nerfacc's grid is loaded
         if device.type == "cuda" and cfg.sampler in ("auto", "nerfacc"):
             self.nerfacc = self._try_nerfacc(device)
         elif cfg.sampler == "nerfacc":
@@ -113,15 +114,38 @@ class NerfGenerator(nn.Module):
 
     @torch.no_grad()
     def refresh_occupancy(self) -> None:
-        """Rebuild the PyTorch occupancy grid from the current field (before export renders)."""
-        if self.cfg.empty_space_skipping and self.nerfacc is None:
+        """Rebuild the occupancy grid (PyTorch's or nerfacc's) from the current field (before export renders)."""
+        if not self.cfg.empty_space_skipping:
+            return
+        if self.nerfacc is not None:
+            self.nerfacc.rebuild(self.field.density, self.cfg.occupancy_threshold)
+        else:
             self.grid.update(self.field.density, jitter=False)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """nerfacc's occupancy grid (CUDA runs) goes into checkpoints here: the estimator is not a
+        submodule, so that CPU and CUDA generators have the same parameters and buffers."""
+        if self.nerfacc is None:
+            return {}
+        return {"nerfacc_estimator": {k: v.detach().cpu() for k, v in self.nerfacc.estimator.state_dict().items()}}
+
+    def set_extra_state(self, state: Any) -> None:
+        saved = state.get("nerfacc_estimator") if isinstance(state, dict) else None
+        if self.nerfacc is None:
+            return  # a CUDA run loaded on the CPU: the PyTorch grid is in the buffers already
+        if saved is not None:
+            self.nerfacc.estimator.load_state_dict(saved)
+        else:  # a CPU checkpoint on CUDA: nerfacc's grid from the loaded field
+            self._nerfacc_stale = True
 
     def sample(self, rays: RayBundle, skipping: bool | None = None) -> Samples:
         """Samples for these rays; `skipping` None follows the config (and the grid's warm-up)."""
         skip = self.cfg.empty_space_skipping if skipping is None else skipping
         stratified = self.training
         if self.nerfacc is not None and rays.origins.is_cuda:
+            if self._nerfacc_stale:
+                self.nerfacc.rebuild(self.field.density, self.cfg.occupancy_threshold)
+                self._nerfacc_stale = False
             return self.nerfacc(rays.origins, rays.dirs, self.field.density if skip else None, stratified)
         return self.torch_sampler(rays.origins, rays.dirs, self.grid if skip else None, stratified)
 

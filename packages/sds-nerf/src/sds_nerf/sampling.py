@@ -158,6 +158,15 @@ class NerfaccSampler:
             step, occ_eval, occ_thre=threshold, ema_decay=decay, warmup_steps=warmup, n=every
         )
 
+    @torch.no_grad()
+    def rebuild(self, density_fn: DensityFn, threshold: float) -> None:
+        """The grid from the current field alone, every cell evaluated (a loaded or fresh estimator
+        holds an empty grid until training updates it, and would render only background)."""
+        self.estimator.occs.zero_()
+        self.estimator._update(  # the public update_every_n_steps only runs in training mode
+            step=0, occ_eval_fn=lambda x: density_fn(x) * self.step_size, occ_thre=threshold, warmup_steps=1
+        )
+
     def __call__(self, origins: Tensor, dirs: Tensor, density_fn: DensityFn | None, stratified: bool) -> Samples:
         near, far, hit = sphere_intersect(origins, dirs, self.radius)
 
