@@ -82,6 +82,10 @@ def test_second_stage_starts_from_a_run_mesh(tmp_path: Path, catalog: Catalog) -
     assert torch.equal(second.generator.faces, first.generator.faces)
     colors = second.generator.colors().detach()
     assert torch.allclose(colors, first.generator.colors().detach().clamp(0.02, 0.98), atol=1 / 255 + 1e-4)
+    # the second stage moves vertices at optim.lr x refine_lr_scale; colours as the first stage
+    lrs = [[group["lr"] for group in t.optimizer.param_groups[:2]] for t in (first, second)]
+    assert lrs[1][0] == pytest.approx(lrs[0][0] * second.generator.cfg.refine_lr_scale)
+    assert lrs[1][1] == pytest.approx(lrs[0][1])
 
 
 def test_regularisers_penalise_a_noisy_surface(catalog: Catalog, tmp_path: Path) -> None:

@@ -109,7 +109,7 @@ MESH_PRESETS: dict[str, dict[str, Any]] = {
             "video_resolution": 64,
         },
         # measured on the shapes cube with the cameras below: lr 1e-3 / 400 steps IoU 0.64,
-        # 3e-3 / 800 steps IoU 0.72 (refining a NeRF mesh: keep 1e-3, see benchmarks/mesh_shapes.py)
+        # 3e-3 / 800 steps IoU 0.72 (a NeRF mesh refines at 3e-3 x refine_lr_scale = 3e-4)
         "optim": {"lr": 3e-3, "schedule": "constant"},
         "run": {"steps": 800, "preview_every": 200, "checkpoint_every": 200},
         # deviation (as sds-nerf's draft): every camera looks at the origin from a fixed distance
