@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch import Tensor
 
 pytest.importorskip("nerfacc")
 pytest.importorskip("sds_nerf")
@@ -135,31 +136,16 @@ def test_a_few_training_steps_with_the_shapes_prior_on_cuda(tmp_path: Path) -> N
     assert gen.nerfacc.estimator.binaries.any()
 
 
-def test_a_generator_loaded_from_a_checkpoint_renders_its_field() -> None:
-    torch.manual_seed(0)
-    trained = _nerf("auto")
-    trained.train()
-    trained.render(_cameras(1), step=0)  # updates the estimator
-    fresh = _nerf("auto")
-    fresh.load_state_dict(trained.state_dict())
-    cams = _cameras(2)
-    outputs = []
-    for gen in (trained, fresh):
-        gen.eval()
-        gen.field.set_step(0)
-        outputs.append(gen.render_chunked(cams, "albedo")[1])
-    assert float(outputs[0].max()) > 0.5
-    torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=ATOL)
-
-
-def test_a_cpu_checkpoint_loaded_on_cuda_rebuilds_nerfaccs_grid() -> None:
-    """A checkpoint without nerfacc's grid (written by a CPU run): the grid is rebuilt from the field."""
+def _trained_and_loaded(cpu_checkpoint: bool) -> tuple[Tensor, Tensor]:
+    """Opacities of a generator after one training render and of a fresh one loaded from its state
+    (as a CPU generator saves it, without nerfacc's grid, when `cpu_checkpoint`)."""
     torch.manual_seed(0)
     trained = _nerf("auto")
     trained.train()
     trained.render(_cameras(1), step=0)  # updates the estimator
     state = trained.state_dict()
-    state["_extra_state"] = {}  # what a CPU generator saves
+    if cpu_checkpoint:
+        state["_extra_state"] = {}
     loaded = _nerf("auto")
     loaded.load_state_dict(state)
     cams = _cameras(2)
@@ -168,5 +154,17 @@ def test_a_cpu_checkpoint_loaded_on_cuda_rebuilds_nerfaccs_grid() -> None:
         gen.eval()
         gen.field.set_step(0)
         outputs.append(gen.render_chunked(cams, "albedo")[1])
-    assert float(outputs[0].max()) > 0.5
-    assert float((outputs[1] - outputs[0]).abs().mean()) < 0.02  # the grids differ only by jitter
+    return outputs[0], outputs[1]
+
+
+def test_a_generator_loaded_from_a_checkpoint_renders_its_field() -> None:
+    trained, loaded = _trained_and_loaded(cpu_checkpoint=False)
+    assert float(trained.max()) > 0.5
+    torch.testing.assert_close(loaded, trained, rtol=0, atol=ATOL)
+
+
+def test_a_cpu_checkpoint_loaded_on_cuda_rebuilds_nerfaccs_grid() -> None:
+    """A checkpoint without nerfacc's grid (written by a CPU run): the grid is rebuilt from the field."""
+    trained, loaded = _trained_and_loaded(cpu_checkpoint=True)
+    assert float(trained.max()) > 0.5
+    assert float((loaded - trained).abs().mean()) < 0.02  # the grids differ only by jitter
