@@ -101,6 +101,8 @@ ARCH=$(python3 -c "import torch; print('%d.%d' % torch.cuda.get_device_capabilit
 NERFACC_LIMIT=$(budget 300 150)
 log "=== nerfacc CUDA kernels: JIT build in the background (limit ${NERFACC_LIMIT}s, into $TORCH_EXTENSIONS_DIR)"
 NERFACC_START=$SECONDS
+# a build killed earlier leaves its lock behind, and torch's next build waits on it for ever
+rm -f "$TORCH_EXTENSIONS_DIR"/*/lock
 timeout -k 10 "$NERFACC_LIMIT" python3 - >"$DEST/nerfacc-build.log" 2>&1 <<'PY' &
 import time
 
