@@ -74,11 +74,16 @@ def _cross(u: Tensor, v: Tensor) -> Tensor:
     return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
 
 
-def _segment_distance2(p: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """Squared distance of points p to segments ab (broadcasting, last axis 2)."""
+def _segment_foot(p: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """The points of segments ab nearest to points p (broadcasting, last axis 2)."""
     ab = b - a
     t = ((p - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-12)
-    diff = p - a - t.clamp(0.0, 1.0).unsqueeze(-1) * ab
+    return a + t.clamp(0.0, 1.0).unsqueeze(-1) * ab
+
+
+def _segment_distance2(p: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """Squared distance of points p to segments ab (broadcasting, last axis 2)."""
+    diff = p - _segment_foot(p, a, b)
     return (diff * diff).sum(-1)
 
 
@@ -167,9 +172,9 @@ class SoftRasterizer:
         opacity = image[..., channels : channels + 1]
         if self.coverage == "silhouette":
             covered = image[..., channels + 1].detach() > 0.5
-            front = keep & (area > 0) if self.cull_backfaces else keep
+            # `keep` holds the drawn faces: front-facing ones only when back faces are culled
             opacity = silhouette_opacity(
-                xy, faces, front, area, covered, self.sigma, self._incidence(faces), self.max_pairs
+                xy, keep, area, covered, self.sigma, self._incidence(faces), self.max_pairs
             ).unsqueeze(-1)
         return Fragments(attributes=image[..., :channels], opacity=opacity)
 
@@ -238,21 +243,22 @@ def edge_incidence(faces: Tensor) -> EdgeIncidence:
     return EdgeIncidence(directed, edge_of, face_of, torch.bincount(edge_of, minlength=n_edges), n_edges)
 
 
-def silhouette_edges(front: Tensor, area: Tensor, incidence: EdgeIncidence) -> tuple[Tensor, Tensor, Tensor]:
+def silhouette_edges(drawn: Tensor, area: Tensor, incidence: EdgeIncidence) -> tuple[Tensor, Tensor, Tensor]:
     """The edges where drawn coverage ends, per camera: (camera, start, end) vertex indices.
 
     An edge bounds the drawn region when some of its faces are drawn and others are not (a contour
     of a closed mesh with back faces culled), when it has one face (an open boundary), or when its
     drawn faces face opposite ways. Each is oriented so that the covered side lies on its left.
     """
-    b = front.shape[0]
+    b = drawn.shape[0]
+    device = drawn.device
     inc = incidence
-    drawn = front[:, inc.face_of]  # (B, 3F)
+    drawn = drawn[:, inc.face_of]  # (B, 3F)
     ccw = area[:, inc.face_of] > 0
     index = inc.edge_of.expand(b, -1)
 
     def count(mask: Tensor) -> Tensor:
-        return torch.zeros(b, inc.n_edges, device=front.device).scatter_add(1, index, mask.float())
+        return torch.zeros(b, inc.n_edges, device=device).scatter_add(1, index, mask.float())
 
     n_drawn, n_ccw = count(drawn), count(drawn & ccw)
     total = inc.faces_per_edge[None].float()
@@ -262,18 +268,15 @@ def silhouette_edges(front: Tensor, area: Tensor, incidence: EdgeIncidence) -> t
     start = torch.where(ccw, inc.directed[:, 0], inc.directed[:, 1])
     end = torch.where(ccw, inc.directed[:, 1], inc.directed[:, 0])
     slot = torch.where(drawn, index, torch.full_like(index, inc.n_edges))  # undrawn -> a spare slot
-    starts = torch.zeros(b, inc.n_edges + 1, dtype=torch.long, device=front.device).scatter(
-        1, slot, start.expand(b, -1)
-    )
-    ends = torch.zeros(b, inc.n_edges + 1, dtype=torch.long, device=front.device).scatter(1, slot, end.expand(b, -1))
+    starts = torch.zeros(b, inc.n_edges + 1, dtype=torch.long, device=device).scatter(1, slot, start.expand(b, -1))
+    ends = torch.zeros(b, inc.n_edges + 1, dtype=torch.long, device=device).scatter(1, slot, end.expand(b, -1))
     camera, edge = torch.nonzero(contour, as_tuple=True)
     return camera, starts[camera, edge], ends[camera, edge]
 
 
 def silhouette_opacity(
     xy: Tensor,
-    faces: Tensor,
-    front: Tensor,
+    drawn: Tensor,
     area: Tensor,
     covered: Tensor,
     sigma: float,
@@ -292,7 +295,7 @@ def silhouette_opacity(
     Gradients reach the vertices of the silhouette edges through d.
     """
     b, h, w = covered.shape
-    camera, start, end = silhouette_edges(front, area, incidence)
+    camera, start, end = silhouette_edges(drawn, area, incidence)
     if camera.numel() == 0:
         return covered.to(xy.dtype) + 0.0 * xy.sum()
     # pad each camera's edges to (B, S)
@@ -315,8 +318,7 @@ def silhouette_opacity(
         p = pixels[lo : lo + chunk][None, :, None]  # (1, P, 1, 2)
         a, e = seg_a[:, None], seg_b[:, None]  # (B, 1, S, 2)
         ab = e - a
-        t = (((p - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-12)).clamp(0.0, 1.0)
-        foot = a + t.unsqueeze(-1) * ab
+        foot = _segment_foot(p, a, e)
         d2 = ((p - foot) ** 2).sum(-1)  # (B, P, S)
         with torch.no_grad():
             left = _cross(ab, p - a) >= 0

@@ -149,13 +149,13 @@ class NerfaccSampler:
         self.estimator: Any = OccGridEstimator(roi_aabb=[-r, -r, -r, r, r, r], resolution=resolution).to(device)
         self.radius, self.step_size = radius, step_size
 
-    def update(self, step: int, density_fn: DensityFn, threshold: float, every: int, warmup: int, decay: float) -> None:
-        def occ_eval(x: Tensor) -> Tensor:
-            return density_fn(x) * self.step_size  # nerfacc thresholds alpha ~ tau * step
+    def _occupancy_fn(self, density_fn: DensityFn) -> DensityFn:
+        return lambda x: density_fn(x) * self.step_size  # nerfacc thresholds alpha ~ tau * step
 
+    def update(self, step: int, density_fn: DensityFn, threshold: float, every: int, warmup: int, decay: float) -> None:
         self.estimator.train()
         self.estimator.update_every_n_steps(
-            step, occ_eval, occ_thre=threshold, ema_decay=decay, warmup_steps=warmup, n=every
+            step, self._occupancy_fn(density_fn), occ_thre=threshold, ema_decay=decay, warmup_steps=warmup, n=every
         )
 
     @torch.no_grad()
@@ -164,7 +164,7 @@ class NerfaccSampler:
         holds an empty grid until training updates it, and would render only background)."""
         self.estimator.occs.zero_()
         self.estimator._update(  # the public update_every_n_steps only runs in training mode
-            step=0, occ_eval_fn=lambda x: density_fn(x) * self.step_size, occ_thre=threshold, warmup_steps=1
+            step=0, occ_eval_fn=self._occupancy_fn(density_fn), occ_thre=threshold, warmup_steps=1
         )
 
     def __call__(self, origins: Tensor, dirs: Tensor, density_fn: DensityFn | None, stratified: bool) -> Samples:
