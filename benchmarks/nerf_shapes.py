@@ -19,17 +19,11 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 DEFAULT_OBJECTS = ("a red sphere", "a green cube", "a blue cone", "a yellow torus")
 TIMES = ("time_render", "time_guidance", "time_backward", "time_optimizer")
-
-
-def on_device(fn: Callable[[Any], Any], device: Any) -> Callable[[Any], Any]:
-    """`fn` on points that the metrics make on the CPU, evaluated where the field lives."""
-    return lambda points: fn(points.to(device))
 
 
 def run_object(
@@ -59,11 +53,11 @@ def run_object(
     wall = time.perf_counter() - started
     gen = trainer.generator
     where = trainer.device
-    level = gen.surface_level()  # the level mesh export uses (sds export --threshold overrides it)
+    # callables on CPU points, evaluated where the field lives, and the level mesh export uses
+    density, albedo, level = gen.density_field()
     gen.eval()
     truth = trainer.guidance.ground_truth
-    density = on_device(gen.field.density, where)
-    metrics = evaluate(density, truth, on_device(lambda p: gen.field(p)[1], where), threshold=level)
+    metrics = evaluate(density, truth, albedo, threshold=level)
     # for context only: IoU at other opacity levels per render step (tau = -ln(1 - alpha) / delta)
     iou_at = {
         alpha: volumetric_iou(density, truth, threshold=density_threshold(alpha, gen.step_size))

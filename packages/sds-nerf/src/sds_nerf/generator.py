@@ -80,8 +80,17 @@ class NerfGenerator(nn.Module):
 
     def density_field(self) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor], float]:
         """World-space density and albedo callables on (N, 3) points and the surface level that
-        export uses, for geometry evaluation (`sds eval geometry`)."""
-        return self.field.density, lambda points: self.field(points)[1], self.surface_level()
+        export uses, for geometry evaluation (`sds eval geometry`). Points may live on any device
+        (evaluation makes them on the CPU); they are moved to the field's."""
+        device = next(self.field.parameters()).device
+
+        def density(points: Tensor) -> Tensor:
+            return self.field.density(points.to(device))
+
+        def albedo(points: Tensor) -> Tensor:
+            return self.field(points.to(device))[1]
+
+        return density, albedo, self.surface_level()
 
     def _try_nerfacc(self, device: torch.device) -> NerfaccSampler | None:
         cfg = self.cfg
