@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from sds_core.files import atomic_write
 from sds_guidance.config import PromptOptions
 
 VIEWS: tuple[str, ...] = ("front", "side", "back", "overhead")
@@ -136,10 +137,8 @@ class EmbeddingCache:
         path = self.path(prompt)
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        save_file({"embedding": embedding.detach().to("cpu", torch.float32).contiguous()}, str(tmp))
-        os.replace(tmp, path)
+        tensors = {"embedding": embedding.detach().to("cpu", torch.float32).contiguous()}
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
 
     def get(self, prompts: Sequence[str], encode: Callable[[list[str]], Tensor]) -> dict[str, Tensor]:
         """Embeddings (L, D) of `prompts`, encoding (in one batch) only those not on disk."""
