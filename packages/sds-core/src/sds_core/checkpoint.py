@@ -8,6 +8,7 @@ numpy's RNG state as a tensor for that reason; format 1 (a pickled numpy array) 
 
 from __future__ import annotations
 
+import errno
 import pickle
 import random
 import warnings
@@ -84,7 +85,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", mmap: 
             ) from None
         raise SdsError(f"{path} is not a readable sds checkpoint (damaged, or not written by sds)") from None
     except OSError as exc:
-        raise SdsError(f"{path} cannot be read: {exc.strerror or exc}") from None
+        if exc.errno in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR):
+            raise SdsError(f"{path} cannot be read: {exc.strerror}") from None
+        raise SdsError(f"{path} is not a readable sds checkpoint (empty, truncated or damaged)") from None
     except (RuntimeError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError):
         raise SdsError(f"{path} is not a readable sds checkpoint (empty, truncated or damaged)") from None
     if not isinstance(payload, dict) or "format" not in payload:
