@@ -73,6 +73,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", mmap: 
     mmap: map the tensors instead of reading them (cheap when only the plain data is needed).
     Every way a file can be wrong (damaged, truncated, foreign, older, tampered) is an SdsError."""
     path = Path(path)
+    damaged = SdsError(f"{path} is not a readable sds checkpoint (empty, truncated, damaged or not written by sds)")
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
             warnings.simplefilter("ignore")
@@ -83,13 +84,13 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", mmap: 
                 f"{path} holds pickled objects other than tensors and plain data (a checkpoint written by an "
                 f"sds version older than format {FORMAT}, or a tampered file) and is not loaded, for safety"
             ) from None
-        raise SdsError(f"{path} is not a readable sds checkpoint (damaged, or not written by sds)") from None
+        raise damaged from None
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR):
             raise SdsError(f"{path} cannot be read: {exc.strerror}") from None
-        raise SdsError(f"{path} is not a readable sds checkpoint (empty, truncated or damaged)") from None
+        raise damaged from None
     except (RuntimeError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError):
-        raise SdsError(f"{path} is not a readable sds checkpoint (empty, truncated or damaged)") from None
+        raise damaged from None
     if not isinstance(payload, dict) or "format" not in payload:
         raise SdsError(f"{path} is not an sds checkpoint")
     if payload["format"] != FORMAT:
