@@ -241,3 +241,13 @@ def test_non_finite_whole_numbers_and_non_utf8_config_files_are_refused(tmp_path
     config.write_bytes(b'\xff\xfe{"run": {}}')
     with pytest.raises(ConfigError, match="is not UTF-8 text"):
         load_config_file(config)
+
+
+def test_a_planted_lock_symlink_is_not_followed(tmp_path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".sds.lock").symlink_to(victim)
+    with pytest.raises(SdsError, match="cannot write to the run folder"):
+        RunLock(tmp_path / "run").acquire()
+    assert victim.read_text() == "precious"

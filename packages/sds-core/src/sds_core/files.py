@@ -96,7 +96,7 @@ class RunLock:
     def acquire(self) -> RunLock:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)  # no symlink games
         except OSError as exc:
             raise SdsError(f"cannot write to the run folder {self.folder}: {exc.strerror or exc}") from None
         try:

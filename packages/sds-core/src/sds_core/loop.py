@@ -35,7 +35,7 @@ from sds_core.imaging import grid, save_image
 from sds_core.plugins import Catalog, load_catalog
 from sds_core.protocols import BuildContext, ExportContext
 from sds_core.resolve import ResolvedConfig, resolve_config
-from sds_core.run import RunFolder
+from sds_core.run import RunFolder, check_record
 from sds_core.schedules import learning_rate_factor
 
 
@@ -369,13 +369,16 @@ def _resume(
     payload = load_checkpoint(folder.last_checkpoint, map_location="cpu") if folder.last_checkpoint.exists() else None
     if folder.config_path.exists():
         record = folder.read_config()
-    else:
-        assert payload is not None  # checked by resume_run
-        if not (isinstance(payload.get("prompt"), str) and isinstance(payload.get("config"), dict)):
-            raise SdsError(f"{folder.last_checkpoint} holds no prompt and config to restore config.json from")
-        record = {"prompt": payload["prompt"], "preset": payload.get("preset", "paper"), "config": payload["config"]}
+    else:  # config.json was lost: the checkpoint holds what it said
+        payload = payload or {}
+        fields = {
+            "prompt": payload.get("prompt"),
+            "preset": payload.get("preset", "paper"),
+            "config": payload.get("config"),
+        }
+        record = check_record(fields, folder.last_checkpoint)
     tree = record["config"]
-    done = int(payload["step"]) if payload is not None else 0
+    done = int(payload["step"]) if payload else 0
     if steps is not None and steps < done:
         raise ConfigError(
             f"--steps {steps} is fewer than the {done} steps {folder.root} has done; a run is not shortened"
@@ -390,7 +393,7 @@ def _resume(
         raise SdsError(f"the config of {folder.root} lacks its generator, guidance or loss section") from None
     resolved = resolve_config(catalog, preset=record.get("preset", "paper"), overrides=overrides, names=names)
     trainer = Trainer(resolved, record["prompt"], folder.root, resolve_device(device), list(listeners), run_lock)
-    if payload is not None:
+    if payload:
         _restore(trainer, payload, folder.last_checkpoint)
     changed = steps is not None and steps != record["config"]["run"].get("steps")
     if run_lock is not None and (changed or not folder.config_path.exists()):

@@ -11,6 +11,19 @@ from sds_core.errors import ConfigError, SdsError
 from sds_core.files import LOCK_NAME, RunLock, atomic_write, is_temp_file, remove_stale_temps
 
 
+def check_record(data: Any, source: Path) -> dict[str, Any]:
+    """A run record (config.json, or what a checkpoint holds to rebuild it) with the keys the loop reads."""
+    if not (
+        isinstance(data, dict)
+        and isinstance(data.get("prompt"), str)
+        and isinstance(data.get("config"), dict)
+        and isinstance(data["config"].get("run"), dict)
+        and isinstance(data.get("preset", ""), str)
+    ):
+        raise SdsError(f"{source} holds no sds run record (a prompt and a config with a run section)")
+    return data
+
+
 @dataclass(frozen=True)
 class RunFolder:
     root: Path
@@ -52,14 +65,7 @@ class RunFolder:
             data = json.loads(self.config_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise SdsError(f"{self.config_path} cannot be read as JSON ({exc})") from None
-        if not (
-            isinstance(data, dict)
-            and isinstance(data.get("prompt"), str)
-            and isinstance(data.get("config"), dict)
-            and isinstance(data["config"].get("run"), dict)
-        ):
-            raise SdsError(f"{self.config_path} is not an sds run config (no prompt or config.run)")
-        return data
+        return check_record(data, self.config_path)
 
     def foreign_entries(self) -> list[str]:
         """What the folder holds besides the run lock and temporary files a killed writer left."""
