@@ -17,6 +17,7 @@ CONSTRAINTS = ("-c", "constraints.txt")
 PACKAGES = (
     "./packages/sds-core",
     "./packages/sds-guidance",
+    "./packages/sds-shapes",
     "./packages/sds-nerf",
     "./packages/sds-mesh",
     "./packages/sds-eval",

@@ -87,7 +87,7 @@ print("python", sys.version.split()[0], "| torch", torch.__version__, "| CUDA", 
 print("device", torch.cuda.get_device_name(0), "capability %d.%d" % torch.cuda.get_device_capability(0))
 import importlib.metadata as md
 for name in ("transformers", "huggingface-hub", "accelerate", "diffusers", "nerfacc", "trimesh", "xatlas",
-             "sds-core", "sds-guidance", "sds-nerf", "sds-mesh", "sds-eval", "sds-cli"):
+             "sds-core", "sds-guidance", "sds-shapes", "sds-nerf", "sds-mesh", "sds-eval", "sds-cli"):
     try:
         print(f"  {name} {md.version(name)}")
     except md.PackageNotFoundError:

@@ -1,7 +1,7 @@
 """The mesh generator on the `shapes` world (CPU): geometry against the exact ground truth.
 
 1. From an icosphere: for each object, a run of the `mesh` generator with the `shapes` prior at a
-   fixed seed; prints the IoU and Chamfer distance (sds_guidance.shapes.metrics on the trimesh
+   fixed seed; prints the IoU and Chamfer distance (sds_shapes.metrics on the trimesh
    mesh) of the template and of the result, the colour error and the wall time.
 2. Refining NeRF runs (Magic3D's second stage): for each `--nerf-run RUN_DIR` (a finished `nerf`
    run with final/mesh.ply or mesh.glb), or with `--refine` for a `nerf` draft run of each object
@@ -37,8 +37,8 @@ def run_object(prompt: str, out: Path, preset: str, overrides: dict[str, Any], s
     """Train the mesh generator on `prompt`; IoU of its starting and final mesh."""
     from sds_core.config import deep_merge
     from sds_core.loop import start_run
-    from sds_guidance.shapes.metrics import evaluate
     from sds_mesh.export import VertexColorField
+    from sds_shapes.metrics import evaluate
 
     overrides = deep_merge({"run": {"seed": seed, "preview_every": 0, "checkpoint_every": 0}}, overrides)
     overrides = deep_merge({"generator": {"export_formats": ["ply"]}}, overrides)

@@ -1,7 +1,7 @@
 """The NeRF generator on the `shapes` world (CPU): geometry against the exact ground truth.
 
 For each object, a run of the `nerf` generator with the `shapes` prior at a fixed seed, then:
-IoU and Chamfer distance to the true shape (sds_guidance.shapes.metrics) with occupancy defined
+IoU and Chamfer distance to the true shape (sds_shapes.metrics) with occupancy defined
 by the same density level that mesh export uses, wall time, the mean per-step time split from
 metrics.jsonl, and samples per ray with and without empty-space skipping.
 
@@ -35,9 +35,9 @@ def run_object(
     from sds_core.config import deep_merge
     from sds_core.events import StepFinished
     from sds_core.loop import start_run
-    from sds_guidance.shapes.metrics import evaluate, volumetric_iou
     from sds_nerf.generator import camera_rays
     from sds_nerf.sampling import density_threshold
+    from sds_shapes.metrics import evaluate, volumetric_iou
 
     overrides = deep_merge({"run": {"seed": seed, "preview_every": 0, "checkpoint_every": 0}}, overrides)
     overrides = deep_merge({"generator": {"export_formats": ["ply"]}}, overrides)

@@ -12,6 +12,7 @@ import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -95,6 +96,16 @@ class TargetPlugin:
 @pytest.fixture
 def catalog() -> Catalog:
     return load_catalog(extra_plugins={"target-plugin": (TargetPlugin(), "sds-tests", "0")})
+
+
+@pytest.fixture
+def context_factory() -> Callable[..., BuildContext]:
+    """BuildContext(device=cpu, prompt, total_steps) for building a guidance directly."""
+
+    def make(prompt: str, config: dict[str, Any] | None = None) -> BuildContext:
+        return BuildContext(device=torch.device("cpu"), prompt=prompt, total_steps=100, config=config or {})
+
+    return make
 
 
 @pytest.fixture

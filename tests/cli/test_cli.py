@@ -165,7 +165,7 @@ def test_sigterm_writes_a_checkpoint_and_the_run_resumes(target, tmp_path) -> No
 )
 def test_batch_resumes_where_it_stopped(target, tmp_path, guidance, prompts_text) -> None:
     if guidance == "shapes":
-        pytest.importorskip("sds_guidance")
+        pytest.importorskip("sds_shapes")
     prompts = tmp_path / "prompts.txt"
     prompts.write_text(f"# three runs\n{prompts_text[0]}\n{prompts_text[1]}\n\n{prompts_text[2]}\n")
     out = tmp_path / "batch"

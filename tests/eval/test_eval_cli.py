@@ -43,7 +43,7 @@ def test_eval_clip_r_precision_command(install_entry_point, tmp_path) -> None:
 
 def test_eval_geometry_of_a_mesh_run(tmp_path) -> None:
     pytest.importorskip("sds_mesh")
-    pytest.importorskip("sds_guidance")
+    pytest.importorskip("sds_shapes")
     runner = CliRunner()
     out = tmp_path / "cube"
     args = ["generate", "a red cube", "--generator", "mesh", "--guidance", "shapes", "--preset", "draft"]
@@ -64,7 +64,7 @@ def test_eval_geometry_of_a_mesh_run(tmp_path) -> None:
 
 def test_eval_geometry_of_a_nerf_run_uses_the_export_level(tmp_path) -> None:
     pytest.importorskip("sds_nerf")
-    pytest.importorskip("sds_guidance")
+    pytest.importorskip("sds_shapes")
     runner = CliRunner()
     out = tmp_path / "cube"
     args = ["generate", "a red cube", "--guidance", "shapes", "--preset", "draft", "--device", "cpu"]

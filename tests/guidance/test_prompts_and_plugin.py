@@ -12,28 +12,25 @@ pytest.importorskip("sds_guidance")
 import torch
 
 from sds_core.plugins import load_catalog
+from sds_core.prompts import per_sample_prompts, split_view
 from sds_core.resolve import resolve_config
 from sds_guidance.config import PromptOptions
 from sds_guidance.prompts import (
     EmbeddingCache,
     PromptEmbeddings,
     all_prompts,
-    per_sample_prompts,
     perp_neg_negatives,
-    split_view,
 )
 
 
 def test_split_and_per_sample_view_prompts() -> None:
     assert split_view("a red cube, side view") == ("a red cube", "side")
     assert split_view("a red cube") == ("a red cube", None)
-    options = PromptOptions()
     views = ["front", "overhead"]
-    assert per_sample_prompts("a cat", views, 2, options) == ["a cat, front view", "a cat, overhead view"]
-    assert per_sample_prompts("a cat, back view", views, 2, options) == ["a cat, back view"] * 2
-    assert per_sample_prompts("a cat", None, 2, options) == ["a cat"] * 2
-    assert per_sample_prompts("a cat", views, 2, PromptOptions(view_prompts=False)) == ["a cat"] * 2
-    custom = PromptOptions(view_template="{view} view of {prompt}")
+    assert per_sample_prompts("a cat", views, 2) == ["a cat, front view", "a cat, overhead view"]
+    assert per_sample_prompts("a cat, back view", views, 2) == ["a cat, back view"] * 2
+    assert per_sample_prompts("a cat", None, 2) == ["a cat"] * 2
+    custom = "{view} view of {prompt}"
     assert per_sample_prompts("a cat", ["side", "back"], 2, custom) == ["side view of a cat", "back view of a cat"]
     assert set(all_prompts("a cat", PromptOptions(negative_prompt="blurry"))) == {
         "a cat",

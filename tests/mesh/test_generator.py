@@ -46,7 +46,7 @@ def test_sds_plugins_lists_mesh() -> None:
 def test_generate_red_cube_draft_writes_a_glb_trimesh_loads(tmp_path: Path) -> None:
     """`sds generate "a red cube" --generator mesh --guidance shapes --preset draft`, shortened."""
     typer_testing = pytest.importorskip("typer.testing")
-    pytest.importorskip("sds_guidance.shapes")
+    pytest.importorskip("sds_shapes")
     trimesh = pytest.importorskip("trimesh")
     from sds_cli.app import app
 

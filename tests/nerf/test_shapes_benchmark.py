@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("sds_guidance.shapes.metrics")
+pytest.importorskip("sds_shapes.metrics")
 
 ROOT = Path(__file__).resolve().parents[2]
 

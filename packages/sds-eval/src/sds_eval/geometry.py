@@ -43,7 +43,7 @@ def run_geometry(run_dir: Path, resolution: int = 64, device: str = "cpu") -> di
     if not hasattr(guidance, "ground_truth"):
         name = trainer.resolved.specs["guidance"].name
         raise SdsError(f"{run_dir} is not a shapes-world run (guidance {name!r}); geometry needs the shapes prior")
-    from sds_guidance.shapes.metrics import evaluate
+    from sds_shapes.metrics import evaluate
 
     truth = guidance.ground_truth
     generator.eval()

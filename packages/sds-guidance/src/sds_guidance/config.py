@@ -66,40 +66,7 @@ class DeepFloydIFConfig(PromptOptions):
     channels_last: bool = True
 
 
-@dataclass
-class ShapesConfig:
-    """The exact offline prior over a procedural world of coloured primitives (DESIGN.md)."""
-
-    # 64 x 64 as DreamFusion's renders (A.2); references are rendered at this side
-    resolution: int = 64
-    # reference cameras per object, drawn from the DreamFusion camera distribution (A.2)
-    views: int = 64
-    seed: int = 0  # seed of the reference cameras and lights
-    supersample: int = 2  # anti-aliasing of the reference renders (samples per pixel side)
-    # a solid background colour (RGB in [0, 1]); exposed as guidance.background
-    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    # The conditional set is the prompt's object; with cameras it is narrowed to
-    # "bucket": the references in the render's view bucket (the analogue of §3.2's view prompts),
-    # "window": the references within window_degrees of the render's viewing direction, or
-    # "none": all of the object's references. A view suffix in the prompt always narrows to it.
-    view_conditioning: Literal["none", "bucket", "window"] = "window"
-    window_degrees: float = 30.0
-    # omega: an exact prior needs little guidance (the paper's 100 is for Imagen, §3.2); a
-    # large omega over-saturates towards what separates the object from the others (measured:
-    # PSNR to the truth 19.1 dB at omega 5, 14.5 dB at omega 100). See README.
-    guidance_scale: float = 5.0
-    chunk_size: int = 4096  # references per matrix product
-    cache: bool = True  # keep the reference renders on disk
-    cache_dir: str | None = None  # None: $SDS_CACHE_DIR or ~/.cache/sds
-
-
 STABLE_DIFFUSION_PRESETS: dict[str, dict[str, Any]] = {
     "draft": {"guidance": {"resolution": 256}},
 }
 DEEPFLOYD_IF_PRESETS: dict[str, dict[str, Any]] = {}
-SHAPES_PRESETS: dict[str, dict[str, Any]] = {
-    "draft": {
-        "guidance": {"resolution": 32, "views": 32},
-        "cameras": {"width": 32, "height": 32},
-    },
-}

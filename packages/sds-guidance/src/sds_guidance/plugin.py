@@ -9,10 +9,8 @@ from sds_core.hookspecs import hookimpl
 from sds_core.plugins import PluginSpec, Registry
 from sds_guidance.config import (
     DEEPFLOYD_IF_PRESETS,
-    SHAPES_PRESETS,
     STABLE_DIFFUSION_PRESETS,
     DeepFloydIFConfig,
-    ShapesConfig,
     StableDiffusionConfig,
 )
 
@@ -35,14 +33,5 @@ def sds_register_guidance(registry: Registry) -> None:
             config=DeepFloydIFConfig,
             description="DeepFloyd IF stage I: 64x64 pixel prior with a T5 text encoder.",
             presets=DEEPFLOYD_IF_PRESETS,
-        )
-    )
-    registry.add(
-        PluginSpec(
-            name="shapes",
-            factory="sds_guidance.shapes.guidance:ShapesGuidance",
-            config=ShapesConfig,
-            description="Exact offline prior over coloured primitives with known ground truth (no weights).",
-            presets=SHAPES_PRESETS,
         )
     )

@@ -1,8 +1,7 @@
 """Prompt processing shared by the guidance backends.
 
-- View-dependent prompts (DreamFusion §3.2): ", front view" / ", side view" / ", back view" /
-  ", overhead view" appended from the camera's label (`CameraBatch.views`, whose thresholds are
-  set in the `cameras` config section). A prompt that already names a view keeps it.
+- View-dependent prompts (DreamFusion §3.2, `sds_core.prompts`): ", front view" ... appended from
+  the camera's label. A prompt that already names a view keeps it.
 - Negative prompts: the text of the unconditional branch.
 - Perp-Neg (Armandpour et al. 2023): the other views' prompts as negatives.
 - An on-disk cache of text embeddings keyed by model and prompt.
@@ -15,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,37 +22,11 @@ import torch
 from torch import Tensor
 
 from sds_core.files import atomic_write
+from sds_core.prompts import VIEWS, cache_root, per_sample_prompts, split_view, view_prompt
 from sds_guidance.config import PromptOptions
 
-VIEWS: tuple[str, ...] = ("front", "side", "back", "overhead")
 # The views Perp-Neg contrasts (Armandpour et al. 2023 work with front / side / back).
 _HORIZONTAL = ("front", "side", "back")
-_VIEW_SUFFIX = re.compile(r"\s*,\s*(front|side|back|overhead)\s+view\s*\.?\s*$", re.IGNORECASE)
-
-
-def split_view(prompt: str) -> tuple[str, str | None]:
-    """("a red cube", "side") for "a red cube, side view"; (prompt, None) without a view suffix."""
-    match = _VIEW_SUFFIX.search(prompt)
-    if match is None:
-        return prompt.strip(), None
-    return prompt[: match.start()].strip(), match.group(1).lower()
-
-
-def view_prompt(prompt: str, view: str, template: str = "{prompt}, {view} view") -> str:
-    """The prompt for one view (§3.2)."""
-    if view not in VIEWS:
-        raise ValueError(f"unknown view {view!r}; accepted: {', '.join(VIEWS)}")
-    return template.format(prompt=prompt, view=view)
-
-
-def per_sample_prompts(prompt: str, views: Sequence[str] | None, batch_size: int, options: PromptOptions) -> list[str]:
-    """One prompt per sample: view-dependent when views are given and enabled."""
-    base, fixed = split_view(prompt)
-    if views is None or not options.view_prompts or fixed is not None:
-        return [prompt] * batch_size
-    if len(views) != batch_size:
-        raise ValueError(f"{len(views)} view labels for a batch of {batch_size}")
-    return [view_prompt(base, v, options.view_template) for v in views]
 
 
 def perp_neg_negatives(prompt: str, views: Sequence[str], options: PromptOptions) -> tuple[list[list[str]], Tensor]:
@@ -81,16 +52,6 @@ def all_prompts(prompt: str, options: PromptOptions) -> list[str]:
     if options.view_prompts and fixed is None:
         texts += [view_prompt(base, v, options.view_template) for v in VIEWS]
     return list(dict.fromkeys(texts))
-
-
-def cache_root(cache_dir: str | None = None) -> Path:
-    """The sds cache folder: `cache_dir`, else $SDS_CACHE_DIR, else ~/.cache/sds."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("SDS_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "sds"
 
 
 def model_key(model: str, *parts: str | int | None) -> str:
@@ -196,7 +157,8 @@ class PromptEmbeddings:
 
     def condition(self, batch_size: int, views: Sequence[str] | None) -> TextConditioning:
         """Embeddings for a batch: view-dependent when `views` is given (None for 2D generators)."""
-        prompts = per_sample_prompts(self.prompt, views, batch_size, self.options)
+        enabled = views if self.options.view_prompts else None
+        prompts = per_sample_prompts(self.prompt, enabled, batch_size, self.options.view_template)
         cond = self._stack(prompts)
         uncond = self._stack([self.options.negative_prompt] * batch_size)
         negative = weights = None

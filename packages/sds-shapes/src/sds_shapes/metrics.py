@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sds_guidance.shapes.world import BOUND_RADIUS, ShapeObject
+from sds_shapes.world import BOUND_RADIUS, ShapeObject
 
 Field = Callable[[Tensor], Tensor] | Tensor | Any  # callable, (R, R, R) grid, or trimesh.Trimesh
 DEFAULT_BOUND = BOUND_RADIUS + 0.15  # every primitive lies inside [-0.45, 0.45]^3

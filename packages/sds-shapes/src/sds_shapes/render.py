@@ -26,7 +26,7 @@ from sds_core.config import CameraConfig
 from sds_core.files import atomic_write
 from sds_core.protocols import CameraBatch
 from sds_core.shading import ShadingConfig, shade
-from sds_guidance.shapes.world import BOUND_RADIUS, PRIMITIVES, SDFS
+from sds_shapes.world import BOUND_RADIUS, PRIMITIVES, SDFS
 
 RENDER_VERSION = 1  # bump when the world or the renderer changes: invalidates cached references
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-pytest.importorskip("sds_guidance")
+pytest.importorskip("sds_shapes")
 
 import torch
 
@@ -14,11 +14,11 @@ from sds_core.cameras import view_labels
 from sds_core.config import CameraConfig
 from sds_core.errors import SdsError
 from sds_core.protocols import Guidance, Render
-from sds_guidance.config import ShapesConfig
-from sds_guidance.shapes import metrics
-from sds_guidance.shapes.denoiser import ExactDenoiser
-from sds_guidance.shapes.guidance import ShapesGuidance, sd_alphas_cumprod
-from sds_guidance.shapes.world import COLOURS, PRIMITIVES, ShapeObject, parse_prompt
+from sds_shapes import metrics
+from sds_shapes.config import ShapesConfig
+from sds_shapes.denoiser import ExactDenoiser
+from sds_shapes.guidance import ShapesGuidance, sd_alphas_cumprod
+from sds_shapes.world import COLOURS, PRIMITIVES, ShapeObject, parse_prompt
 
 SMALL = {"resolution": 16, "views": 16, "supersample": 1}
 

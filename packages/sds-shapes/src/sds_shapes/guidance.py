@@ -21,13 +21,13 @@ from torch import Tensor
 
 from sds_core.config import CameraConfig, build_config
 from sds_core.errors import ConfigError
+from sds_core.prompts import cache_root, per_sample_prompts
 from sds_core.protocols import BuildContext, CameraBatch, NoisePrediction, Render
 from sds_core.shading import SHADING_MODES
-from sds_guidance.config import PromptOptions, ShapesConfig
-from sds_guidance.prompts import cache_root, per_sample_prompts
-from sds_guidance.shapes.denoiser import ExactDenoiser
-from sds_guidance.shapes.render import ReferenceViews, build_references
-from sds_guidance.shapes.world import COLOURS, PRIMITIVES, ShapeObject, parse_prompt
+from sds_shapes.config import ShapesConfig
+from sds_shapes.denoiser import ExactDenoiser
+from sds_shapes.render import ReferenceViews, build_references
+from sds_shapes.world import COLOURS, PRIMITIVES, ShapeObject, parse_prompt
 
 # Stable Diffusion's DDPM schedule: "scaled_linear" betas from 0.00085 to 0.012 over 1,000 steps
 BETA_START, BETA_END, TRAIN_STEPS = 0.00085, 0.012, 1000
@@ -88,7 +88,7 @@ class ShapesGuidance:
 
     @property
     def ground_truth(self) -> ShapeObject:
-        """The object the prompt names: exact SDF and colour, for `sds_guidance.shapes.metrics`."""
+        """The object the prompt names: exact SDF and colour, for `sds_shapes.metrics`."""
         return self.parsed.obj
 
     def reference_images(self, mode: str = "albedo", obj: ShapeObject | None = None) -> Tensor:
@@ -159,7 +159,7 @@ class ShapesGuidance:
         mode_of = self.config.view_conditioning
         views = cameras.views if cameras is not None and mode_of == "bucket" else None
         # the shared prompt processing appends the camera's view (§3.2); a prompt's own suffix wins
-        prompts = per_sample_prompts(self.prompt, views, batch, PromptOptions(view_prompts=True))
+        prompts = per_sample_prompts(self.prompt, views, batch)
         masks = []
         for i, (text, mode) in enumerate(zip(prompts, modes, strict=True)):
             parsed = parse_prompt(text)
