@@ -18,6 +18,7 @@ PACKAGES = (
     "./packages/sds-core",
     "./packages/sds-guidance",
     "./packages/sds-shapes",
+    "./packages/sds-3d",
     "./packages/sds-nerf",
     "./packages/sds-mesh",
     "./packages/sds-eval",

@@ -64,7 +64,7 @@ class MeshConfig:
     ambient: float = 0.1  # A.2: l_a
     diffuse: float = 0.9  # A.2: l_rho
 
-    # --- background (sds_nerf.background) ------------------------------------------------------
+    # --- background (sds_3d.background) --------------------------------------------------------
     # "auto": solid in the guidance's declared background colour (the `shapes` prior declares
     # white), else the paper's MLP on the ray direction (A.2); "solid": background_color
     background: Literal["auto", "mlp", "solid", "random"] = "auto"

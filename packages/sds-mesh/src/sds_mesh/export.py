@@ -1,4 +1,4 @@
-"""Final artefacts of the `mesh` generator through the NeRF's exporter (`sds_nerf.export`).
+"""Final artefacts of the `mesh` generator through the shared writer of final/ (`sds_3d.export`).
 
 The exporter bakes a colour callable into an xatlas texture and writes GLB, OBJ + MTL + PNG and
 PLY, a turntable and the viewer page; here the callable reads the mesh's own vertex colours,
@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sds_3d.export import requested_formats, write_final
 from sds_core.protocols import ExportContext
-from sds_nerf.export import requested_formats, write_final
 
 if TYPE_CHECKING:
     from sds_mesh.generator import MeshGenerator

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sds_3d.background import build_background
 from sds_core.protocols import BuildContext, CameraBatch, ExportContext, Render
 from sds_core.shading import ShadingConfig, choose_shading, composite, shade
 from sds_mesh.config import MeshConfig
@@ -28,7 +29,6 @@ from sds_mesh.mesh import (
     vertex_normals,
 )
 from sds_mesh.rasterizer import build_rasterizer
-from sds_nerf.background import build_background
 
 SHADED = ("lambertian", "textureless")
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sds_nerf.encoding import FrequencyEncoding
+from sds_3d.encoding import FrequencyEncoding
 
 
 class MLPBackground(nn.Module):
