@@ -116,6 +116,12 @@ class StableDiffusionGuidance:
         views = cameras.views if cameras is not None else None
         return self.embeddings.condition(render.image.shape[0], views)
 
+    def trainable_copy(self, rank: int, camera_dim: int) -> Any:
+        """VSD's eps_phi: a LoRA copy of the UNet with a camera embedding (TrainableCopy)."""
+        from sds_guidance.lora import LoraEpsilon
+
+        return LoraEpsilon(self, rank, camera_dim)
+
     def negative_condition(self, conditioning: TextConditioning | None, text: str) -> TextConditioning | None:
         """Predictions under a free text (NegativePrompting, for NFSD): texts are added before the first prediction."""
         return self.embeddings.negative_condition(conditioning, text)

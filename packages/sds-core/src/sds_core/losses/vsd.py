@@ -95,11 +95,20 @@ class VSDLoss(ScoreDistillation):
     def param_groups(self) -> list[dict[str, Any]]:
         return [{"params": [p for p in self.phi.parameters() if p.requires_grad], "lr": self.config.phi_lr}]
 
+    def _trainable(self) -> dict[str, Tensor]:
+        return {name: p for name, p in self.phi.named_parameters() if p.requires_grad}
+
     def state_dict(self) -> dict[str, Any]:
-        return {"phi": {k: v.detach().clone() for k, v in self.phi.state_dict().items()}}
+        """eps_phi's trainable tensors only (a LoRA copy's frozen UNet is the prior's)."""
+        return {"phi": {name: p.detach().clone() for name, p in self._trainable().items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.phi.load_state_dict(state["phi"])
+        trainable = self._trainable()
+        if set(state["phi"]) != set(trainable):
+            raise ValueError("the checkpoint's eps_phi does not match this run's (vsd.phi or lora_rank changed?)")
+        with torch.no_grad():
+            for name, value in state["phi"].items():
+                trainable[name].copy_(value)
 
     # --- eps_phi ----------------------------------------------------------------------------------
 
