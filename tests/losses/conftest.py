@@ -43,6 +43,28 @@ def make_sd(tiny_sd_folder: Path) -> Callable[..., Any]:
 
 
 @pytest.fixture(scope="session")
+def tiny_if_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("diffusers")
+    from tests.guidance.conftest import build_tiny_if
+
+    return build_tiny_if(tmp_path_factory.mktemp("tiny-if-losses"))
+
+
+@pytest.fixture
+def make_if(tiny_if_folder: Path) -> Callable[..., Any]:
+    """A DeepFloydIFGuidance on the tiny IF pipeline (learned variance: 6 output channels)."""
+    from sds_guidance.config import DeepFloydIFConfig
+    from sds_guidance.deepfloyd_if import DeepFloydIFGuidance
+    from tests.guidance.conftest import TINY_SIDE
+
+    def make(prompt: str = "a red cube") -> Any:
+        config = DeepFloydIFConfig(model=str(tiny_if_folder), resolution=TINY_SIDE)
+        return DeepFloydIFGuidance(config, context(prompt))
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def shapes_guidance() -> Any:
     pytest.importorskip("sds_guidance")
     from sds_guidance.config import ShapesConfig

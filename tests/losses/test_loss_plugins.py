@@ -59,17 +59,18 @@ def test_sd_negative_prompt_is_encoded_before_the_first_prediction(make_sd: Any)
         guidance.negative_condition(cond, "a text never registered")
 
 
-def test_vsd_lora_copy_starts_as_the_prior_and_trains_only_adapters_and_camera(make_sd: Any) -> None:
-    guidance = make_sd()
+@pytest.mark.parametrize("backend", ["sd", "if"])
+def test_vsd_lora_copy_starts_as_the_prior_and_trains_only_adapters_and_camera(backend, make_sd, make_if) -> None:
+    guidance = make_sd() if backend == "sd" else make_if()
     loss = VSDLoss(VSDConfig(lora_rank=2), context(guidance=guidance))
     trainable = [n for n, p in loss.phi.named_parameters() if p.requires_grad]
     assert trainable and all("lora" in n or "class_embedding" in n for n in trainable)
     assert all(not p.requires_grad for p in guidance.unet.parameters())
     from sds_core.protocols import Render
 
-    x_t = torch.randn(2, 4, 8, 8)
+    x_t = torch.randn(2, guidance.channels, guidance.latent_resolution, guidance.latent_resolution)
     t = torch.tensor([300, 600])
-    cond = guidance.condition(Render(image=x_t, space="latent"), None)
+    cond = guidance.condition(Render(image=x_t, space=guidance.space), None)
     with torch.no_grad():
         torch.testing.assert_close(
             loss.phi(x_t, t, cond, torch.randn(2, 16)), guidance.predict_noise(x_t, t, cond).cond
