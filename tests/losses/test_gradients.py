@@ -160,3 +160,10 @@ def test_gradient_on_tiny_stable_diffusion(name: str, make_sd: Any) -> None:
     check(name, guidance, "sd")
     if name == "vsd":
         assert VSDLoss(VSDConfig(), context(guidance=guidance)).kind == "lora"  # "auto" picks the LoRA copy
+
+
+def test_csd_normalize_gives_a_unit_gradient_over_the_batch(shapes_guidance: Any) -> None:
+    loss = CSDLoss(CSDConfig(normalize=True), context(guidance=shapes_guidance))
+    x, cond = sample("shapes", shapes_guidance)
+    grad = loss.gradient(x, shapes_guidance, cond, T, torch.randn_like(x))
+    assert float(grad.norm()) == pytest.approx(1.0, abs=1e-5)
