@@ -50,7 +50,7 @@ def sample_timesteps(
 
 def sds_weight(alphas_cumprod_t: Tensor, weighting: Weighting) -> Tensor:
     """w(t): "sds" is sigma_t^2 = 1 - alpha-bar_t (DreamFusion §3.2); "uniform" is 1; "ism" is
-    sqrt((1 - alpha-bar_t) / alpha-bar_t), LucidDreamer's (Liang et al. 2024, Eq. 13)."""
+    sqrt((1 - alpha-bar_t) / alpha-bar_t), LucidDreamer's ISM weight (Liang et al. 2024)."""
     if weighting == "sds":
         return 1.0 - alphas_cumprod_t
     if weighting == "ism":

@@ -28,10 +28,10 @@ class CSDConfig(SDSConfig):
 class NFSDConfig(SDSConfig):
     """Noise-Free Score Distillation (Katzir et al., ICLR 2024): w(t)(delta_D + s delta_C)."""
 
-    guidance_scale: float | None = 7.5  # s in delta_D + s delta_C (§4: s = 7.5)
-    # §4: delta_D = eps_0 - eps_neg for t >= 200, eps_0 below (the negative prompt is unreliable there)
+    guidance_scale: float | None = 7.5  # s in delta_D + s delta_C (the paper's 7.5)
+    # delta_D = eps_0 - eps_neg for t >= 200, eps_0 below (the paper's switch)
     t_switch: int = 200
-    # §4's negative prompt
+    # the paper's negative prompt
     negative_prompt: str = (
         "unrealistic, blurry, low quality, out of focus, ugly, low contrast, dull, dark, low-resolution, gloomy"
     )

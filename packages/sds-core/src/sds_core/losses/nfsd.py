@@ -2,7 +2,7 @@
 
 g = w(t)(delta_D + s delta_C) with delta_C = eps(z_t; y) - eps(z_t; 0) (the condition direction)
 and delta_D = eps(z_t; 0) for t < 200, eps(z_t; 0) - eps(z_t; y_neg) above (the domain direction,
-pushing away from the negative prompt's images), s = 7.5 (§4, Eq. 9). The noise term eps of SDS
+pushing away from the negative prompt's images), s = 7.5 (arXiv:2310.17590). The noise term eps of SDS
 is never subtracted: delta_D stands for it. Needs a guidance that predicts under a free negative
 text (`sds_core.protocols.NegativePrompting`).
 """
