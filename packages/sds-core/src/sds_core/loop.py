@@ -33,7 +33,7 @@ from sds_core.events import ArtifactWritten, Event, Listener, RunFinished, RunSt
 from sds_core.files import RunLock
 from sds_core.imaging import grid, save_image
 from sds_core.plugins import Catalog, load_catalog
-from sds_core.protocols import BuildContext, ExportContext
+from sds_core.protocols import BuildContext, ExportContext, TrainableLoss
 from sds_core.resolve import ResolvedConfig, resolve_config
 from sds_core.run import RunFolder, check_record
 from sds_core.schedules import learning_rate_factor
@@ -125,7 +125,10 @@ class Trainer:
         self.generator = specs["generator"].build(configs["generator"], context).to(self.device)
         self.loss = specs["loss"].build(configs["loss"], context)
         self.cameras = CameraSampler(self.resolved.cameras)
-        self.optimizer = _optimizer(self.resolved, self.generator.param_groups())
+        groups = self.generator.param_groups()
+        if isinstance(self.loss, TrainableLoss):  # e.g. VSD's eps_phi, with its own lr
+            groups += self.loss.param_groups()
+        self.optimizer = _optimizer(self.resolved, groups)
         self.step = 0
 
     # --- events ---------------------------------------------------------------------------
@@ -145,10 +148,13 @@ class Trainer:
             "prompt": self.prompt,
             "preset": self.resolved.preset,
             "config": self.resolved.tree,
+            **({"loss": self.loss.state_dict()} if isinstance(self.loss, TrainableLoss) else {}),
         }
 
     def load_state(self, payload: dict[str, Any]) -> None:
         self.generator.load_state_dict(payload["generator"])
+        if isinstance(self.loss, TrainableLoss):
+            self.loss.load_state_dict(payload["loss"])
         self.optimizer.load_state_dict(payload["optimizer"])
         set_rng_state(payload["rng"])
         self.step = int(payload["step"])
@@ -204,6 +210,8 @@ class Trainer:
         t1 = self._sync()
         x = self.guidance.prepare(render)
         conditioning = self.guidance.condition(render, cams if self.generator.view_dependent else None)
+        if isinstance(self.loss, TrainableLoss):
+            self.loss.set_cameras(cams if self.generator.view_dependent else None)
         out = self.loss(x, self.guidance, conditioning, self.step)
         regs = self.generator.regularizers(render, cams, self.step)
         total = out.loss + sum(regs.values(), torch.zeros((), device=out.loss.device))
