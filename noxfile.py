@@ -1,4 +1,5 @@
-"""Sessions for development and CI: tests, core (sds-core alone), lint, typecheck, demo, bench.
+"""Sessions for development and CI: lint, typecheck, each package alone (`package`), the mesh
+draft without sds-nerf or diffusers (`offline_mesh`), tests, ray, demo, bench.
 
 Every install is pinned by constraints.txt (torch 2.13.0, the CPU build here).
 """
@@ -9,7 +10,7 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "core", "tests", "ray"]
+nox.options.sessions = ["lint", "typecheck", "package", "offline_mesh", "tests", "ray"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
@@ -46,19 +47,75 @@ def ray(session: nox.Session) -> None:
     session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/ray", *session.posargs, env=ENV)
 
 
+# Each package with only its declared dependencies: the sds packages it requires (installed from
+# this tree, pip cannot find them on an index) and its tests. `absent`: modules that must not come
+# with it. The graph itself is tests/core/test_package_graph.py.
+ALONE: dict[str, dict[str, tuple[str, ...]]] = {
+    "core": {"install": ("sds-core",), "tests": ("tests/core",), "absent": ("diffusers", "nerfacc", "typer", "rich")},
+    "shapes": {
+        "install": ("sds-core", "sds-shapes[metrics]"),
+        "tests": ("tests/shapes",),
+        "absent": ("diffusers", "transformers", "sds_guidance", "sds_nerf"),
+    },
+    "3d": {"install": ("sds-core", "sds-3d"), "tests": (), "absent": ("nerfacc", "diffusers", "sds_nerf", "sds_mesh")},
+    "nerf": {
+        "install": ("sds-core", "sds-3d", "sds-nerf"),
+        "tests": ("tests/nerf",),
+        "absent": ("sds_mesh", "diffusers"),
+    },
+    "mesh": {
+        "install": ("sds-core", "sds-3d", "sds-mesh"),
+        "tests": ("tests/mesh",),
+        "absent": ("sds_nerf", "nerfacc"),
+    },
+    "guidance": {
+        "install": ("sds-core", "sds-guidance"),
+        "tests": ("tests/guidance",),
+        "absent": ("sds_shapes", "sds_nerf", "sds_mesh"),
+    },
+    "eval": {
+        "install": ("sds-core", "sds-shapes[metrics]", "sds-eval[geometry]"),
+        "tests": ("tests/eval",),
+        "absent": ("sds_guidance", "diffusers"),
+    },
+}
+
+
 @nox.session(python=PYTHON)
-def core(session: nox.Session) -> None:
-    """sds-core alone: it imports and its tests pass without diffusers, nerfacc, typer or rich."""
+@nox.parametrize("name", list(ALONE))
+def package(session: nox.Session, name: str) -> None:
+    """One package alone: it imports, what it must not pull in is absent, its tests pass."""
+    spec = ALONE[name]
     session.install(*CONSTRAINTS, "torch==2.13.0")
-    session.install(*CONSTRAINTS, "./packages/sds-core", "pytest")
+    session.install(*CONSTRAINTS, *(f"./packages/{p}" for p in spec["install"]), "pytest")
+    module = "sds_" + name
     session.run(
         "python",
         "-c",
-        "import importlib.util as u, sds_core, sds_core.loop;"
-        "extra = [m for m in ('diffusers', 'nerfacc', 'typer', 'rich') if u.find_spec(m)];"
-        "assert not extra, extra; print('sds_core', sds_core.__version__, 'imports alone')",
+        f"import importlib.util as u, {module};"
+        f"extra = [m for m in {spec['absent']!r} if u.find_spec(m)];"
+        f"assert not extra, extra; print({module!r}, 'imports alone')",
     )
-    session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/core", *session.posargs, env=ENV)
+    if spec["tests"]:
+        session.run("pytest", "-q", "-p", "no:cacheprovider", *spec["tests"], *session.posargs, env=ENV)
+
+
+@nox.session(python=PYTHON)
+def offline_mesh(session: nox.Session) -> None:
+    """A mesh draft on the `shapes` prior with sds-core, sds-3d, sds-mesh, sds-shapes and sds-cli only."""
+    session.install(*CONSTRAINTS, "torch==2.13.0")
+    names = ("sds-core", "sds-3d", "sds-mesh", "sds-shapes", "sds-cli")
+    session.install(*CONSTRAINTS, *(f"./packages/{p}" for p in names))
+    session.run(
+        "python",
+        "-c",
+        "import importlib.util as u; extra = [m for m in ('sds_nerf', 'diffusers', 'transformers') if u.find_spec(m)];"
+        "assert not extra, extra",
+    )
+    out = os.path.join(session.create_tmp(), "offline-mesh")
+    args = ["a red cube", "--generator", "mesh", "--guidance", "shapes", "--preset", "draft", "--device", "cpu"]
+    session.run("sds", "generate", *args, "--out", out, *session.posargs, env=ENV)
+    session.run("python", "-c", f"import pathlib; assert (pathlib.Path({out!r}) / 'final' / 'mesh.glb').is_file()")
 
 
 @nox.session(python=PYTHON)
