@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,9 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "sds_cli": {CORE, "sds_eval"},  # generators and priors reach the CLI through entry points only
 }
 
-if sys.version_info < (3, 11):  # pragma: no cover - tomllib
-    pytest.skip("tomllib needs Python 3.11", allow_module_level=True)
-import tomllib
+tomllib = pytest.importorskip("tomllib")  # Python 3.11
 
 
 def _sources() -> dict[str, Path]:

@@ -80,3 +80,26 @@ def test_plugin_manager_rejects_unknown_hooks(install_entry_point) -> None:
     install_entry_point("odd-plugin", "odd_plugin", code)
     with pytest.raises(PluginError, match="unknown hook"):
         load_catalog()
+
+
+def test_a_factory_result_is_checked_against_its_protocol(catalog) -> None:
+    class Incomplete:
+        """Renders, but has no regularizers, param_groups, preview, export..."""
+
+        view_dependent = False
+
+        def __init__(self, config: object, context: object) -> None:
+            pass
+
+        def render(self, cameras: object, step: int) -> None:
+            return None
+
+    from sds_core.plugins import PluginError, PluginSpec, Registry
+
+    registry = Registry("generator")
+    registry.add(PluginSpec("half", Incomplete, object, "half a generator", provider="tests"))
+    with pytest.raises(PluginError) as info:
+        registry.get("half").build(None, None)
+    message = str(info.value)
+    assert message.startswith("generator 'half' from tests built a Incomplete that lacks ")
+    assert "export" in message and "param_groups" in message and "render" not in message.split("lacks")[1]

@@ -25,7 +25,7 @@ SMALL = {"mesh_resolution": 48, "texture_size": 128, "video_frames": 4, "video_r
 
 def context(**options: object) -> ExportContext:
     sampler = CameraSampler(CameraConfig(width=32, height=32))
-    return ExportContext(None, sampler, "a ball", torch.device("cpu"), **options)  # type: ignore[arg-type]
+    return ExportContext(sampler, "a ball", torch.device("cpu"), **options)
 
 
 def level_radius(level: float) -> float:

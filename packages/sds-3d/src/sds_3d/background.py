@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from sds_3d.encoding import FrequencyEncoding
+from sds_core.protocols import DeclaresBackground
 
 
 class MLPBackground(nn.Module):
@@ -48,7 +49,7 @@ class SolidBackground(nn.Module):
 
 def guidance_background(guidance: Any) -> tuple[float, float, float] | None:
     """The solid background colour a guidance declares (`shapes` does), as floats in [0, 1]."""
-    value = getattr(guidance, "background", None)
+    value = guidance.background if isinstance(guidance, DeclaresBackground) else None
     if value is None:
         return None
     if isinstance(value, Tensor):

@@ -137,7 +137,10 @@ def resume(
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run folder with ckpts/last.pt.")],
     format_: Annotated[
-        str | None, typer.Option("--format", help="Comma-separated: glb,obj,ply,mp4,gif,png (default: all).")
+        str | None,
+        typer.Option(
+            "--format", help="Comma-separated: glb,obj,ply,mp4,gif,html (default: the generator's export_formats)."
+        ),
     ] = None,
     resolution: Annotated[int | None, typer.Option(help="Marching-cubes grid size.")] = None,
     threshold: Annotated[float | None, typer.Option(help="Density level of the surface.")] = None,
@@ -147,7 +150,7 @@ def export(
     with user_errors():
         from sds_cli.progress import RunProgress
         from sds_core.errors import SdsError
-        from sds_core.loop import resume_run
+        from sds_core.inference import load_run
 
         if not (run_dir / "ckpts" / "last.pt").exists():
             raise SdsError(f"{run_dir} has no checkpoint (ckpts/last.pt) to export from")
@@ -158,8 +161,11 @@ def export(
         formats = tuple(f.strip().lower() for f in format_.split(",") if f.strip()) if format_ else None
         progress = RunProgress()
         progress.out_dir = run_dir
-        trainer = resume_run(run_dir, device)
-        outputs = trainer.export(formats=formats, resolution=resolution, threshold=threshold)
+        run = load_run(run_dir, device, lock=True)  # the generator only: no guidance model, no optimiser
+        try:
+            outputs = run.export(formats=formats, resolution=resolution, threshold=threshold)
+        finally:
+            run.release()
         progress.summary(outputs, title="exported")
 
 

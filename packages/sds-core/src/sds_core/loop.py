@@ -10,9 +10,9 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from sds_core.events import ArtifactWritten, Event, Listener, RunFinished, RunSt
 from sds_core.files import RunLock
 from sds_core.imaging import grid, save_image
 from sds_core.plugins import Catalog, load_catalog
-from sds_core.protocols import BuildContext, ExportContext, TrainableLoss
+from sds_core.protocols import BuildContext, ExportContext, GuidanceFacts, TrainableLoss
 from sds_core.resolve import ResolvedConfig, resolve_config
 from sds_core.run import RunFolder, check_record
 from sds_core.schedules import learning_rate_factor
@@ -148,6 +148,8 @@ class Trainer:
             "prompt": self.prompt,
             "preset": self.resolved.preset,
             "config": self.resolved.tree,
+            # what the generator read from the guidance: `load_run` builds it without the model
+            "guidance": asdict(GuidanceFacts.of(self.guidance)),
             **({"loss": self.loss.state_dict()} if isinstance(self.loss, TrainableLoss) else {}),
         }
 
@@ -246,18 +248,9 @@ class Trainer:
     ) -> list[Path]:
         """Write the generator's final artefacts into final/ (all formats unless `formats`)."""
         context = ExportContext(
-            guidance=self.guidance,
-            camera_sampler=self.cameras,
-            prompt=self.prompt,
-            device=self.device,
-            formats=formats,
-            resolution=resolution,
-            threshold=threshold,
+            self.cameras, self.prompt, self.device, formats, resolution, threshold, self.guidance.decode
         )
-        self.folder.final.mkdir(parents=True, exist_ok=True)
-        self.generator.eval()
-        outputs = [Path(p) for p in self.generator.export(self.folder.final, context)]
-        self.generator.train()
+        outputs = export_final(self.generator, self.folder, context)
         for path in outputs:
             self.emit(ArtifactWritten("final", path, self.step))
         return outputs
@@ -304,6 +297,17 @@ class Trainer:
         return outputs
 
 
+def export_final(generator: Any, folder: RunFolder, context: ExportContext) -> list[Path]:
+    """The generator's final artefacts in `folder.final`, written in eval mode."""
+    folder.final.mkdir(parents=True, exist_ok=True)
+    was_training = generator.training
+    generator.eval()
+    try:
+        return [Path(p) for p in generator.export(folder.final, context)]
+    finally:
+        generator.train(was_training)
+
+
 def start_run(
     prompt: str,
     out_dir: Path,
@@ -331,9 +335,10 @@ def start_run(
         raise
 
 
-def _restore(trainer: Trainer, payload: dict[str, Any], path: Path) -> None:
+def restore(load: Callable[[dict[str, Any]], Any], state: dict[str, Any], path: Path) -> None:
+    """load(state), a state that does not fit the built components being one sentence."""
     try:
-        trainer.load_state(payload)
+        load(state)
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
         reason = " ".join(str(exc).split())[:300]
         raise SdsError(f"{path} does not match the run's config ({reason})") from None
@@ -374,6 +379,21 @@ def _resume(
     steps: int | None,
     run_lock: RunLock | None,
 ) -> Trainer:
+    record, payload, resolved = read_run(folder, catalog, steps)
+    trainer = Trainer(resolved, record["prompt"], folder.root, resolve_device(device), list(listeners), run_lock)
+    if payload:
+        restore(trainer.load_state, payload, folder.last_checkpoint)
+    changed = steps is not None and steps != record["config"]["run"].get("steps")
+    if run_lock is not None and (changed or not folder.config_path.exists()):
+        trainer.write_config()
+    return trainer
+
+
+def read_run(
+    folder: RunFolder, catalog: Catalog | None = None, steps: int | None = None
+) -> tuple[dict[str, Any], dict[str, Any] | None, ResolvedConfig]:
+    """A run folder's record (config.json, or the checkpoint's copy when it was lost), its last
+    checkpoint (None before the first) and its resolved config, `steps` lengthening it."""
     payload = load_checkpoint(folder.last_checkpoint, map_location="cpu") if folder.last_checkpoint.exists() else None
     if folder.config_path.exists():
         record = folder.read_config()
@@ -400,13 +420,7 @@ def _resume(
     except (KeyError, TypeError, AttributeError):
         raise SdsError(f"the config of {folder.root} lacks its generator, guidance or loss section") from None
     resolved = resolve_config(catalog, preset=record.get("preset", "paper"), overrides=overrides, names=names)
-    trainer = Trainer(resolved, record["prompt"], folder.root, resolve_device(device), list(listeners), run_lock)
-    if payload:
-        _restore(trainer, payload, folder.last_checkpoint)
-    changed = steps is not None and steps != record["config"]["run"].get("steps")
-    if run_lock is not None and (changed or not folder.config_path.exists()):
-        trainer.write_config()
-    return trainer
+    return record, payload, resolved
 
 
 def is_finished(out_dir: Path) -> bool:

@@ -52,6 +52,7 @@ class PluginSpec:
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     provider: str = ""
     version: str = ""
+    kind: Kind | None = None  # set by the registry it is added to
 
     def load_factory(self) -> Callable[..., Any]:
         if callable(self.factory):
@@ -66,7 +67,23 @@ class PluginSpec:
             ) from exc
 
     def build(self, config: Any, context: Any) -> Any:
-        return self.load_factory()(config, context)
+        """factory(config, context), checked against the protocol of the spec's kind."""
+        built = self.load_factory()(config, context)
+        if self.kind is not None:
+            from sds_core import protocols
+
+            protocol = {"generator": protocols.Generator, "guidance": protocols.Guidance}.get(
+                self.kind, protocols.DistillationLoss
+            )
+            if not isinstance(built, protocol):
+                members = {*getattr(protocol, "__annotations__", {}), *vars(protocol)}
+                missing = [m for m in members if not m.startswith("_") and not hasattr(built, m)]
+                lacks, where = ", ".join(sorted(missing)), f"sds_core.protocols.{protocol.__name__}"
+                raise PluginError(
+                    f"{self.kind} {self.name!r} from {self.provider or 'an unnamed provider'} built a "
+                    f"{type(built).__name__} that lacks {lacks} of {where}"
+                )
+        return built
 
 
 class Registry:
@@ -91,6 +108,7 @@ class Registry:
             presets=spec.presets,
             provider=spec.provider or provider,
             version=spec.version or version,
+            kind=self.kind,
         )
         existing = self._specs.get(spec.name)
         if existing is not None:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
     from torch import Tensor
 
@@ -170,8 +172,8 @@ class Guidance(Protocol):
     #: latent channels and side for latent models (4 and resolution // 8 for SD); 3 and resolution else
     channels: int
     latent_resolution: int
-    #: the solid background colour of this prior's world (the `shapes` prior has one), else None;
-    #: read with getattr(guidance, "background", None)
+    #: optional: `background`, the solid colour of the prior's world (`DeclaresBackground`);
+    #: `ground_truth`, the object a prompt names (`GroundTruth`)
     #: the classifier-free guidance scale omega this prior wants by default (DreamFusion: 100)
     default_guidance_scale: float
     num_train_timesteps: int
@@ -263,6 +265,84 @@ class TrainableLoss(Protocol):
     def set_cameras(self, cameras: CameraBatch | None) -> None: ...
 
 
+# --- optional capabilities, checked with isinstance -----------------------------------------
+
+
+@runtime_checkable
+class DeclaresBackground(Protocol):
+    """A guidance whose world has a solid background colour (RGB in [0, 1], or 0..255), or None.
+    3D generators with `background=auto` render it instead of the paper's MLP (the `shapes` prior)."""
+
+    background: Any
+
+
+@runtime_checkable
+class GroundTruth(Protocol):
+    """A guidance that knows the object a prompt names (`sds eval geometry` compares runs with it)."""
+
+    @property
+    def ground_truth(self) -> Any: ...
+
+
+@runtime_checkable
+class DensityField(Protocol):
+    """A generator with a volume: world-space callables on (N, 3) points and the export's density level."""
+
+    def density_field(self) -> tuple[Any, Any, float]:
+        """(density_fn, albedo_fn, level)."""
+        ...
+
+
+@runtime_checkable
+class SurfaceMesh(Protocol):
+    """A generator with an explicit surface: a world-space trimesh mesh with vertex colours."""
+
+    def surface_mesh(self) -> Any: ...
+
+
+#: the optional guidance capabilities a run records (GuidanceFacts.capabilities), by name
+GUIDANCE_CAPABILITIES: dict[str, type] = {"background": DeclaresBackground, "ground_truth": GroundTruth}
+
+
+@dataclass
+class GuidanceFacts:
+    """What a generator reads from its guidance when it is built (sizes, space, declared
+    background), recorded in each checkpoint so that a run loads for inference without its model."""
+
+    space: Space
+    resolution: int
+    channels: int
+    latent_resolution: int
+    background: tuple[float, ...] | None = None
+    capabilities: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, guidance: Any) -> GuidanceFacts:
+        background = guidance.background if isinstance(guidance, DeclaresBackground) else None
+        if background is not None:
+            background = tuple(float(v) for v in (background.tolist() if hasattr(background, "tolist") else background))
+        return cls(
+            space=guidance.space,
+            resolution=int(guidance.resolution),
+            channels=int(guidance.channels),
+            latent_resolution=int(guidance.latent_resolution),
+            background=background,
+            capabilities=tuple(name for name, cap in GUIDANCE_CAPABILITIES.items() if isinstance(guidance, cap)),
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GuidanceFacts:
+        background = data.get("background")
+        return cls(
+            space=data["space"],
+            resolution=int(data["resolution"]),
+            channels=int(data["channels"]),
+            latent_resolution=int(data["latent_resolution"]),
+            background=None if background is None else tuple(float(v) for v in background),
+            capabilities=tuple(str(c) for c in data.get("capabilities", ())),
+        )
+
+
 @dataclass
 class BuildContext:
     """What a plugin factory is given besides its own config."""
@@ -270,7 +350,8 @@ class BuildContext:
     device: torch.device
     prompt: str
     total_steps: int
-    guidance: Guidance | None = None  # set for generators and losses
+    # set for generators and losses; GuidanceFacts when a run is loaded for inference (no model)
+    guidance: Guidance | GuidanceFacts | None = None
     config: dict[str, Any] = field(default_factory=dict)  # the whole resolved config tree
 
 
@@ -278,10 +359,12 @@ class BuildContext:
 class ExportContext:
     """What a generator needs to write its final artefacts."""
 
-    guidance: Guidance
     camera_sampler: Any  # sds_core.cameras.CameraSampler
     prompt: str
     device: torch.device
     formats: tuple[str, ...] | None = None  # None: every format the generator writes
     resolution: int | None = None  # e.g. marching-cubes grid size
     threshold: float | None = None  # e.g. density level of the surface
+    # model space -> RGB in [0, 1] (the guidance's decode), for generators of latents; a loaded run
+    # builds its guidance on the first call only
+    decode: Callable[[Tensor], Tensor] | None = None

@@ -1,10 +1,9 @@
 """`sds eval geometry`: IoU, Chamfer distance and colour error of shapes-world runs.
 
-A run's geometry comes from its generator, through one of two optional methods:
-- `density_field() -> (density_fn, albedo_fn, level)`: world-space callables on (N, 3) points and
-  the density level that mesh export uses (the NeRF), or
-- `surface_mesh() -> trimesh.Trimesh`: a world-space mesh with vertex colours (the mesh generator).
-The truth is the `shapes` guidance's object (`guidance.ground_truth`).
+A run's geometry comes from its generator, through one of two optional capabilities
+(`sds_core.protocols`): `DensityField` (the NeRF: density and albedo callables and the density
+level that mesh export uses) or `SurfaceMesh` (the mesh generator: a world-space mesh with vertex
+colours). The truth is the guidance's `GroundTruth` (the `shapes` prior's object).
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ import torch
 from torch import Tensor
 
 from sds_core.errors import SdsError
+from sds_core.protocols import DensityField, GroundTruth, SurfaceMesh
 
 
 def _nearest_vertex_colours(mesh: Any) -> Any:
@@ -34,28 +34,29 @@ def _nearest_vertex_colours(mesh: Any) -> Any:
 
 def run_geometry(run_dir: Path, resolution: int = 64, device: str = "cpu") -> dict[str, Any]:
     """IoU, Chamfer and colour error of one run against its shapes-world object."""
-    from sds_core.loop import resume_run
+    from sds_core.inference import load_run
 
     if not (Path(run_dir) / "ckpts" / "last.pt").exists():
         raise SdsError(f"{run_dir} has no checkpoint (ckpts/last.pt) to evaluate")
-    trainer = resume_run(Path(run_dir), device, lock=False)  # read only: no lock, no writes
-    guidance, generator = trainer.guidance, trainer.generator
-    if not hasattr(guidance, "ground_truth"):
-        name = trainer.resolved.specs["guidance"].name
+    run = load_run(Path(run_dir), device)  # read only: no lock, no writes
+    generator = run.generator
+    if "ground_truth" not in run.facts.capabilities:  # decided without building the guidance
+        name = run.resolved.specs["guidance"].name
         raise SdsError(f"{run_dir} is not a shapes-world run (guidance {name!r}); geometry needs the shapes prior")
     from sds_shapes.metrics import evaluate
 
+    guidance = run.guidance()
+    assert isinstance(guidance, GroundTruth)
     truth = guidance.ground_truth
-    generator.eval()
     metrics: dict[str, float | None]
-    if hasattr(generator, "density_field"):
+    if isinstance(generator, DensityField):
         density, albedo, level = generator.density_field()
         metrics = {**evaluate(density, truth, albedo, resolution=resolution, threshold=level), "level": float(level)}
-    elif hasattr(generator, "surface_mesh"):
+    elif isinstance(generator, SurfaceMesh):
         mesh = generator.surface_mesh()
         # a mesh has its surface: no density level
         metrics = {**evaluate(mesh, truth, _nearest_vertex_colours(mesh), resolution=resolution), "level": None}
     else:
-        name = trainer.resolved.specs["generator"].name
+        name = run.resolved.specs["generator"].name
         raise SdsError(f"generator {name!r} of {run_dir} exposes no 3D geometry (a 2D image has none)")
-    return {"run": str(run_dir), "prompt": trainer.prompt, "object": truth.prompt, **metrics}
+    return {"run": str(run_dir), "prompt": run.prompt, "object": truth.prompt, **metrics}

@@ -26,20 +26,17 @@ def render_run(
     device: str = "auto",
 ) -> RunRenders:
     """Load a run's last checkpoint and render it around the object (DreamFusion §4: 30 deg elevation)."""
-    from sds_core.loop import resume_run
+    from sds_core.inference import load_run
 
-    trainer = resume_run(Path(run_dir), device, lock=False)  # read only: no lock, no writes
-    cams = trainer.cameras.orbit(views, elevation=elevation, width=resolution, height=resolution).to(trainer.device)
-    generator = trainer.generator
-    generator.eval()
+    run = load_run(Path(run_dir), device)  # read only: no lock, no writes, no guidance model for RGB renders
+    cams = run.cameras.orbit(views, elevation=elevation, width=resolution, height=resolution).to(run.device)
+    generator = run.generator
     with torch.no_grad():
-        color = generator.preview(cams, trainer.step, shading=color_shading)
-        if color.shape[1] != 3:
-            color = trainer.guidance.decode(color)
+        color = run.decode(generator.preview(cams, run.step, shading=color_shading))
         try:
-            geometry: Tensor | None = generator.preview(cams, trainer.step, shading="textureless")
+            geometry: Tensor | None = generator.preview(cams, run.step, shading="textureless")
         except ValueError:
             geometry = None
     return RunRenders(
-        Path(run_dir), trainer.prompt, color.float().cpu(), None if geometry is None else geometry.float().cpu()
+        Path(run_dir), run.prompt, color.float().cpu(), None if geometry is None else geometry.float().cpu()
     )

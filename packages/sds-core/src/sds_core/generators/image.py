@@ -60,8 +60,10 @@ class ImageGenerator(nn.Module):
         out = Path(out_dir)
         image = self.image().detach()
         if self.space == "latent":
+            if context.decode is None:
+                raise ValueError("exporting latents needs the guidance's decoder (ExportContext.decode)")
             with torch.no_grad():
-                image = context.guidance.decode(image)
+                image = context.decode(image)
         path = out / "image.png"
         save_image(image[0], path)
         return [path]
