@@ -47,7 +47,7 @@ def run_object(
         if isinstance(event, StepFinished):
             train_s.append(event.elapsed)  # seconds since the run started, export excluded
 
-    trainer = start_run(prompt, out, preset=preset, overrides=overrides, device=device, listeners=[listener])
+    trainer = start_run(prompt, out, preset, overrides, {"generator": "nerf", "guidance": "shapes"}, device, [listener])
     started = time.perf_counter()
     trainer.run()
     wall = time.perf_counter() - started

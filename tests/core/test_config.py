@@ -67,3 +67,15 @@ def test_config_file_sections_are_checked(tmp_path) -> None:
         load_config_file(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config_file(tmp_path / "missing.json")
+
+
+def test_core_names_no_generator_or_guidance_of_its_own(catalog) -> None:
+    """The default generator and guidance are the application's (sds-cli's `defaults`)."""
+    with pytest.raises(ConfigError, match="no generator is named"):
+        resolve_config(catalog, names={"guidance": "target"})
+    resolved = resolve_config(catalog, names={"guidance": "target"}, defaults={"generator": "image"})
+    assert resolved.specs["generator"].name == "image" and resolved.specs["loss"].name == "sds"
+    # a name in the config beats the caller's default
+    overrides = {"generator": {"name": "image"}}
+    named = resolve_config(catalog, overrides=overrides, names={"guidance": "target"}, defaults={"generator": "x"})
+    assert named.specs["generator"].name == "image"

@@ -122,7 +122,8 @@ def test_a_few_training_steps_with_the_shapes_prior_on_cuda(tmp_path: Path) -> N
         "cameras": {"width": 32, "height": 32},
         "guidance": {"resolution": 32, "views": 16},
     }
-    trainer = start_run("a red cube", tmp_path / "run", preset="paper", overrides=overrides, device="cuda")
+    names = {"generator": "nerf", "guidance": "shapes"}
+    trainer = start_run("a red cube", tmp_path / "run", preset="paper", overrides=overrides, names=names, device="cuda")
     gen = trainer.generator
     assert isinstance(gen, NerfGenerator) and gen.cfg.field == "mlp"
     assert gen.nerfacc is not None

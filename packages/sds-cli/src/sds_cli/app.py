@@ -12,6 +12,7 @@ import typer
 
 from sds_cli.commands.evaluate import eval_app
 from sds_cli.commands.plugins import plugins_command
+from sds_cli.defaults import DEFAULT_NAMES
 from sds_cli.errors import EXIT_INTERRUPTED, fail, user_errors
 
 app = typer.Typer(
@@ -103,7 +104,9 @@ def generate(
         while True:
             folder = out or _default_out(prompt, taken)
             try:
-                trainer = start_run(prompt, folder, preset, overrides, names, device, listeners=[progress])
+                trainer = start_run(
+                    prompt, folder, preset, overrides, names, device, listeners=[progress], defaults=DEFAULT_NAMES
+                )
                 break
             except RunFolderBusy:
                 if out is not None:
@@ -216,7 +219,9 @@ def batch(
             require_ray()
         jobs = plan_jobs(read_prompts(prompts_file), seeds, out, preset, overrides, names, device)
         catalog = load_catalog()
-        resolve_config(catalog, preset, overrides, names)  # bad names or values fail once, not in every run
+        resolve_config(
+            catalog, preset, overrides, names, DEFAULT_NAMES
+        )  # bad names or values fail once, not in every run
         results = []
         if executor == "ray":
             from sds_cli.ray_executor import run_batch_on_ray

@@ -81,6 +81,7 @@ def run_job(job: BatchJob, listeners: list[Any] | None = None, catalog: Any = No
     """Run, resume or skip one job; errors become a failed result, not an exception."""
     import socket
 
+    from sds_cli.defaults import DEFAULT_NAMES
     from sds_core.errors import RunInterrupted
     from sds_core.loop import is_finished, resume_run, start_run
     from sds_core.run import RunFolder
@@ -99,7 +100,15 @@ def run_job(job: BatchJob, listeners: list[Any] | None = None, catalog: Any = No
             result.status = "resumed" if trainer.step > 0 else "finished"
         else:
             trainer = start_run(
-                job.prompt, folder.root, job.preset, job.overrides, job.names, job.device, listeners or [], catalog
+                job.prompt,
+                folder.root,
+                job.preset,
+                job.overrides,
+                job.names,
+                job.device,
+                listeners or [],
+                catalog,
+                defaults=DEFAULT_NAMES,
             )
         trainer.run()
         result.steps = trainer.step

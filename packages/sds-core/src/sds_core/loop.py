@@ -317,14 +317,16 @@ def start_run(
     device: str = "auto",
     listeners: Sequence[Listener] = (),
     catalog: Catalog | None = None,
+    defaults: dict[str, str] | None = None,
 ) -> Trainer:
-    """A new run in `out_dir`, which must be new or empty; the folder stays locked for the trainer."""
+    """A new run in `out_dir`, which must be new or empty; the folder stays locked for the trainer.
+    `defaults`: the plugin names of sections neither `names` nor `overrides` name."""
     if not prompt.strip():
         raise ConfigError('the prompt is empty; pass the text to generate, e.g. "a red cube"')
     folder = RunFolder(Path(out_dir))
     folder.check_new()
     catalog = catalog or load_catalog()
-    resolved = resolve_config(catalog, preset=preset, overrides=overrides, names=names)
+    resolved = resolve_config(catalog, preset=preset, overrides=overrides, names=names, defaults=defaults)
     torch_device = resolve_device(device)
     lock = folder.lock()
     try:

@@ -20,11 +20,9 @@ from sds_core.config import (
 from sds_core.errors import ConfigError
 from sds_core.plugins import Catalog, Kind, PluginSpec
 
-DEFAULT_NAMES: dict[str, str] = {
-    "generator": "nerf",  # the paper's generator (sds-nerf)
-    "guidance": "shapes",  # the offline default prior (DESIGN.md); pass stable-diffusion etc.
-    "loss": "sds",
-}
+# sds-core's own default: its built-in loss. The default generator and guidance are the
+# application's choice (sds-cli passes them as `defaults`); a library caller names them.
+DEFAULT_NAMES: dict[str, str] = {"loss": "sds"}
 SECTION_KIND: dict[str, Kind] = {"generator": "generator", "guidance": "guidance", "loss": "loss"}
 
 
@@ -41,13 +39,17 @@ class ResolvedConfig:
     tree: dict[str, Any]
 
 
-def _name_for(section: str, explicit: str | None, overrides: Mapping[str, Any]) -> str:
+def _name_for(section: str, explicit: str | None, overrides: Mapping[str, Any], defaults: Mapping[str, str]) -> str:
+    """The plugin of a section: named explicitly, else in the config, else the caller's default."""
     if explicit:
         return explicit
     node = overrides.get(section)
     if isinstance(node, Mapping) and node.get("name"):
         return str(node["name"])
-    return DEFAULT_NAMES[section]
+    name = defaults.get(section) or DEFAULT_NAMES.get(section)
+    if not name:
+        raise ConfigError(f"no {section} is named; pass one (e.g. --{section} NAME) or set {section}.name")
+    return name
 
 
 def resolve_config(
@@ -55,14 +57,17 @@ def resolve_config(
     preset: str = "paper",
     overrides: Mapping[str, Any] | None = None,
     names: Mapping[str, str | None] | None = None,
+    defaults: Mapping[str, str] | None = None,
 ) -> ResolvedConfig:
     """Merge, lowest first: core defaults, core preset, then each plugin's "default" and preset
-    overrides (loss, guidance, generator), then `overrides` (config file and --set)."""
+    overrides (loss, guidance, generator), then `overrides` (config file and --set).
+
+    A section's plugin is `names[section]`, else the config's `section.name`, else `defaults`."""
     check_preset(preset)
     overrides = dict(overrides or {})
     names = dict(names or {})
     specs = {
-        section: catalog.get(kind, _name_for(section, names.get(section), overrides))
+        section: catalog.get(kind, _name_for(section, names.get(section), overrides, defaults or {}))
         for section, kind in SECTION_KIND.items()
     }
     tree: dict[str, Any] = {section: config_to_dict(cls()) for section, cls in CORE_SECTIONS.items()}
