@@ -199,3 +199,25 @@ def test_batch_resumes_where_it_stopped(target, tmp_path, guidance, prompts_text
 def test_batch_reports_a_missing_prompts_file(runner, tmp_path) -> None:
     result = runner.invoke(app, ["batch", str(tmp_path / "none.txt")])
     assert result.exit_code == 2 and "does not exist" in result.stderr
+
+
+def test_plugins_show_lists_each_option_with_type_default_and_comment(runner) -> None:
+    result = runner.invoke(app, ["plugins", "show", "sds", "--json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["kind"] == "loss" and shown["package"] == "sds-core"
+    options = {o["name"]: o for o in shown["options"]}
+    scale = options["guidance_scale"]
+    assert scale["type"] == "float | None" and scale["default"] is None and "omega" in scale["doc"]
+    assert all(o["doc"] for o in shown["options"][:2])
+    table = runner.invoke(app, ["plugins", "show", "sds"])
+    assert table.exit_code == 0 and "guidance_scale" in table.stdout and "loss.OPTION" in table.stdout
+    missing = runner.invoke(app, ["plugins", "show", "no-such-plugin"])
+    assert missing.exit_code == 2 and "no plugin named 'no-such-plugin'" in missing.stderr
+
+
+def test_plugins_show_keeps_brackets_of_types(runner) -> None:
+    pytest.importorskip("sds_shapes")
+    table = runner.invoke(app, ["plugins", "show", "shapes"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    assert "tuple[float, float, float]" in table.stdout and "[1.0, 1.0, 1.0]" in table.stdout

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from sds_cli.commands.evaluate import eval_app
-from sds_cli.commands.plugins import plugins_command
+from sds_cli.commands.plugins import plugins_app
 from sds_cli.defaults import DEFAULT_NAMES
 from sds_cli.errors import EXIT_INTERRUPTED, fail, user_errors
 
@@ -22,7 +22,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command("plugins")(plugins_command)
+app.add_typer(plugins_app, name="plugins")
 app.add_typer(eval_app, name="eval")
 
 Preset = Annotated[str, typer.Option("--preset", help="paper (DreamFusion's settings) or draft (fast on a CPU).")]

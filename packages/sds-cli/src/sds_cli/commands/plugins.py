@@ -1,4 +1,5 @@
-"""`sds plugins [--json]`: every installed generator, guidance and loss. Imports no torch."""
+"""`sds plugins [--json]`: every installed generator, guidance and loss; `sds plugins show NAME`:
+one plugin's options. Imports no torch."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -26,12 +28,19 @@ def catalog_listing() -> dict[str, Any]:
     return listing
 
 
+plugins_app = typer.Typer(no_args_is_help=False, add_completion=False)
+
+
+@plugins_app.callback(invoke_without_command=True)
 def plugins_command(
+    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """List the installed plugins: generators, guidance backends and losses."""
+    """List the installed plugins: generators, guidance backends and losses (`show NAME`: its options)."""
     from sds_cli.errors import user_errors
 
+    if ctx.invoked_subcommand is not None:
+        return
     with user_errors():
         listing = catalog_listing()
     if as_json:
@@ -49,3 +58,45 @@ def plugins_command(
         console.print(
             f"[yellow]plugin {failure['name']!r} ({failure['package']}) failed to load:[/] {failure['error']}"
         )
+
+
+@plugins_app.command("show")
+def show_command(
+    name: Annotated[str, typer.Argument(help="A plugin's name, e.g. nerf, shapes, sds.")],
+    kind: Annotated[
+        str | None, typer.Option("--kind", help="generator, guidance or loss, where a name is taken by two kinds.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """One plugin's options (`--set SECTION.OPTION=VALUE`): type, default and what each does."""
+    from dataclasses import asdict
+
+    from sds_cli.errors import user_errors
+    from sds_core.errors import SdsError
+    from sds_core.options import option_docs
+    from sds_core.plugins import KINDS, load_catalog
+
+    with user_errors():
+        catalog = load_catalog()
+        kinds = [k for k in KINDS if kind in (None, k) and name in catalog.registry(k).names()]
+        if kind is not None and kind not in KINDS:
+            raise SdsError(f"unknown --kind {kind!r}; accepted: {', '.join(KINDS)}")
+        if not kinds:
+            raise SdsError(f"no plugin named {name!r} is installed; `sds plugins` lists them")
+        if len(kinds) > 1:
+            raise SdsError(f"{name!r} is a {' and a '.join(kinds)}; pass --kind")
+        spec = catalog.get(kinds[0], name)
+        options = option_docs(spec.config)
+    section = {"generator": "generator", "guidance": "guidance", "loss": "loss"}[kinds[0]]
+    if as_json:
+        info = {"kind": kinds[0], "name": name, "package": spec.provider, "description": spec.description}
+        typer.echo(json.dumps({**info, "options": [asdict(o) for o in options]}, indent=2))
+        return
+    table = Table(title=f"{kinds[0]} {name} ({spec.provider}): --set {section}.OPTION=VALUE")
+    for column in ("option", "type", "default", "what it does"):
+        table.add_column(column, overflow="fold")
+    for option in options:
+        table.add_row(*(escape(text) for text in (option.name, option.type, json.dumps(option.default), option.doc)))
+    console = Console()
+    console.print(escape(spec.description))
+    console.print(table)
