@@ -10,7 +10,7 @@ import torch
 
 from sds_core.cameras import CameraSampler
 from sds_core.config import CameraConfig
-from sds_core.errors import SdsError
+from sds_core.errors import ConfigError, SdsError
 from sds_core.losses.guidance_combination import guided_noise
 from sds_core.losses.sds import SDSLoss
 from sds_core.losses.sds_config import SDSConfig
@@ -256,3 +256,13 @@ def test_attention_keeps_each_layer_kind_with_and_without_slicing(tiny_models, c
     assert outputs[0].cond.abs().max() > 0
     torch.testing.assert_close(outputs[1].cond, outputs[0].cond, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(outputs[1].uncond, outputs[0].uncond, rtol=1e-4, atol=1e-5)
+
+
+def test_guidance_resolution_follows_the_model_unless_set(tiny_models, context_factory) -> None:
+    assert _sd(tiny_models, context_factory, "sd-v").resolution == SIDE["sd-v"]  # 12 latents x 8
+    chosen = _sd(tiny_models, context_factory, resolution=32)
+    assert (chosen.resolution, chosen.latent_resolution) == (32, 4)
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        _sd(tiny_models, context_factory, resolution=36)
+    config = DeepFloydIFConfig(model=str(tiny_models("if")), resolution=16)
+    assert DeepFloydIFGuidance(config, context_factory("a red cube")).resolution == 16
