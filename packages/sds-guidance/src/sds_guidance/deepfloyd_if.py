@@ -120,8 +120,19 @@ class DeepFloydIFGuidance:
         views = cameras.views if cameras is not None else None
         return self.embeddings.condition(render.image.shape[0], views)
 
+    def trainable_copy(self, rank: int, camera_dim: int) -> Any:
+        """VSD's eps_phi: a LoRA copy of the UNet with a camera embedding (TrainableCopy)."""
+        from sds_guidance.lora import LoraEpsilon
+
+        return LoraEpsilon(self, rank, camera_dim)
+
+    def negative_condition(self, conditioning: TextConditioning | None, text: str) -> TextConditioning | None:
+        """Predictions under a free text (NegativePrompting, for NFSD): texts are added before the first prediction."""
+        return self.embeddings.negative_condition(conditioning, text)
+
     def predict_noise(self, x_t: Tensor, t: Tensor, conditioning: Any) -> NoisePrediction:
         cond: TextConditioning = conditioning
+        self.embeddings.release()  # the text encoder goes with the last reference to it
         batch = x_t.shape[0]
         copies = 2 + (0 if cond.negative is None else cond.negative.shape[0])
         device = module_device(self.unet, self.device)
