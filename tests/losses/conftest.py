@@ -1,7 +1,9 @@
 """Fixtures of the loss tests: the exact `shapes` prior (small) and a tiny Stable Diffusion.
 
-The tiny SD pipeline is the one of tests/guidance (built from config by its `build_tiny_sd`), saved
-once per session and loaded by the real backend from that folder, offline.
+The tiny SD 2.1-base and IF-I-XL pipelines are the published architectures made small
+(tests/fixtures/published.py, the session's `published_model` folders), loaded by the real
+backends from their folders, offline, at the models' own resolutions (SD 64 px, 8 x 8 latents;
+IF 8 px).
 """
 
 from __future__ import annotations
@@ -21,11 +23,8 @@ def context(prompt: str = "a red cube", guidance: Any = None) -> BuildContext:
 
 
 @pytest.fixture(scope="session")
-def tiny_sd_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("diffusers")
-    from tests.guidance.conftest import build_tiny_sd
-
-    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd-losses"), "epsilon")
+def tiny_sd_folder(published_model: Callable[[str], Path]) -> Path:
+    return published_model("sd21-base")
 
 
 @pytest.fixture
@@ -33,21 +32,17 @@ def make_sd(tiny_sd_folder: Path) -> Callable[..., Any]:
     """A StableDiffusionGuidance on the tiny pipeline (fresh each call: it may hold added prompts)."""
     from sds_guidance.config import StableDiffusionConfig
     from sds_guidance.stable_diffusion import StableDiffusionGuidance
-    from tests.guidance.conftest import TINY_SIDE
 
     def make(prompt: str = "a red cube") -> Any:
-        config = StableDiffusionConfig(model=str(tiny_sd_folder), resolution=TINY_SIDE)
+        config = StableDiffusionConfig(model=str(tiny_sd_folder))
         return StableDiffusionGuidance(config, context(prompt))
 
     return make
 
 
 @pytest.fixture(scope="session")
-def tiny_if_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("diffusers")
-    from tests.guidance.conftest import build_tiny_if
-
-    return build_tiny_if(tmp_path_factory.mktemp("tiny-if-losses"))
+def tiny_if_folder(published_model: Callable[[str], Path]) -> Path:
+    return published_model("if-i-xl")
 
 
 @pytest.fixture
@@ -55,10 +50,9 @@ def make_if(tiny_if_folder: Path) -> Callable[..., Any]:
     """A DeepFloydIFGuidance on the tiny IF pipeline (learned variance: 6 output channels)."""
     from sds_guidance.config import DeepFloydIFConfig
     from sds_guidance.deepfloyd_if import DeepFloydIFGuidance
-    from tests.guidance.conftest import TINY_SIDE
 
     def make(prompt: str = "a red cube") -> Any:
-        config = DeepFloydIFConfig(model=str(tiny_if_folder), resolution=TINY_SIDE)
+        config = DeepFloydIFConfig(model=str(tiny_if_folder))
         return DeepFloydIFGuidance(config, context(prompt))
 
     return make

@@ -48,8 +48,8 @@ class DeepFloydIFGuidance:
             raise ConfigError(
                 f"{model} is not an IF stage-I model: its UNet takes {self.unet.config.in_channels} channels"
             )
-        self.resolution = config.resolution
-        self.latent_resolution = config.resolution
+        self.resolution = config.resolution or int(self.unet.config.sample_size)
+        self.latent_resolution = self.resolution
         self.default_guidance_scale = config.guidance_scale
         self.num_train_timesteps = int(self.scheduler.config.num_train_timesteps)
         self.prediction_type = str(self.scheduler.config.prediction_type)
@@ -103,7 +103,7 @@ class DeepFloydIFGuidance:
         return self._alphas
 
     def prepare(self, render: Render) -> Tensor:
-        """Pixels in [-1, 1] at 64 x 64 (resized with antialiasing), differentiably."""
+        """Pixels in [-1, 1] at the model's side (64 for stage I; resized with antialiasing), differentiably."""
         if render.space != "rgb":
             raise ConfigError("deepfloyd-if is a pixel prior; use an RGB generator (generator.space=rgb)")
         image = render.image

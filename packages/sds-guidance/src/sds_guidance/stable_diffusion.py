@@ -1,6 +1,7 @@
 """Stable Diffusion 1.x / 2.x as an SDS prior (latent diffusion; the open substitute for Imagen).
 
-RGB renders are resized to `resolution` and VAE-encoded with gradient; latent renders are used
+RGB renders are resized to `resolution` (by default the model's own: the UNet's sample_size
+times the VAE's downscale) and VAE-encoded with gradient; latent renders are used
 as they are. eps- and v-prediction checkpoints both give eps for SDS. The prompt embeddings are
 computed at build time (and cached on disk); the text encoder is released at the first
 prediction (until then a loss may add a text, e.g. NFSD's negative prompt).
@@ -62,11 +63,11 @@ class StableDiffusionGuidance:
         freeze(self.vae, text_encoder)
 
         self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        if config.resolution % self.vae_scale:
-            raise ConfigError(f"guidance.resolution must be a multiple of {self.vae_scale}, not {config.resolution}")
-        self.resolution = config.resolution
+        self.resolution = config.resolution or int(self.unet.config.sample_size) * self.vae_scale
+        if self.resolution % self.vae_scale:
+            raise ConfigError(f"guidance.resolution must be a multiple of {self.vae_scale}, not {self.resolution}")
         self.channels = int(self.unet.config.in_channels)
-        self.latent_resolution = config.resolution // self.vae_scale
+        self.latent_resolution = self.resolution // self.vae_scale
         self.default_guidance_scale = config.guidance_scale
         self.num_train_timesteps = int(self.scheduler.config.num_train_timesteps)
         self.prediction_type = str(self.scheduler.config.prediction_type)
