@@ -12,7 +12,6 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -40,16 +39,3 @@ def tiny_models(published_model: Callable[[str], Path]) -> Callable[[str], Path]
     """A factory of tiny model folders by kind: "sd-epsilon" (SD 2.1-base), "sd-v" (SD 2.1, 768,
     v-prediction), "if" (IF-I-XL), or any name of tests/fixtures/configs; each built once."""
     return lambda kind: published_model(KINDS.get(kind, kind))
-
-
-@pytest.fixture
-def context_factory() -> Callable[..., Any]:
-    """BuildContext(device=cpu, prompt, total_steps) for building a guidance directly."""
-    import torch
-
-    from sds_core.protocols import BuildContext
-
-    def make(prompt: str, config: dict[str, Any] | None = None) -> BuildContext:
-        return BuildContext(device=torch.device("cpu"), prompt=prompt, total_steps=100, config=config or {})
-
-    return make
