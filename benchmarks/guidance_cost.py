@@ -1,4 +1,4 @@
-"""Guidance cost per SDS step: the floor that every SDS run pays (DESIGN.md, "GPU and CPU").
+"""Guidance cost per SDS step: the floor that every SDS run pays (docs/design.md, "GPU and CPU").
 
 One step = the UNet at batch 2 (classifier-free guidance: conditional + unconditional), plus for
 a latent model fed RGB renders the VAE encoder forward and backward at 512 px. The models are

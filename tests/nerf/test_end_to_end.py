@@ -1,4 +1,4 @@
-"""End to end: the loop drives the `nerf` generator and writes the run folder of DESIGN.md."""
+"""End to end: the loop drives the `nerf` generator and writes the run folder of docs/design.md."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The plugin manager: pluggy hooks, per-kind registries, entry points, blocking, failures.
 
-Load order (DESIGN.md): block the names in $SDS_BLOCK_PLUGINS, load the entry points of group
+Load order (docs/design.md): block the names in $SDS_BLOCK_PLUGINS, load the entry points of group
 `sds`, register the built-ins, `check_pending()`, then call the registration hooks. A duplicate
 name is an error naming both providers; a plugin that fails to import is reported by name and the
 others still load.

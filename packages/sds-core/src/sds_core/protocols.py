@@ -1,6 +1,6 @@
 """The contracts between the toolkit's parts: generators, guidance backends and distillation losses.
 
-One SDS iteration (DESIGN.md):
+One SDS iteration (docs/design.md):
 
     CameraSampler -> CameraBatch -> Generator.render -> Render
       -> Guidance.prepare (resize / VAE-encode) -> DistillationLoss (uses Guidance.predict_noise)

@@ -1,4 +1,4 @@
-"""The run folder (DESIGN.md): config.json, metrics.jsonl, ckpts/, previews/, final/."""
+"""The run folder (docs/design.md): config.json, metrics.jsonl, ckpts/, previews/, final/."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 @dataclass
 class ShapesConfig:
-    """The exact offline prior over a procedural world of coloured primitives (DESIGN.md)."""
+    """The exact offline prior over a procedural world of coloured primitives (docs/design.md)."""
 
     # 64 x 64 as DreamFusion's renders (A.2); references are rendered at this side
     resolution: int = 64

@@ -1,4 +1,4 @@
-"""The `shapes` guidance: an exact diffusion prior over a procedural world (DESIGN.md).
+"""The `shapes` guidance: an exact diffusion prior over a procedural world (docs/design.md).
 
 The data distribution is a finite set of reference renders: every object of the world (a
 primitive in a colour) seen from V cameras of DreamFusion's distribution (A.2), in each shading
