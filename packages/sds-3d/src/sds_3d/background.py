@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from sds_3d.encoding import FrequencyEncoding
+from sds_core.generator_options import BackgroundOptions
 from sds_core.protocols import DeclaresBackground
 
 
@@ -62,8 +63,10 @@ def guidance_background(guidance: Any) -> tuple[float, float, float] | None:
     return values[0], values[1], values[2]
 
 
-def build_background(kind: str, color: Sequence[float], frequencies: int, hidden: int, guidance: Any) -> nn.Module:
+def build_background(options: BackgroundOptions, guidance: Any) -> nn.Module:
     """`auto` is solid in the guidance's declared colour when there is one, else the paper's MLP."""
+    kind, color = options.background, options.background_color
+    frequencies, hidden = options.background_frequencies, options.background_hidden
     if kind == "auto":
         declared = guidance_background(guidance)
         return MLPBackground(frequencies, hidden) if declared is None else SolidBackground(declared)

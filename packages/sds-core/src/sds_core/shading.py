@@ -7,30 +7,19 @@ and a shaded render is textureless (rho = 1) with probability 0.5.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor
 
+from sds_core.generator_options import ShadingOptions
+
 ShadingMode = Literal["albedo", "lambertian", "textureless"]
 SHADING_MODES: tuple[ShadingMode, ...] = ("albedo", "lambertian", "textureless")
 
 
-@dataclass
-class ShadingConfig:
-    """When and how to shade (DreamFusion §3.1, A.2)."""
-
-    albedo_only_steps: int = 1000  # A.2: albedo only for the first 1k steps
-    shaded_probability: float = 0.75  # A.2: p(shaded) = 0.75 afterwards
-    textureless_probability: float = 0.5  # A.2: of the shaded renders, half textureless
-    ambient: float = 0.1  # l_a
-    diffuse: float = 0.9  # l_rho
-
-    @classmethod
-    def from_options(cls, options: object) -> ShadingConfig:
-        """The shading fields of a generator's config (which repeats them so that --set reaches them)."""
-        return cls(**{name: getattr(options, name) for name in cls.__dataclass_fields__})
+# the options (torch-free, inherited by the generators' configs): sds_core.generator_options
+ShadingConfig = ShadingOptions
 
 
 def choose_shading(step: int, cfg: ShadingConfig, generator: torch.Generator | None = None) -> ShadingMode:

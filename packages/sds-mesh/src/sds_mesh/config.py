@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sds_core.config import FIXED_FRAMING_CAMERAS
-
-EXPORT_FORMATS: tuple[str, ...] = ("glb", "obj", "ply", "mp4", "gif", "html")
+from sds_core.generator_options import BackgroundOptions, ExportOptions, ShadingOptions
 
 
 @dataclass
-class MeshConfig:
-    """An explicit triangle mesh: template or NeRF mesh, offsets, vertex colours, rasteriser."""
+class MeshConfig(ExportOptions, BackgroundOptions, ShadingOptions):
+    """An explicit triangle mesh: template or NeRF mesh, offsets, vertex colours, rasteriser;
+    shading, background and the files of final/ as every 3D generator (`sds_core.generator_options`)."""
 
     # --- the mesh ------------------------------------------------------------------------------
     # "icosphere", or a NeRF run folder (reads RUN_DIR/final/mesh.ply, else mesh.glb: Magic3D's
@@ -57,33 +57,10 @@ class MeshConfig:
     tile_size: int = 8  # pixels per tile side; faces are culled per tile by their bounding boxes
     max_pairs: int = 2_000_000  # pixel x face pairs per chunk (bounds the rasteriser's memory)
 
-    # --- shading (§3.1, A.2; sds_core.shading) -----------------------------------------------
-    albedo_only_steps: int = 1000  # A.2: albedo only for the first 1k steps
-    shaded_probability: float = 0.75  # A.2
-    textureless_probability: float = 0.5  # A.2
-    ambient: float = 0.1  # A.2: l_a
-    diffuse: float = 0.9  # A.2: l_rho
-
-    # --- background (sds_3d.background) --------------------------------------------------------
-    # "auto": solid in the guidance's declared background colour (the `shapes` prior declares
-    # white), else the paper's MLP on the ray direction (A.2); "solid": background_color
-    background: Literal["auto", "mlp", "solid", "random"] = "auto"
-    background_color: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    background_frequencies: int = 6
-    background_hidden: int = 64
-
     # --- regularisers (weights of mean terms) ------------------------------------------------
     laplacian_weight: float = 1.0  # uniform Laplacian of the vertex positions, squared
     normal_weight: float = 0.1  # 1 - cos between the normals of faces sharing an edge
     edge_weight: float = 1.0  # ((|e| - l0) / l0)^2 with l0 the initial mean edge length
-
-    # --- export ------------------------------------------------------------------------------
-    texture_size: int = 1024
-    video_frames: int = 60
-    video_resolution: int = 128
-    video_fps: int = 24
-    video_elevation: float = 15.0
-    export_formats: tuple[str, ...] = EXPORT_FORMATS
 
 
 MESH_PRESETS: dict[str, dict[str, Any]] = {

@@ -64,10 +64,8 @@ class MeshGenerator(nn.Module):
         self.color_lr = base_lr * cfg.color_lr_scale
         # a NeRF mesh (Magic3D's second stage) is refined with smaller vertex steps than a template
         self.position_lr = base_lr if cfg.init == "icosphere" else base_lr * cfg.refine_lr_scale
-        self.background = build_background(
-            cfg.background, cfg.background_color, cfg.background_frequencies, cfg.background_hidden, context.guidance
-        )
-        self.shading_cfg = ShadingConfig.from_options(cfg)
+        self.background = build_background(cfg, context.guidance)
+        self.shading_cfg: ShadingConfig = cfg  # a 3D generator's config holds the shading options
         self.rasterizer = build_rasterizer(
             cfg.rasterizer, device, sigma=cfg.sigma, gamma=cfg.gamma, near=cfg.near, far=cfg.far,
             cull_backfaces=cfg.cull_backfaces, tile_size=cfg.tile_size, max_pairs=cfg.max_pairs,

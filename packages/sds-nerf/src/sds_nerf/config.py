@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sds_core.config import FIXED_FRAMING_CAMERAS
-
-EXPORT_FORMATS: tuple[str, ...] = ("glb", "obj", "ply", "mp4", "gif", "html")
+from sds_core.generator_options import BackgroundOptions, ExportOptions, ShadingOptions
 
 
 @dataclass
-class NerfConfig:
-    """The DreamFusion NeRF: field, sampling, shading, background, regularisers, export."""
+class NerfConfig(ExportOptions, BackgroundOptions, ShadingOptions):
+    """The DreamFusion NeRF: field, sampling, regularisers, surface export; shading, background
+    and the files of final/ as every 3D generator (`sds_core.generator_options`)."""
 
     # --- the field (§3.1, A.2) -----------------------------------------------------------------
     # "mlp": the paper's MLP on an encoding; "voxel" (deviation, draft): a dense grid of raw density
@@ -67,23 +67,6 @@ class NerfConfig:
     occupancy_decay: float = 0.95  # EMA of the per-cell density (as nerfacc's estimator)
     empty_space_skipping: bool = True
 
-    # --- shading (§3.1, A.2; sds_core.shading) -----------------------------------------------
-    albedo_only_steps: int = 1000  # A.2: albedo only for the first 1k steps
-    shaded_probability: float = 0.75  # A.2
-    textureless_probability: float = 0.5  # A.2
-    ambient: float = 0.1  # A.2: l_a
-    diffuse: float = 0.9  # A.2: l_rho
-
-    # --- background (A.2) ------------------------------------------------------------------------
-    # "mlp": the paper's MLP on the positionally encoded ray direction; "solid": background_color;
-    # "random": a random colour per image while training (solid background_color otherwise);
-    # "auto": solid in the guidance's own background colour when it declares one (the `shapes`
-    # prior does: its references are rendered on it), else the paper's MLP
-    background: Literal["auto", "mlp", "solid", "random"] = "auto"
-    background_color: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    background_frequencies: int = 6
-    background_hidden: int = 64
-
     # --- regularisers (A.2) ------------------------------------------------------------------
     orientation_weight_start: float = 1e-4  # A.2: orientation loss weight annealed from 1e-4 ...
     orientation_weight_end: float = 1e-2  # A.2: ... to 1e-2 ...
@@ -103,12 +86,6 @@ class NerfConfig:
     # is an absolute tau instead (sds export --threshold). The benchmark's occupancy uses the same level.
     mesh_alpha: float = 0.5
     mesh_threshold: float | None = None
-    texture_size: int = 1024
-    video_frames: int = 60
-    video_resolution: int = 128
-    video_fps: int = 24
-    video_elevation: float = 15.0
-    export_formats: tuple[str, ...] = EXPORT_FORMATS
     render_chunk: int = 4096  # rays per chunk when rendering without gradients
 
 

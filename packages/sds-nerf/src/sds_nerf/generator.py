@@ -53,10 +53,8 @@ class NerfGenerator(nn.Module):
         self.field: NerfField | VoxelGridField = (
             VoxelGridField(cfg, device) if cfg.field == "voxel" else NerfField(cfg, device)
         )
-        self.background = build_background(
-            cfg.background, cfg.background_color, cfg.background_frequencies, cfg.background_hidden, context.guidance
-        )
-        self.shading_cfg = ShadingConfig.from_options(cfg)
+        self.background = build_background(cfg, context.guidance)
+        self.shading_cfg: ShadingConfig = cfg  # a 3D generator's config holds the shading options
         self.step_size = cfg.render_step_size or 2 * cfg.radius / cfg.samples_per_ray
         threshold = density_threshold(cfg.occupancy_threshold, self.step_size)
         self.grid = OccupancyGrid(cfg.radius, cfg.occupancy_resolution, threshold, cfg.occupancy_decay)
