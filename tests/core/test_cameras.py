@@ -93,3 +93,12 @@ def test_rays_go_through_the_look_at_point() -> None:
     torch.testing.assert_close(dirs[0, 1, 1], torch.tensor([-1.0, 0.0, 0.0]))  # centre pixel
     assert dirs[0, 0, 1, 2] > 0  # the top row looks up (+z)
     assert dirs[0, 1, 0, 1] < 0  # the left column looks to -y, seen from +x with z up
+
+
+def test_camera_batch_indexing_keeps_every_field_together() -> None:
+    cams = CameraSampler(CameraConfig()).sample(4)
+    one, last, pair = cams[1], cams[-1], cams[1:3]
+    assert one.batch_size == 1 and last.batch_size == 1 and pair.batch_size == 2
+    assert torch.equal(one.c2w[0], cams.c2w[1]) and one.views == cams.views[1:2]
+    assert torch.equal(last.light_position[0], cams.light_position[3]) and last.views == cams.views[3:]
+    assert torch.equal(pair.azimuth, cams.azimuth[1:3]) and (pair.width, pair.height) == (cams.width, cams.height)

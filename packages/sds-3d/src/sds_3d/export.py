@@ -22,7 +22,7 @@ from torch import Tensor
 from sds_3d.viewer import viewer_html
 from sds_core.errors import ConfigError
 from sds_core.files import atomic_write
-from sds_core.imaging import atomic_write_bytes, to_uint8
+from sds_core.imaging import to_uint8
 from sds_core.protocols import ExportContext
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ def build_meshes(
 
 
 def _write(path: Path, data: bytes | str) -> Path:
-    atomic_write_bytes(path, data.encode("utf-8") if isinstance(data, str) else data)
+    atomic_write(path, data.encode("utf-8") if isinstance(data, str) else data)
     return path
 
 
@@ -216,27 +216,12 @@ def turntable_frames(generator: Any, context: ExportContext, frames: int, resolu
     cams = cams.to(context.device)
     out = []
     for i in range(frames):
-        one = _select(cams, i)
+        one = cams[i]
         color, _ = generator.render_chunked(one, "albedo")
         with torch.enable_grad():
             geo, _ = generator.render_chunked(one, "textureless")
         out.append(np.concatenate([to_uint8(color[0]), to_uint8(geo[0])], axis=1))
     return out
-
-
-def _select(cams: Any, i: int) -> Any:
-    from dataclasses import replace
-
-    return replace(
-        cams,
-        c2w=cams.c2w[i : i + 1],
-        focal=cams.focal[i : i + 1],
-        elevation=cams.elevation[i : i + 1],
-        azimuth=cams.azimuth[i : i + 1],
-        distance=cams.distance[i : i + 1],
-        light_position=cams.light_position[i : i + 1],
-        views=cams.views[i : i + 1],
-    )
 
 
 def requested_formats(context: ExportContext, default: tuple[str, ...]) -> tuple[str, ...]:

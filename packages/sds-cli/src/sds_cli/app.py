@@ -4,12 +4,12 @@ that `sds --help` and `sds plugins` stay fast."""
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from sds_cli.batch import slug
 from sds_cli.commands.evaluate import eval_app
 from sds_cli.commands.plugins import plugins_app
 from sds_cli.defaults import DEFAULT_NAMES
@@ -29,17 +29,12 @@ Preset = Annotated[str, typer.Option("--preset", help="paper (DreamFusion's sett
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 
 
-def _slug(prompt: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")
-    return slug[:48] or "run"
-
-
 def _default_out(prompt: str, taken: set[Path]) -> Path:
     """runs/<prompt>, or runs/<prompt>-N for the first N whose folder is new or empty."""
     from sds_core.errors import ConfigError
     from sds_core.run import RunFolder
 
-    base = Path("runs") / _slug(prompt)
+    base = Path("runs") / slug(prompt)
     candidate, n = base, 1
     while True:
         try:
@@ -130,7 +125,7 @@ def resume(
 
         progress = RunProgress()
         trainer = resume_run(run_dir, device, listeners=[progress], steps=steps)
-        if trainer.step >= trainer.total_steps and (run_dir / "final").exists():
+        if trainer.step >= trainer.total_steps and trainer.folder.final.exists():
             progress.console.print(f"{escape(str(run_dir))} is already finished ({trainer.step} steps).")
             return
         _run_and_report(trainer, progress)
@@ -154,8 +149,9 @@ def export(
         from sds_cli.progress import RunProgress
         from sds_core.errors import SdsError
         from sds_core.inference import load_run
+        from sds_core.run import RunFolder
 
-        if not (run_dir / "ckpts" / "last.pt").exists():
+        if not RunFolder(run_dir).last_checkpoint.exists():
             raise SdsError(f"{run_dir} has no checkpoint (ckpts/last.pt) to export from")
         if resolution is not None and resolution < 2:
             raise SdsError(f"--resolution must be at least 2 (grid points per side), not {resolution}")

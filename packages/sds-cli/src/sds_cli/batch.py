@@ -52,6 +52,7 @@ def read_prompts(path: Path) -> list[str]:
 
 
 def slug(prompt: str) -> str:
+    """A folder name for a prompt: lower-case words joined by '-', at most 48 characters."""
     return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:48] or "run"
 
 
@@ -123,10 +124,10 @@ def run_job(job: BatchJob, listeners: list[Any] | None = None, catalog: Any = No
 
 
 def write_summary(path: Path, results: list[JobResult]) -> None:
-    from sds_core.imaging import atomic_write_bytes
+    from sds_core.files import atomic_write
 
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
     payload = {"counts": counts, "runs": [asdict(r) for r in results]}
-    atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
+    atomic_write(path, (json.dumps(payload, indent=2) + "\n").encode("utf-8"))

@@ -121,12 +121,14 @@ class RunProgress:
         for path in outputs:
             table.add_row("final", escape(str(path)))
         if self.out_dir is not None:
-            folder = self.out_dir
+            from sds_core.run import RunFolder
+
+            folder = RunFolder(self.out_dir)
             for label, path in (
-                ("config", folder / "config.json"),
-                ("metrics", folder / "metrics.jsonl"),
-                ("checkpoint", folder / "ckpts" / "last.pt"),
-                ("previews", folder / "previews"),
+                ("config", folder.config_path),
+                ("metrics", folder.metrics_path),
+                ("checkpoint", folder.last_checkpoint),
+                ("previews", folder.previews),
             ):
                 if path.exists():
                     table.add_row(label, escape(str(path)))

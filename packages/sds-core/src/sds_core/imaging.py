@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 # the one atomic writer (umask-honouring), under the name the packages import
-from sds_core.files import atomic_write as atomic_write_bytes
+from sds_core.files import atomic_write
 
 
 def to_uint8(image: Tensor) -> np.ndarray:
@@ -31,7 +31,7 @@ def save_image(image: Tensor, path: Path) -> None:
 
     buffer = io.BytesIO()
     Image.fromarray(to_uint8(image)).save(buffer, format="PNG")
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    atomic_write(Path(path), buffer.getvalue())
 
 
 def grid(images: Tensor, columns: int | None = None, pad: int = 2) -> Tensor:

@@ -62,6 +62,21 @@ class CameraBatch:
             light_position=self.light_position.to(device),
         )
 
+    def __getitem__(self, index: int | slice) -> CameraBatch:
+        """The cameras at `index` as a batch (an int keeps the batch dimension: one camera)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1 if index != -1 else None)
+        return replace(
+            self,
+            c2w=self.c2w[index],
+            focal=self.focal[index],
+            elevation=self.elevation[index],
+            azimuth=self.azimuth[index],
+            distance=self.distance[index],
+            light_position=self.light_position[index],
+            views=self.views[index],
+        )
+
     def with_resolution(self, width: int, height: int) -> CameraBatch:
         """The same cameras at another image size (focal scales with the width)."""
         scale = width / self.width

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from sds_core.errors import SdsError
 from sds_core.protocols import DensityField, GroundTruth, SurfaceMesh
+from sds_core.run import RunFolder
 
 
 def _nearest_vertex_colours(mesh: Any) -> Any:
@@ -36,7 +37,7 @@ def run_geometry(run_dir: Path, resolution: int = 64, device: str = "cpu") -> di
     """IoU, Chamfer and colour error of one run against its shapes-world object."""
     from sds_core.inference import load_run
 
-    if not (Path(run_dir) / "ckpts" / "last.pt").exists():
+    if not RunFolder(Path(run_dir)).last_checkpoint.exists():
         raise SdsError(f"{run_dir} has no checkpoint (ckpts/last.pt) to evaluate")
     run = load_run(Path(run_dir), device)  # read only: no lock, no writes
     generator = run.generator

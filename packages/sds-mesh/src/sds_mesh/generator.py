@@ -8,7 +8,6 @@ with DreamFusion's modes (§3.1, A.2; `sds_core.shading`) and composited over th
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +114,7 @@ class MeshGenerator(nn.Module):
         """Images (B, 3, H, W) and opacities (B, 1, H, W) without gradients, a few cameras at a time."""
         images, opacities = [], []
         for start in range(0, cameras.batch_size, chunk):
-            part = _select(cameras, slice(start, start + chunk))
+            part = cameras[start : start + chunk]
             render = self.render_views(part, [mode] * part.batch_size)
             assert render.opacity is not None
             images.append(render.image)
@@ -171,16 +170,3 @@ class MeshGenerator(nn.Module):
         from sds_mesh.export import export_mesh
 
         return export_mesh(self, Path(out_dir), context)
-
-
-def _select(cameras: CameraBatch, index: slice) -> CameraBatch:
-    return replace(
-        cameras,
-        c2w=cameras.c2w[index],
-        focal=cameras.focal[index],
-        elevation=cameras.elevation[index],
-        azimuth=cameras.azimuth[index],
-        distance=cameras.distance[index],
-        light_position=cameras.light_position[index],
-        views=cameras.views[index],
-    )

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from sds_3d.export import Z_UP_TO_Y_UP
 from sds_core.errors import ConfigError
+from sds_core.run import RunFolder
 
 RUN_MESH_NAMES = ("mesh.ply", "mesh.glb")
 
@@ -42,7 +43,7 @@ def resolve_mesh_path(init: str) -> Path:
     """A mesh file, or RUN_DIR/final/mesh.ply (else mesh.glb) for a run folder."""
     path = Path(init).expanduser()
     if path.is_dir():
-        for folder in (path / "final", path):
+        for folder in (RunFolder(path).final, path):
             for name in RUN_MESH_NAMES:
                 if (folder / name).is_file():
                     return folder / name

@@ -7,8 +7,9 @@ Two back ends with one interface, `rasterizer(cameras, vertices, faces, attribut
   written here: every pixel is softly covered by every nearby face, D = sigmoid(delta d^2 / sigma)
   with d the pixel's distance to the triangle (eq. 1), faces are blended by softmax over
   log D + z / gamma with z the normalised inverse depth (eq. 3, "soft z-buffer"), attributes are
-  interpolated with perspective-correct barycentrics, and the opacity is min(1, sum D) (eq. 2 uses
-  1 - prod(1 - D), which leaves cracks along inner edges: see `_shade_chunk`).
+  interpolated with perspective-correct barycentrics. The opacity (`MeshConfig.coverage`) is by
+  default sigmoid(+-d^2 / sigma) with d the distance to the projected silhouette, or min(1, sum D)
+  ("sum"; eq. 2 uses 1 - prod(1 - D), which leaves cracks along inner edges: see `_shade_chunk`).
   Work is bounded by tiles: a face only meets the tiles its bounding box (grown by the sigmoid's
   reach) overlaps, and pixel x face pairs are processed in chunks of at most `max_pairs`.
 - `NvdiffrastRasterizer`: nvdiffrast (Laine et al. 2020) on CUDA, hard coverage plus its

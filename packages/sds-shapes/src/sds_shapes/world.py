@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from sds_core.errors import SdsError
+from sds_core.prompts import VIEWS
 
 BOUND_RADIUS = 0.45
 
@@ -98,7 +99,6 @@ COLOURS: dict[str, tuple[float, float, float]] = {
     "purple": (0.55, 0.15, 0.7),
     "orange": (0.95, 0.45, 0.05),
 }
-VIEWS = ("front", "side", "back", "overhead")
 
 
 @dataclass(frozen=True)

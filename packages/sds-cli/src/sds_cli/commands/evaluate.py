@@ -80,10 +80,11 @@ def clip_r_precision_command(
         from sds_eval.evaluate import clip_r_precision
 
         from sds_core.errors import SdsError
+        from sds_core.run import RunFolder
 
         _check_outputs(json_path, views=(views, 1), resolution=(resolution, 1))
         for run in runs:
-            if not (run / "ckpts" / "last.pt").exists():
+            if not RunFolder(run).last_checkpoint.exists():
                 raise SdsError(f"{run} has no checkpoint (ckpts/last.pt) to evaluate")
         if prompts is not None and not prompts.is_file():
             raise SdsError(f"prompts file {prompts} does not exist")
@@ -91,9 +92,9 @@ def clip_r_precision_command(
         report = clip_r_precision(runs, models, views, prompts, resolution, device)
     Console(soft_wrap=True).print(r_precision_table(report))
     if json_path is not None:
-        from sds_core.imaging import atomic_write_bytes
+        from sds_core.files import atomic_write
 
-        atomic_write_bytes(json_path, (json.dumps(report, indent=2) + "\n").encode("utf-8"))
+        atomic_write(json_path, (json.dumps(report, indent=2) + "\n").encode("utf-8"))
         typer.echo(f"report written to {json_path}")
 
 
@@ -126,7 +127,7 @@ def geometry_command(
         )
     Console(soft_wrap=True).print(table)
     if json_path is not None:
-        from sds_core.imaging import atomic_write_bytes
+        from sds_core.files import atomic_write
 
-        atomic_write_bytes(json_path, (json.dumps({"runs": rows}, indent=2) + "\n").encode("utf-8"))
+        atomic_write(json_path, (json.dumps({"runs": rows}, indent=2) + "\n").encode("utf-8"))
         typer.echo(f"results written to {json_path}")
