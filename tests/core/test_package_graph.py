@@ -89,3 +89,14 @@ def test_the_checker_sees_function_level_imports(tmp_path: Path) -> None:
     (src / "__init__.py").write_text("")
     (src / "late.py").write_text("def f():\n    from sds_nerf.export import write_final\n    import sds_core.loop\n")
     assert set(sds_imports(src)) == {"sds_nerf", "sds_core"}
+
+
+def test_the_public_api_is_torch_free_and_complete() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, sds_core.api as api; missing = [n for n in api.__all__ if not hasattr(api, n)];"
+        "assert not missing, missing; assert 'torch' not in sys.modules, 'sds_core.api imports torch'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -9,8 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from sds_3d.encoding import FrequencyEncoding
-from sds_core.generator_options import BackgroundOptions
-from sds_core.protocols import DeclaresBackground
+from sds_core.api import BackgroundOptions, DeclaresBackground
 
 
 class MLPBackground(nn.Module):
