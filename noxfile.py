@@ -10,7 +10,19 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "package", "offline_mesh", "tests", "ray"]
+# CI's default: the light packages alone and the mesh draft without sds-nerf or diffusers (which
+# installs sds-core, sds-3d, sds-mesh, sds-shapes and sds-cli alone); `nox -s package` runs every
+# package alone (about 1 to 2 minutes each here, mostly installing).
+nox.options.sessions = [
+    "lint",
+    "typecheck",
+    "package(name='core')",
+    "package(name='shapes')",
+    "package(name='3d')",
+    "offline_mesh",
+    "tests",
+    "ray",
+]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
