@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-pytest.importorskip("typer")
+pytest.importorskip("sds_cli")
 pytest.importorskip("sds_eval")
 from typer.testing import CliRunner
 

@@ -68,16 +68,15 @@ def test_embedding_cache_is_keyed_by_model_and_prompt(tmp_path) -> None:
     torch.testing.assert_close(conditioning.uncond[0], torch.full((3, 2), 1.0))
 
 
-def test_catalog_lists_the_three_backends_and_presets_resolve() -> None:
+def test_catalog_lists_the_two_backends_and_presets_resolve() -> None:
     catalog = load_catalog()
-    assert {"stable-diffusion", "deepfloyd-if", "shapes"} <= set(catalog.registry("guidance").names())
+    assert {"stable-diffusion", "deepfloyd-if"} <= set(catalog.registry("guidance").names())
     assert not [f for f in catalog.failures if "guidance" in f.name]
-    for name in ("stable-diffusion", "deepfloyd-if", "shapes"):
+    for name in ("stable-diffusion", "deepfloyd-if"):
+        assert catalog.get("guidance", name).provider == "sds-guidance"
         for preset in ("paper", "draft"):
             resolved = resolve_config(catalog, preset, names={"generator": "image", "guidance": name})
             assert resolved.specs["guidance"].name == name
-    draft = resolve_config(catalog, "draft", names={"generator": "image", "guidance": "shapes"})
-    assert draft.plugin_configs["guidance"].resolution == draft.cameras.width == 32
 
 
 def test_plugin_module_imports_no_heavy_library() -> None:

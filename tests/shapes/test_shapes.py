@@ -214,3 +214,18 @@ def test_sds_on_an_image_converges_to_a_reference_view_of_the_red_cube(tmp_path)
     assert any(p.name == "image.png" for p in outputs)
     assert psnr >= 18.0, f"PSNR {psnr:.1f} dB to the nearest reference view"
     assert elapsed < 90
+
+
+def test_plugin_is_registered_with_its_draft_preset_and_imports_no_torch() -> None:
+    import subprocess
+    import sys
+
+    from sds_core.plugins import load_catalog
+    from sds_core.resolve import resolve_config
+
+    catalog = load_catalog()
+    assert catalog.get("guidance", "shapes").provider == "sds-shapes"
+    draft = resolve_config(catalog, "draft", names={"generator": "image", "guidance": "shapes"})
+    assert draft.plugin_configs["guidance"].resolution == draft.cameras.width == 32
+    code = "import sys, sds_shapes.plugin, sds_shapes.config; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
