@@ -221,3 +221,20 @@ def test_plugins_show_keeps_brackets_of_types(runner) -> None:
     table = runner.invoke(app, ["plugins", "show", "shapes"], env={"COLUMNS": "200"})
     assert table.exit_code == 0, table.output
     assert "tuple[float, float, float]" in table.stdout and "[1.0, 1.0, 1.0]" in table.stdout
+
+
+def test_every_installed_plugin_documents_each_option() -> None:
+    """`sds plugins show` reads the source comments: every option of every plugin has one (or sits
+    right under a documented option, whose comment it shares)."""
+    from sds_core.options import option_docs
+    from sds_core.plugins import KINDS, load_catalog
+
+    catalog = load_catalog()
+    undocumented = [
+        f"{kind} {spec.name}: {option.name}"
+        for kind in KINDS
+        for spec in catalog.registry(kind)
+        for option in option_docs(spec.config)
+        if not option.doc
+    ]
+    assert not undocumented

@@ -42,7 +42,7 @@ class ExportOptions:
     texture_size: int = 1024  # side of the baked UV texture of mesh.glb / mesh.obj
     video_frames: int = 60  # turntable frames (one orbit)
     video_resolution: int = 128  # side of each turntable view
-    video_fps: int = 24
+    video_fps: int = 24  # frames per second of turntable.mp4 and turntable.gif
     video_elevation: float = 15.0  # degrees above the horizon of the turntable's orbit
     # what `sds generate` writes (sds export --format picks among them)
     export_formats: tuple[str, ...] = EXPORT_FORMATS

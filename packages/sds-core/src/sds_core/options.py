@@ -39,6 +39,7 @@ def _field_comments(cls: type) -> dict[str, str]:
             code_lines.add(tok.start[0])
     body = ast.parse(source).body[0]
     found: dict[str, str] = {}
+    previous: ast.AnnAssign | None = None
     for node in getattr(body, "body", []):
         if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
             continue
@@ -49,7 +50,14 @@ def _field_comments(cls: type) -> dict[str, str]:
             line -= 1
         above = [text for text in above if not text.startswith("---")]  # section rulers
         trailing = [comments[n] for n in range(node.lineno, (node.end_lineno or node.lineno) + 1) if n in comments]
-        found[node.target.id] = " ".join(above + trailing)
+        doc = " ".join(above + trailing)
+        if not doc and previous is not None and previous.end_lineno == node.lineno - 1:
+            # an undocumented field right under a documented one belongs to its comment
+            name = previous.target.id  # type: ignore[union-attr]
+            above_doc = found.get(name, "")
+            doc = above_doc if above_doc.startswith("see ") else (f"see {name}" if above_doc else "")
+        found[node.target.id] = doc
+        previous = node
     return found
 
 

@@ -56,7 +56,7 @@ class StableDiffusionConfig(PromptOptions):
 class DeepFloydIFConfig(PromptOptions):
     """DeepFloyd IF stage I: a 64 x 64 pixel diffusion model with a T5 text encoder."""
 
-    model: str = "DeepFloyd/IF-I-XL-v1.0"
+    model: str = "DeepFloyd/IF-I-XL-v1.0"  # hub id or local folder
     variant: str | None = None  # "fp16" for the half-precision files of the hub repo
     revision: str | None = None
     # renders are resized to this side; None: the UNet's sample_size (IF-I-XL's stage I: 64 x 64)

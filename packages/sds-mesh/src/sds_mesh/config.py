@@ -52,7 +52,7 @@ class MeshConfig(ExportOptions, BackgroundOptions, ShadingOptions):
     # SoftRas eq. 3: aggregation weights D exp(z / gamma), z the normalised inverse depth
     gamma: float = 1e-3
     near: float = 0.05  # depth range of the normalised inverse depth (world units)
-    far: float = 4.0
+    far: float = 4.0  # (world units)
     cull_backfaces: bool = True  # closed meshes: back faces never show, skipping them halves the work
     tile_size: int = 8  # pixels per tile side; faces are culled per tile by their bounding boxes
     max_pairs: int = 2_000_000  # pixel x face pairs per chunk (bounds the rasteriser's memory)

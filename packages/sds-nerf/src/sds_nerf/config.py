@@ -65,7 +65,7 @@ class NerfConfig(ExportOptions, BackgroundOptions, ShadingOptions):
     occupancy_warmup: int = 256  # steps before skipping starts (the field changes fast at first)
     occupancy_threshold: float = 0.01  # a cell is empty when its alpha over one step is below this
     occupancy_decay: float = 0.95  # EMA of the per-cell density (as nerfacc's estimator)
-    empty_space_skipping: bool = True
+    empty_space_skipping: bool = True  # skip the cells the occupancy grid marks empty
 
     # --- regularisers (A.2) ------------------------------------------------------------------
     orientation_weight_start: float = 1e-4  # A.2: orientation loss weight annealed from 1e-4 ...
