@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from sds_cli.batch import slug
 from sds_cli.commands.evaluate import eval_app
 from sds_cli.commands.plugins import plugins_app
 from sds_cli.defaults import DEFAULT_NAMES
@@ -31,6 +30,7 @@ Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N
 
 def _default_out(prompt: str, taken: set[Path]) -> Path:
     """runs/<prompt>, or runs/<prompt>-N for the first N whose folder is new or empty."""
+    from sds_cli.batch import slug
     from sds_core.errors import ConfigError
     from sds_core.run import RunFolder
 
