@@ -7,6 +7,7 @@ Every install is pinned by constraints.txt (torch 2.13.0, the CPU build here).
 from __future__ import annotations
 
 import os
+import shutil
 
 import nox
 
@@ -125,6 +126,7 @@ def offline_mesh(session: nox.Session) -> None:
         "assert not extra, extra",
     )
     out = os.path.join(session.create_tmp(), "offline-mesh")
+    shutil.rmtree(out, ignore_errors=True)  # a reused session's earlier run
     args = ["a red cube", "--generator", "mesh", "--guidance", "shapes", "--preset", "draft", "--device", "cpu"]
     session.run("sds", "generate", *args, "--out", out, *session.posargs, env=ENV)
     session.run("python", "-c", f"import pathlib; assert (pathlib.Path({out!r}) / 'final' / 'mesh.glb').is_file()")
