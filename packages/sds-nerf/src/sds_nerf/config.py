@@ -31,7 +31,7 @@ class NerfConfig:
     frequencies: int = 8  # A.2: positional encoding 2^0 ... 2^7
     ipe_variance_start: float = 5e-2  # A.2: Sigma annealed from 5e-2 ...
     ipe_variance_end: float = 2e-3  # A.2: ... to 2e-3 ...
-    ipe_anneal_steps: int = 5000  # A.2: ... over the first 5k steps (log-linear: our reading)
+    ipe_anneal_steps: int = 5000  # A.2: ... linearly over the first 5k steps
     hash_levels: int = 16  # Instant-NGP defaults (Müller et al. 2022): L = 16, F = 2, T = 2^19
     hash_features: int = 2
     hash_log2_size: int = 19

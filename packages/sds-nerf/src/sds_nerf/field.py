@@ -49,13 +49,21 @@ def density_blob(points: Tensor, kind: str, scale: float | None = None, std: flo
 
 
 class NerfField(nn.Module):
-    """mu -> (tau, rho): encoding, a ResNet MLP, exp density (+ blob) and sigmoid albedo."""
+    """mu -> (tau, rho): encoding, a ResNet MLP, exp density (+ blob) and sigmoid albedo.
+
+    The IPE variance is a function of the training step, which is a buffer (`anneal_step`): it is
+    saved and restored with the run, so that renders after a resume (export, evaluation) use the
+    encoding that training used.
+    """
+
+    anneal_step: Tensor
 
     def __init__(self, cfg: NerfConfig, device: torch.device | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.radius = cfg.radius
-        self.variance: float | None = None
+        self.register_buffer("anneal_step", torch.zeros((), dtype=torch.long, device=device))
+        self._variance = self._variance_at(0)
         if cfg.encoding in ("ipe", "frequency"):
             self.encoder: nn.Module = FrequencyEncoding(3, cfg.frequencies)
         elif cfg.encoding == "hashgrid":
@@ -71,11 +79,28 @@ class NerfField(nn.Module):
         self.out_norm = nn.LayerNorm(cfg.hidden)
         self.head = nn.Linear(cfg.hidden, 4)  # raw density and albedo logits
 
+    def _variance_at(self, step: int) -> float | None:
+        cfg = self.cfg
+        if cfg.encoding != "ipe":
+            return None
+        return annealed_variance(step, cfg.ipe_variance_start, cfg.ipe_variance_end, cfg.ipe_anneal_steps)
+
+    @property
+    def variance(self) -> float | None:
+        """The IPE Sigma at the stored step (A.2); None for the other encodings."""
+        return self._variance
+
     def set_step(self, step: int) -> None:
         """Anneal the IPE variance (A.2); other encodings ignore the step."""
-        cfg = self.cfg
-        if cfg.encoding == "ipe":
-            self.variance = annealed_variance(step, cfg.ipe_variance_start, cfg.ipe_variance_end, cfg.ipe_anneal_steps)
+        self.anneal_step.fill_(int(step))
+        self._variance = self._variance_at(int(step))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Tensor], prefix: str, *args: object) -> None:
+        """The loaded step sets the variance. Checkpoints written before the step was saved take
+        the end of the anneal (their trained step is unknown here)."""
+        state_dict.setdefault(prefix + "anneal_step", torch.tensor(self.cfg.ipe_anneal_steps))
+        super()._load_from_state_dict(state_dict, prefix, *args)  # type: ignore[arg-type]
+        self._variance = self._variance_at(int(self.anneal_step))
 
     def _features(self, points: Tensor) -> Tensor:
         if self.cfg.encoding == "hashgrid":
