@@ -97,3 +97,29 @@ def test_resumed_ipe_run_renders_what_training_rendered(tmp_path: Path, catalog:
     assert torch.equal(before, after)
     resumed.generator.field.set_step(0)  # the encoding of another step renders differently
     assert not torch.allclose(resumed.generator.preview(orbit, 0), before, atol=1e-4)
+
+
+def test_a_field_that_empties_keeps_training(tmp_path: Path, catalog: Catalog) -> None:
+    """An occupancy grid that culled every cell leaves a render without samples: the generator
+    resets the grid and renders again, so the step trains the field instead of crashing in backward."""
+    overrides = {
+        "generator": {
+            "blob": "none",
+            "density_bias": -30.0,
+            "background": "solid",  # nothing else to differentiate: the crash of the issue
+            "occupancy_warmup": 0,
+            "occupancy_update_every": 1,
+        },
+        "run": {"steps": 3, "preview_every": 0, "checkpoint_every": 0},
+        "cameras": {"width": 8, "height": 8},
+    }
+    names = {"generator": "nerf", "guidance": "target"}
+    trainer = start_run("a test", tmp_path, "draft", overrides, names, device="cpu", catalog=catalog)
+    gen = trainer.generator
+    gen.grid.update(gen.field.density)
+    assert gen.grid.occupied_fraction() == 0.0  # the field is empty: every cell culled
+    before = gen.field.grid.detach().clone()
+    events = [trainer.train_step() for _ in range(3)]
+    assert all(e.terms.get("occupancy_reset") == 1.0 for e in events)
+    assert all(e.terms["samples_per_ray"] > 0 for e in events)
+    assert not torch.equal(gen.field.grid, before)  # the field received gradients

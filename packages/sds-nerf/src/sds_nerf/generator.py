@@ -247,10 +247,26 @@ class NerfGenerator(nn.Module):
         modes: list[str] = [choose_shading(step, self.shading_cfg) for _ in range(cameras.batch_size)]
         return self.render_views(cameras, modes)
 
+    def reset_occupancy(self) -> None:
+        """Mark every cell occupied (PyTorch's grid and nerfacc's) until the next update."""
+        if self.nerfacc is not None:
+            self.nerfacc.estimator.binaries.fill_(True)
+        self.grid.binary.copy_(self.grid.inside)
+
     def render_views(self, cameras: CameraBatch, modes: list[str], skipping: bool | None = None) -> Render:
-        """Render one image per camera with the given shading modes (differentiably)."""
+        """Render one image per camera with the given shading modes (differentiably).
+
+        A training render in which the occupancy grid left no sample (the field emptied where
+        these rays pass) would carry no gradient to the field, which could then never regrow
+        there: the grid is reset to all occupied and the views are rendered again.
+        """
         rays = camera_rays(cameras)
         out = self.render_rays(rays, modes, cameras.light_position, skipping)
+        reset = False
+        if self.training and skipping is not False and float(out["samples_evaluated"]) == 0:
+            self.reset_occupancy()
+            out = self.render_rays(rays, modes, cameras.light_position, skipping)
+            reset = True
         b, h, w = cameras.batch_size, cameras.height, cameras.width
         image = out["color"].view(b, h, w, 3).permute(0, 3, 1, 2)
         opacity = out["opacity"].view(b, h, w, 1).permute(0, 3, 1, 2)
@@ -258,6 +274,8 @@ class NerfGenerator(nn.Module):
         self.last_stats = {"samples_per_ray": evaluated / max(rays.origins.shape[0], 1)}
         if self.nerfacc is None:
             self.last_stats["occupied_fraction"] = self.grid.occupied_fraction()
+        if reset:
+            self.last_stats["occupancy_reset"] = 1.0
         aux: dict[str, Any] = {k: v for k, v in out.items() if k not in ("color",)}
         aux["log"] = dict(self.last_stats)  # the loop writes these into metrics.jsonl
         aux["n_rays"] = rays.origins.shape[0]
