@@ -48,6 +48,17 @@ def density_blob(points: Tensor, kind: str, scale: float | None = None, std: flo
     raise ValueError(f"unknown density blob {kind!r}; accepted: dreamfusion, magic3d, none")
 
 
+def unit_normals(grad: Tensor, epsilon: float) -> Tensor:
+    """n = -grad tau / max(|grad tau|, epsilon) (§3.1).
+
+    Where the density is flat (empty space, a grid's untouched cells) |grad tau| is ~0, and the
+    derivative of the normalisation, ~1 / |grad tau|, multiplied SDS's gradient through shading
+    by up to 1e13 with a 1e-12 floor (measured: benchmarks/regularizer_balance.py); the floor
+    `epsilon` bounds it, and leaves normals shorter than one only where the field has no surface.
+    """
+    return -grad / grad.norm(dim=-1, keepdim=True).clamp_min(epsilon)
+
+
 class NerfField(nn.Module):
     """mu -> (tau, rho): encoding, a ResNet MLP, exp density (+ blob) and sigmoid albedo.
 
@@ -138,7 +149,7 @@ class NerfField(nn.Module):
             (grad,) = torch.autograd.grad(tau.sum(), pts, create_graph=create_graph and torch.is_grad_enabled())
         if not create_graph:
             tau, rho, grad = tau.detach(), rho.detach(), grad.detach()
-        return tau, rho, -grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return tau, rho, unit_normals(grad, self.cfg.normal_epsilon)
 
     def finite_difference_normals(self, points: Tensor) -> Tensor:
         """Central differences of tau along x, y, z (6 density evaluations)."""
@@ -147,7 +158,7 @@ class NerfField(nn.Module):
         shifted = torch.cat([points[None] + offsets.view(3, *([1] * (points.dim() - 1)), 3) * s for s in (1, -1)])
         tau = self.density(shifted)  # (6, ...)
         grad = torch.stack([(tau[i] - tau[i + 3]) / (2 * eps) for i in range(3)], dim=-1)
-        return -grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return unit_normals(grad, self.cfg.normal_epsilon)
 
 
 class VoxelGridField(nn.Module):

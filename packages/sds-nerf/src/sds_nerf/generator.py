@@ -17,7 +17,7 @@ from sds_core.shading import ShadingConfig, choose_shading, composite, shade
 from sds_nerf.background import build_background
 from sds_nerf.config import NerfConfig
 from sds_nerf.field import NerfField, VoxelGridField
-from sds_nerf.regularizers import annealed_weight, entropy_loss, opacity_loss, orientation_loss
+from sds_nerf.regularizers import annealed_weight, entropy_loss, opacity_loss, orientation_loss, reduce_rays
 from sds_nerf.sampling import NerfaccSampler, OccupancyGrid, Samples, TorchSampler, density_threshold
 
 SHADED = ("lambertian", "textureless")
@@ -305,6 +305,7 @@ class NerfGenerator(nn.Module):
     def regularizers(self, render: Render, cameras: CameraBatch, step: int) -> dict[str, Tensor]:
         cfg = self.cfg
         aux = render.aux
+        batch = render.image.shape[0]
         terms: dict[str, Tensor] = {}
         if "normals" in aux:
             weight = annealed_weight(
@@ -312,11 +313,13 @@ class NerfGenerator(nn.Module):
             )
             if weight > 0:
                 loss = orientation_loss(aux["weights"], aux["normals"], aux["dirs"], aux["ray_indices"], aux["n_rays"])
-                terms["orientation"] = weight * loss
+                terms["orientation"] = weight * reduce_rays(loss, batch, cfg.regularizer_reduction)
         if cfg.opacity_weight > 0 and render.opacity is not None:
-            terms["opacity"] = cfg.opacity_weight * opacity_loss(render.opacity, cfg.opacity_epsilon)
+            loss = opacity_loss(render.opacity, cfg.opacity_epsilon)
+            terms["opacity"] = cfg.opacity_weight * reduce_rays(loss, batch, cfg.regularizer_reduction)
         if cfg.entropy_weight > 0 and render.opacity is not None:
-            terms["entropy"] = cfg.entropy_weight * entropy_loss(render.opacity)
+            loss = entropy_loss(render.opacity)
+            terms["entropy"] = cfg.entropy_weight * reduce_rays(loss, batch, cfg.regularizer_reduction)
         if cfg.grid_tv_weight > 0 and isinstance(self.field, VoxelGridField):
             terms["tv"] = cfg.grid_tv_weight * self.field.total_variation()
         return terms
