@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -72,7 +72,9 @@ def generate(
     steps: Annotated[int | None, typer.Option(help="Optimisation steps (overrides run.steps).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (overrides run.seed).")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default: runs/<prompt>).")] = None,
-    preset: Preset = "paper",
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="paper (DreamFusion's settings; default) or draft (fast on a CPU).")
+    ] = None,
     device: Device = "auto",
     config: Annotated[Path | None, typer.Option(help="Config file (JSON, TOML or YAML) of sections.")] = None,
     set_: Annotated[
@@ -81,13 +83,17 @@ def generate(
 ) -> None:
     """Optimise a generator so that its renders score well under a diffusion prior."""
     with user_errors():
-        from sds_cli.progress import RunProgress
+        from sds_cli.progress import CostNotice, RunProgress
         from sds_core.loop import start_run
 
         overrides = _overrides(config, set_, steps, seed)
         names = {"generator": generator, "guidance": guidance, "loss": loss}
         progress = RunProgress()
-        trainer = start_run(prompt, out or _default_out(prompt), preset, overrides, names, device, listeners=[progress])
+        listeners: list[Any] = [progress]
+        if preset is None:  # the default preset on a CPU: say what it costs, once
+            listeners.append(CostNotice(progress.console, "paper"))
+        folder = out or _default_out(prompt)
+        trainer = start_run(prompt, folder, preset or "paper", overrides, names, device, listeners=listeners)
         _run_and_report(trainer, progress)
 
 
