@@ -25,7 +25,7 @@ from sds_core.cameras import CameraSampler
 from sds_core.config import CameraConfig
 from sds_core.protocols import CameraBatch
 from sds_core.shading import ShadingConfig, shade
-from sds_guidance.shapes.trace import HITS, NORMALS
+from sds_guidance.shapes.trace import HITS, NORMALS, dot
 from sds_guidance.shapes.world import BOUND_RADIUS, PRIMITIVES
 
 RENDER_VERSION = 2  # bump when the world or the renderer changes: invalidates cached references
@@ -50,28 +50,23 @@ def trace_buffers(
     o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
     light = fine.light_position.view(-1, 1, 1, 3).expand(*shape, 3).reshape(-1, 3)
     # only rays that meet the world's bounding sphere can hit a primitive
-    b = (o * d).sum(-1)
-    disc = b * b - (o * o).sum(-1) + BOUND_RADIUS**2
+    b = dot(o, d)
+    disc = b * b - dot(o, o) + BOUND_RADIUS**2
     near = (disc > 0) & (disc.clamp_min(0).sqrt() > b)  # the far intersection is ahead
     rays = near.nonzero().squeeze(1)
     o, d, light = o[rays], d[rays], light[rays]
-    coverage, lit = [], []
-    for primitive in primitives:
-        t = HITS[primitive](o, d)
-        hit = torch.isfinite(t)
-        idx = hit.nonzero().squeeze(1)
-        points = o[idx] + t[idx, None] * d[idx]
-        normals = NORMALS[primitive](points)
-        white = torch.ones_like(points)
-        light_term = shade("textureless", white, normals, points, light[idx], shading.ambient, shading.diffuse)[:, 0]
-        blank = near.new_zeros(near.shape, dtype=o.dtype)
-        lit.append(blank.index_put((rays[idx],), light_term).view(shape))
-        coverage.append(blank.index_put((rays[idx],), torch.ones_like(light_term)).view(shape))
-    cov, li = torch.stack(coverage), torch.stack(lit)  # (P, B, h, w)
-    if supersample > 1:
-        cov = F.avg_pool2d(cov, supersample)
-        li = F.avg_pool2d(li, supersample)
-    return cov, li
+    t = torch.stack([HITS[primitive](o, d) for primitive in primitives])  # (P, R)
+    hit = torch.isfinite(t)
+    points = o + torch.where(hit, t, 0.0)[..., None] * d  # (P, R, 3)
+    normals = torch.stack([NORMALS[primitive](p) for primitive, p in zip(primitives, points, strict=True)])
+    light_term = shade("textureless", points, normals, points, light, shading.ambient, shading.diffuse)[..., 0]
+    blank = o.new_zeros(len(primitives), near.shape[0])
+    coverage = blank.index_copy(1, rays, hit.to(o.dtype)).view(-1, *shape)
+    lit = blank.index_copy(1, rays, torch.where(hit, light_term, 0.0)).view(-1, *shape)
+    if supersample > 1:  # (P, B, h, w)
+        coverage = F.avg_pool2d(coverage, supersample)
+        lit = F.avg_pool2d(lit, supersample)
+    return coverage, lit
 
 
 @dataclass

@@ -23,7 +23,7 @@ from torch import Tensor
 INF = math.inf
 
 
-def _dot(a: Tensor, b: Tensor) -> Tensor:
+def dot(a: Tensor, b: Tensor) -> Tensor:
     """Row-wise dot product of (N, 3) tensors (three products: faster than a reduction over 3)."""
     return a[:, 0] * b[:, 0] + a[:, 1] * b[:, 1] + a[:, 2] * b[:, 2]
 
@@ -74,7 +74,7 @@ def _cylinder_side(o: Tensor, d: Tensor, axis: int, radius: float, low: float, h
 
 def _sphere_hits(o: Tensor, d: Tensor, center: tuple[float, float, float], radius: float) -> Tensor:
     oc = o - o.new_tensor(center)
-    near, far = _quadratic(torch.ones_like(oc[:, 0]), _dot(oc, d), _dot(oc, oc) - radius**2)
+    near, far = _quadratic(torch.ones_like(oc[:, 0]), dot(oc, d), dot(oc, oc) - radius**2)
     return _first_positive(near, far)
 
 
@@ -168,12 +168,12 @@ def hit_torus(o: Tensor, d: Tensor, major: float = 0.24, minor: float = 0.09) ->
     """The torus around the x axis: (|p|^2 + R^2 - r^2)^2 - 4 R^2 (y^2 + z^2) = 0, a quartic in t,
     solved in closed form (Ferrari) in float64 from the ray's entry into the bounding sphere."""
     o64, d64 = o.double(), d.double()
-    b_s = _dot(o64, d64)
-    disc = b_s * b_s - _dot(o64, o64) + (major + minor) ** 2
+    b_s = dot(o64, d64)
+    disc = b_s * b_s - dot(o64, o64) + (major + minor) ** 2
     near = (-b_s - disc.clamp_min(0).sqrt()).clamp_min(0)
     o64 = o64 + near[:, None] * d64  # shift the origin next to the torus (better conditioned)
-    b = _dot(o64, d64)
-    q = _dot(o64, o64) + major**2 - minor**2
+    b = dot(o64, d64)
+    q = dot(o64, o64) + major**2 - minor**2
     oy, oz, dy, dz = o64[:, 1], o64[:, 2], d64[:, 1], d64[:, 2]
     r4 = 4 * major**2
     # (t^2 + 2 b t + q)^2 - 4 R^2 ((o_y + t d_y)^2 + (o_z + t d_z)^2), |d| = 1
