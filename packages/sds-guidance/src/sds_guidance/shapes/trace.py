@@ -31,7 +31,7 @@ def dot(a: Tensor, b: Tensor) -> Tensor:
 def _first_positive(*candidates: Tensor) -> Tensor:
     """The smallest positive candidate distance per ray (+inf when none)."""
     stacked = torch.stack(candidates, dim=-1)
-    return torch.where(stacked > 0, stacked, INF).min(dim=-1).values
+    return stacked.masked_fill(stacked <= 0, INF).min(dim=-1).values
 
 
 def _quadratic(a: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -42,22 +42,22 @@ def _quadratic(a: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     safe_a = torch.where(ok, a, torch.ones_like(a))
     t0, t1 = (-b - root) / safe_a, (-b + root) / safe_a
     near, far = torch.minimum(t0, t1), torch.maximum(t0, t1)
-    return torch.where(ok, near, INF), torch.where(ok, far, INF)
+    return near.masked_fill(~ok, INF), far.masked_fill(~ok, INF)
 
 
 def _within(t: Tensor, coordinate: Tensor, low: float, high: float) -> Tensor:
     """t where the hit's coordinate lies in [low, high], else +inf."""
-    return torch.where(torch.isfinite(t) & (coordinate >= low) & (coordinate <= high), t, INF)
+    return t.masked_fill((coordinate < low) | (coordinate > high), INF)
 
 
 def _plane_disk(o: Tensor, d: Tensor, axis: int, level: float, u: int, v: int, radius: float) -> Tensor:
     """The hit of the disk {x_axis = level, x_u^2 + x_v^2 <= radius^2}."""
     dz = d[:, axis]
     safe = torch.where(dz.abs() > 1e-12, dz, torch.ones_like(dz))
-    t = torch.where(dz.abs() > 1e-12, (level - o[:, axis]) / safe, INF)
+    t = ((level - o[:, axis]) / safe).masked_fill(dz.abs() <= 1e-12, INF)
     p = o + torch.where(torch.isfinite(t), t, 0.0)[:, None] * d
     inside = p[:, u] ** 2 + p[:, v] ** 2 <= radius**2
-    return torch.where(inside & torch.isfinite(t), t, INF)
+    return t.masked_fill(~inside, INF)
 
 
 def _cylinder_side(o: Tensor, d: Tensor, axis: int, radius: float, low: float, high: float) -> tuple[Tensor, Tensor]:
@@ -89,7 +89,7 @@ def hit_cube(o: Tensor, d: Tensor, half: float = 0.22) -> Tensor:
     t_near = torch.minimum(t0, t1).max(dim=-1).values
     t_far = torch.maximum(t0, t1).min(dim=-1).values
     hit = t_near <= t_far
-    return torch.where(hit, _first_positive(t_near, t_far), INF)
+    return _first_positive(t_near, t_far).masked_fill(~hit, INF)
 
 
 def hit_cylinder(o: Tensor, d: Tensor, radius: float = 0.22, half: float = 0.25) -> Tensor:
@@ -183,8 +183,8 @@ def hit_torus(o: Tensor, d: Tensor, major: float = 0.24, minor: float = 0.09) ->
         4 * b * q - 2 * r4 * (oy * dy + oz * dz),
         q * q - r4 * (oy * oy + oz * oz),
     )
-    t = torch.where(roots + near[:, None] > 0, roots, INF).nan_to_num(nan=INF).min(dim=-1).values + near
-    return torch.where(disc > 0, t, INF).to(o.dtype)
+    t = roots.masked_fill(~(roots + near[:, None] > 0), INF).min(dim=-1).values + near  # NaN: complex
+    return t.masked_fill(disc <= 0, INF).to(o.dtype)
 
 
 def _unit(v: Tensor) -> Tensor:
