@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -22,6 +23,17 @@ SMALL_EXPORT = {
 }
 
 
+def target_run(tmp_path: Path, catalog: Catalog, generator: dict, steps: int, **run: int) -> Any:
+    """A `nerf` draft run on the known-answer `target` guidance at 8 x 8 pixels."""
+    overrides = {
+        "generator": generator,
+        "run": {"steps": steps, "preview_every": 0, "checkpoint_every": 0, **run},
+        "cameras": {"width": 8, "height": 8},
+    }
+    names = {"generator": "nerf", "guidance": "target"}
+    return start_run("a test", tmp_path, "draft", overrides, names, device="cpu", catalog=catalog)
+
+
 def test_plugin_is_registered_and_cheap_to_import(catalog: Catalog) -> None:
     spec = catalog.get("generator", "nerf")
     assert spec.provider == "sds-nerf"
@@ -34,20 +46,10 @@ def test_plugin_is_registered_and_cheap_to_import(catalog: Catalog) -> None:
 
 
 def test_draft_run_with_a_test_guidance_writes_the_run_folder(tmp_path: Path, catalog: Catalog) -> None:
-    overrides = {
-        # the test guidance's targets are random pixels; the draft's voxel field keeps its blob
-        # over 8 steps, and SMALL_EXPORT's level 1 finds it
-        "generator": {
-            **SMALL_EXPORT,
-            "albedo_only_steps": 3,
-            "occupancy_warmup": 2,
-            "occupancy_update_every": 2,
-        },
-        "run": {"steps": 8, "preview_every": 4, "checkpoint_every": 4},
-        "cameras": {"width": 8, "height": 8},
-    }
-    names = {"generator": "nerf", "guidance": "target"}
-    trainer = start_run("a test", tmp_path, "draft", overrides, names, device="cpu", catalog=catalog)
+    # the test guidance's targets are random pixels; the draft's voxel field keeps its blob
+    # over 8 steps, and SMALL_EXPORT's level 1 finds it
+    generator = {**SMALL_EXPORT, "albedo_only_steps": 3, "occupancy_warmup": 2, "occupancy_update_every": 2}
+    trainer = target_run(tmp_path, catalog, generator, 8, preview_every=4, checkpoint_every=4)
     trainer.run()
     final = tmp_path / "final"
     for name in ("mesh.glb", "mesh.obj", "mesh.ply", "turntable.mp4", "turntable.gif", "index.html"):
@@ -75,13 +77,8 @@ def test_resumed_ipe_run_renders_what_training_rendered(tmp_path: Path, catalog:
     and evaluation render) equals the one rendered by the trainer that wrote the checkpoint."""
     from sds_core.loop import resume_run
 
-    overrides = {
-        "generator": {"field": "mlp", "encoding": "ipe", "hidden": 16, "blocks": 1, "ipe_anneal_steps": 8},
-        "run": {"steps": 20, "preview_every": 0, "checkpoint_every": 0},
-        "cameras": {"width": 8, "height": 8},
-    }
-    names = {"generator": "nerf", "guidance": "target"}
-    trainer = start_run("a test", tmp_path, "draft", overrides, names, device="cpu", catalog=catalog)
+    generator = {"field": "mlp", "encoding": "ipe", "hidden": 16, "blocks": 1, "ipe_anneal_steps": 8}
+    trainer = target_run(tmp_path, catalog, generator, 20)
     trainer.folder.root.mkdir(parents=True, exist_ok=True)
     trainer.write_config()
     for _ in range(4):
@@ -102,19 +99,9 @@ def test_resumed_ipe_run_renders_what_training_rendered(tmp_path: Path, catalog:
 def test_a_field_that_empties_keeps_training(tmp_path: Path, catalog: Catalog) -> None:
     """An occupancy grid that culled every cell leaves a render without samples: the generator
     resets the grid and renders again, so the step trains the field instead of crashing in backward."""
-    overrides = {
-        "generator": {
-            "blob": "none",
-            "density_bias": -30.0,
-            "background": "solid",  # nothing else to differentiate: the crash of the issue
-            "occupancy_warmup": 0,
-            "occupancy_update_every": 1,
-        },
-        "run": {"steps": 3, "preview_every": 0, "checkpoint_every": 0},
-        "cameras": {"width": 8, "height": 8},
-    }
-    names = {"generator": "nerf", "guidance": "target"}
-    trainer = start_run("a test", tmp_path, "draft", overrides, names, device="cpu", catalog=catalog)
+    # a solid background leaves nothing else to differentiate: the crash of the issue
+    generator = {"blob": "none", "density_bias": -30.0, "background": "solid", "occupancy_warmup": 0}
+    trainer = target_run(tmp_path, catalog, {**generator, "occupancy_update_every": 1}, 3)
     gen = trainer.generator
     gen.grid.update(gen.field.density)
     assert gen.grid.occupied_fraction() == 0.0  # the field is empty: every cell culled
