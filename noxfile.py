@@ -33,7 +33,7 @@ def install_all(session: nox.Session, *extra: str) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole test suite against the installed packages (not the source tree)."""
-    install_all(session, "pytest")
+    install_all(session, "./packages/sds-guidance[vsd]", "pytest")  # peft: VSD's LoRA tests
     session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs, env=ENV)
 
 

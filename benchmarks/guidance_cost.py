@@ -2,8 +2,8 @@
 
 One step = the UNet at batch 2 (classifier-free guidance: conditional + unconditional), plus for
 a latent model fed RGB renders the VAE encoder forward and backward at 512 px. The models are
-built from their public configs with random weights (no download): the cost does not depend on
-the weights. On CPU in float32; on CUDA (when present) in float16, plus DeepFloyd IF-I-XL.
+built from their published configs (tests/fixtures/configs) with random weights (no download):
+the cost does not depend on the weights. On CPU in float32; on CUDA (when present) in float16, plus DeepFloyd IF-I-XL.
 
     python benchmarks/guidance_cost.py                 # CPU, SD 1.5 and 2.1, one timed step
     python benchmarks/guidance_cost.py --steps 5 --warmup 1 --device cuda
@@ -14,91 +14,31 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import resource
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
-# runwayml/stable-diffusion-v1-5 unet/config.json (public values)
-SD15_UNET: dict[str, Any] = {
-    "sample_size": 64,
-    "in_channels": 4,
-    "out_channels": 4,
-    "layers_per_block": 2,
-    "block_out_channels": (320, 640, 1280, 1280),
-    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    "cross_attention_dim": 768,
-    "attention_head_dim": 8,
-    "norm_num_groups": 32,
-    "act_fn": "silu",
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "downsample_padding": 1,
-}
-# stabilityai/stable-diffusion-2-1-base unet/config.json: OpenCLIP-H text states, linear projections
-SD21_UNET: dict[str, Any] = {
-    **SD15_UNET,
-    "cross_attention_dim": 1024,
-    "attention_head_dim": (5, 10, 20, 20),
-    "use_linear_projection": True,
-}
-# the VAE of both (vae/config.json)
-SD_VAE: dict[str, Any] = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "latent_channels": 4,
-    "block_out_channels": (128, 256, 512, 512),
-    "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "up_block_types": ("UpDecoderBlock2D",) * 4,
-    "layers_per_block": 2,
-    "norm_num_groups": 32,
-    "act_fn": "silu",
-    "sample_size": 512,
-}
-# DeepFloyd/IF-I-XL-v1.0 unet/config.json as recalled (no hub here to check it against): a pixel
-# UNet at 64 x 64 with T5-XXL states (4096) projected to the cross-attention width
-IF_I_XL_UNET: dict[str, Any] = {
-    "sample_size": 64,
-    "in_channels": 3,
-    "out_channels": 6,
-    "layers_per_block": 3,
-    "block_out_channels": (512, 1024, 1536, 2048),
-    "down_block_types": (
-        "ResnetDownsampleBlock2D",
-        "SimpleCrossAttnDownBlock2D",
-        "SimpleCrossAttnDownBlock2D",
-        "SimpleCrossAttnDownBlock2D",
-    ),
-    "up_block_types": (
-        "SimpleCrossAttnUpBlock2D",
-        "SimpleCrossAttnUpBlock2D",
-        "SimpleCrossAttnUpBlock2D",
-        "ResnetUpsampleBlock2D",
-    ),
-    "mid_block_type": "UNetMidBlock2DSimpleCrossAttn",
-    "cross_attention_dim": 2048,
-    "encoder_hid_dim": 4096,
-    "encoder_hid_dim_type": "text_proj",
-    "addition_embed_type": "text",
-    "addition_embed_type_num_heads": 64,
-    "attention_head_dim": 64,
-    "resnet_time_scale_shift": "scale_shift",
-    "resnet_skip_time_act": True,
-    "act_fn": "gelu",
-    "time_embedding_act_fn": "gelu",
-    "cross_attention_norm": "group_norm",
-    "only_cross_attention": False,
-}
+# The published configs, with their sources, are the test fixtures' (tests/fixtures/configs/*.json);
+# IF-I-XL's UNet config was read from a saved copy of its diffusers config (see that file's `_source`): 4.30B parameters.
+CONFIGS = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "configs"
+
+
+def published(name: str, component: str) -> dict[str, Any]:
+    """A component's published config (keys starting with "_" are notes, not fields)."""
+    config = json.loads((CONFIGS / f"{name}.json").read_text(encoding="utf-8"))[component]
+    return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# name: (label, UNet config, text states (tokens, width), fed RGB through the VAE)
-MODELS: dict[str, tuple[str, dict[str, Any], tuple[int, int], bool]] = {
-    "sd15": ("SD 1.5", SD15_UNET, (77, 768), True),
-    "sd21": ("SD 2.1", SD21_UNET, (77, 1024), True),
-    "if": ("IF-I-XL", IF_I_XL_UNET, (77, 4096), False),
+# name: (label, published config, text states (tokens, width), fed RGB through the VAE)
+MODELS: dict[str, tuple[str, str, tuple[int, int], bool]] = {
+    "sd15": ("SD 1.5", "sd15", (77, 768), True),
+    "sd21": ("SD 2.1-base", "sd21-base", (77, 1024), True),
+    "if": ("IF-I-XL", "if-i-xl", (77, 4096), False),
 }
 
 
@@ -114,11 +54,8 @@ def sync(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def sds_step_cost(
-    name: str, unet_config: dict[str, Any], text: tuple[int, int], latent: bool, device: torch.device, args: Any
-) -> None:
+def sds_step_cost(name: str, config: str, text: tuple[int, int], latent: bool, device: torch.device, args: Any) -> None:
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from diffusers.models.attention_processor import AttnProcessor2_0
     from diffusers.utils import logging
 
     logging.set_verbosity_error()  # random weights cast with .to(): nothing to warn about
@@ -127,13 +64,15 @@ def sds_step_cost(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with device:  # random weights made where they run (a CPU init of 865M parameters takes a while)
-        unet = UNet2DConditionModel(**unet_config).to(device, dtype).eval().requires_grad_(False)
-        vae = AutoencoderKL(**SD_VAE).to(device, dtype).eval().requires_grad_(False) if latent else None
-    unet.set_attn_processor(AttnProcessor2_0())
+        unet = UNet2DConditionModel.from_config(published(config, "unet"))
+        unet = unet.to(device, dtype).eval().requires_grad_(False)
+        vae = AutoencoderKL.from_config(published(config, "vae")) if latent else None
+        vae = vae.to(device, dtype).eval().requires_grad_(False) if vae is not None else None
+    # attention: diffusers' defaults, SDPA of each layer's kind (IF's layers add keys and values)
     if device.type == "cuda":
         unet.to(memory_format=torch.channels_last)
     params = sum(p.numel() for p in unet.parameters()) / 1e6
-    side = unet_config["sample_size"]
+    side = unet.config.sample_size
     states = torch.randn(2, *text, device=device, dtype=dtype)
 
     def step(unet: Any, vae: Any) -> tuple[float, float]:

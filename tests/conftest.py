@@ -92,6 +92,25 @@ class TargetPlugin:
         registry.add(PluginSpec("target", TargetGuidance, TargetConfig, "Known-answer test guidance."))
 
 
+@pytest.fixture(scope="session")
+def published_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """Folders of the published architectures made small (tests/fixtures/published.py), by name
+    ("sd15", "sd21-base", "sd21-v", "if-i-xl", "clip-vit-base-patch32", ...), each built once a
+    session. Skips when diffusers or transformers is not installed."""
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            pytest.importorskip("diffusers")
+            pytest.importorskip("transformers")
+            from tests.fixtures.published import build
+
+            built[name] = build(name, tmp_path_factory.mktemp(name))
+        return built[name]
+
+    return get
+
+
 @pytest.fixture
 def catalog() -> Catalog:
     return load_catalog(extra_plugins={"target-plugin": (TargetPlugin(), "sds-tests", "0")})

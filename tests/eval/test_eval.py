@@ -48,46 +48,14 @@ def test_run_prompts_outside_the_set_are_appended() -> None:
     assert index == {"A blue bicycle parked by a metal gate": 0, "a red cube": 153}
 
 
-def _tiny_clip(folder) -> None:
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
-
-    chars = sorted(ByteLevel.alphabet())  # the 256 byte-level characters CLIP's BPE starts from
-    vocab = {token: i for i, token in enumerate(chars + [c + "</w>" for c in chars])}
-    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
-    config = CLIPConfig(
-        text_config={
-            "vocab_size": len(vocab),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "max_position_embeddings": 128,
-            "projection_dim": 16,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 8,
-            "projection_dim": 16,
-        },
-        projection_dim=16,
-    )
-    torch.manual_seed(0)
-    CLIPModel(config).save_pretrained(folder)
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+# DreamFusion's Table 1 CLIP models, as the published architectures made small (tests/fixtures)
+TABLE_1 = ("clip-vit-base-patch32", "clip-vit-base-patch16", "clip-vit-large-patch14")
 
 
-def test_tiny_clip_scores_a_real_run_offline(tmp_path, catalog) -> None:
+def test_table_1_clip_architectures_score_a_real_run_offline(tmp_path, catalog, published_model) -> None:
     from sds_core.loop import start_run
 
-    clip_dir = tmp_path / "tiny-clip"
-    _tiny_clip(clip_dir)
+    clips = [str(published_model(name)) for name in TABLE_1]
     run_dir = tmp_path / "run"
     names = {"generator": "image", "guidance": "target"}
     start_run(
@@ -103,11 +71,12 @@ def test_tiny_clip_scores_a_real_run_offline(tmp_path, catalog) -> None:
         renders = [render_run(run_dir, views=4, resolution=16, device="cpu")]
     finally:
         loop.load_catalog = original
-    report = clip_r_precision([run_dir], [str(clip_dir)], views=4, device="cpu", renders=renders)
+    report = clip_r_precision([run_dir], clips, views=4, device="cpu", renders=renders)
     assert report["captions"] == 153 and report["views"] == 4
-    score = report["runs"][0]["r_precision"][str(clip_dir)]
-    assert 0.0 <= score["color"] <= 1.0 and score["geometry"] is None  # a 2D image has no textureless view
-    assert report["r_precision"][str(clip_dir)]["color"] == score["color"]
+    for clip in clips:
+        score = report["runs"][0]["r_precision"][clip]
+        assert 0.0 <= score["color"] <= 1.0 and score["geometry"] is None  # a 2D image has no textureless view
+        assert report["r_precision"][clip]["color"] == score["color"]
 
 
 def test_missing_clip_weights_offline_is_one_sentence() -> None:

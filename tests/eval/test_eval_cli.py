@@ -13,10 +13,9 @@ from typer.testing import CliRunner
 
 from sds_cli.app import app
 from tests.cli.test_cli import IMAGE_RUN, TARGET_PLUGIN
-from tests.eval.test_eval import _tiny_clip
 
 
-def test_eval_clip_r_precision_command(install_entry_point, tmp_path) -> None:
+def test_eval_clip_r_precision_command(install_entry_point, tmp_path, published_model) -> None:
     install_entry_point("sds-target", "sds_target_plugin", TARGET_PLUGIN, attr="plugin")
     runner = CliRunner()
     runs = []
@@ -25,8 +24,7 @@ def test_eval_clip_r_precision_command(install_entry_point, tmp_path) -> None:
         result = runner.invoke(app, ["generate", prompt, *IMAGE_RUN, "--out", str(out), "--steps", "2"])
         assert result.exit_code == 0, result.output
         runs.append(str(out))
-    clip_dir = tmp_path / "clip"
-    _tiny_clip(clip_dir)
+    clip_dir = published_model("clip-vit-base-patch32")  # B/32 made small (tests/fixtures)
     report_path = tmp_path / "report.json"
     args = ["eval", "clip-r-precision", *runs, "--clip", str(clip_dir), "--views", "3", "--resolution", "16"]
     result = runner.invoke(app, [*args, "--json", str(report_path), "--device", "cpu"])

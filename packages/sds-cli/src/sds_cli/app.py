@@ -3,6 +3,7 @@ that `sds --help` and `sds plugins` stay fast."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,13 +33,22 @@ def _slug(prompt: str) -> str:
     return slug[:48] or "run"
 
 
-def _default_out(prompt: str) -> Path:
+def _default_out(prompt: str, taken: set[Path]) -> Path:
+    """runs/<prompt>, or runs/<prompt>-N for the first N whose folder is new or empty."""
+    from sds_core.errors import ConfigError
+    from sds_core.run import RunFolder
+
     base = Path("runs") / _slug(prompt)
     candidate, n = base, 1
-    while (candidate / "config.json").exists():
+    while True:
+        try:
+            if candidate not in taken:
+                RunFolder(candidate).check_new()
+                return candidate
+        except ConfigError:
+            pass
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
-    return candidate
 
 
 def _overrides(config: Path | None, sets: list[str] | None, steps: int | None, seed: int | None) -> dict:
@@ -88,12 +98,22 @@ def generate(
 
         overrides = _overrides(config, set_, steps, seed)
         names = {"generator": generator, "guidance": guidance, "loss": loss}
+        from sds_core.errors import RunFolderBusy
+
         progress = RunProgress()
         listeners: list[Any] = [progress]
         if preset is None:  # the default preset on a CPU: say what it costs, once
             listeners.append(CostNotice(progress.console, "paper"))
-        folder = out or _default_out(prompt)
-        trainer = start_run(prompt, folder, preset or "paper", overrides, names, device, listeners=listeners)
+        taken: set[Path] = set()
+        while True:
+            folder = out or _default_out(prompt, taken)
+            try:
+                trainer = start_run(prompt, folder, preset or "paper", overrides, names, device, listeners=listeners)
+                break
+            except RunFolderBusy:
+                if out is not None:
+                    raise
+                taken.add(folder)  # another `sds generate` of this prompt took it a moment ago
         _run_and_report(trainer, progress)
 
 
@@ -105,13 +125,15 @@ def resume(
 ) -> None:
     """Continue a run from its last checkpoint (bit for bit on CPU)."""
     with user_errors():
+        from rich.markup import escape
+
         from sds_cli.progress import RunProgress
         from sds_core.loop import resume_run
 
         progress = RunProgress()
         trainer = resume_run(run_dir, device, listeners=[progress], steps=steps)
         if trainer.step >= trainer.total_steps and (run_dir / "final").exists():
-            progress.console.print(f"{run_dir} is already finished ({trainer.step} steps).")
+            progress.console.print(f"{escape(str(run_dir))} is already finished ({trainer.step} steps).")
             return
         _run_and_report(trainer, progress)
 
@@ -134,6 +156,10 @@ def export(
 
         if not (run_dir / "ckpts" / "last.pt").exists():
             raise SdsError(f"{run_dir} has no checkpoint (ckpts/last.pt) to export from")
+        if resolution is not None and resolution < 2:
+            raise SdsError(f"--resolution must be at least 2 (grid points per side), not {resolution}")
+        if threshold is not None and not math.isfinite(threshold):
+            raise SdsError(f"--threshold must be a finite number, not {threshold}")
         formats = tuple(f.strip().lower() for f in format_.split(",") if f.strip()) if format_ else None
         progress = RunProgress()
         progress.out_dir = run_dir
@@ -179,6 +205,8 @@ def batch(
 
         overrides = _overrides(config, set_, steps, seed)
         names = {"generator": generator, "guidance": guidance, "loss": loss}
+        if out.exists() and not out.is_dir():
+            raise SdsError(f"--out {out} is a file, not a folder")
         if executor not in ("local", "ray"):
             raise SdsError(f"unknown executor {executor!r}; accepted: local, ray")
         if executor == "ray":
@@ -207,7 +235,7 @@ def batch(
                 break
         console = Console(soft_wrap=True)
         console.print(batch_table(results))
-        console.print(f"summary written to {out / 'batch.json'}")
+        console.print(f"summary written to {escape(str(out / 'batch.json'))}")
         if any(r.status == "interrupted" for r in results):
             raise fail(f"batch interrupted; run the same command again to continue in {out}", EXIT_INTERRUPTED)
         if any(r.status == "failed" for r in results):

@@ -119,7 +119,7 @@ class RunProgress:
         table.add_column(style="bold", no_wrap=True)
         table.add_column(overflow="fold")
         for path in outputs:
-            table.add_row("final", str(path))
+            table.add_row("final", escape(str(path)))
         if self.out_dir is not None:
             folder = self.out_dir
             for label, path in (
@@ -129,7 +129,7 @@ class RunProgress:
                 ("previews", folder / "previews"),
             ):
                 if path.exists():
-                    table.add_row(label, str(path))
+                    table.add_row(label, escape(str(path)))
         self.console.print(Panel(table, title=title, expand=False))
 
 
@@ -179,5 +179,7 @@ def batch_table(results: list[Any]) -> Table:
     styles = {"failed": "red", "interrupted": "yellow", "skipped": "dim"}
     for r in results:
         status = f"[{styles[r.status]}]{r.status}[/]" if r.status in styles else r.status
-        table.add_row(escape(r.prompt), str(r.seed), status, str(r.steps), f"{r.seconds:.1f}", r.node, escape(r.error))
+        table.add_row(
+            escape(r.prompt), str(r.seed), status, str(r.steps), f"{r.seconds:.1f}", escape(r.node), escape(r.error)
+        )
     return table

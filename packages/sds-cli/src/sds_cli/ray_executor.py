@@ -80,6 +80,7 @@ def _run_task(job: BatchJob, key: str, board: Any) -> JobResult:
 
 
 def _table(jobs: dict[str, BatchJob], rows: dict[str, dict[str, Any]]) -> Any:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="sds batch on Ray")
@@ -91,7 +92,12 @@ def _table(jobs: dict[str, BatchJob], rows: dict[str, dict[str, Any]]) -> Any:
         loss = f"{row['loss']:.4g}" if "loss" in row else "-"
         speed = f"{row['speed']:.2f}" if "speed" in row else "-"
         table.add_row(
-            f"{job.prompt} (seed {job.seed})", row.get("status", "queued"), step, loss, speed, row.get("node", "")
+            escape(f"{job.prompt} (seed {job.seed})"),
+            row.get("status", "queued"),
+            step,
+            loss,
+            speed,
+            escape(row.get("node", "")),
         )
     return table
 

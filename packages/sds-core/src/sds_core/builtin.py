@@ -1,4 +1,4 @@
-"""The plugins that sds-core ships: the `image` generator and the `sds` loss."""
+"""The plugins that sds-core ships: the `image` generator and the SDS family of losses."""
 
 from __future__ import annotations
 
@@ -21,8 +21,19 @@ def sds_register_generators(registry: Registry) -> None:
     )
 
 
+# name (also the module in sds_core.losses), class, prefix of <P>Config / <P>_PRESETS in family_config
+_FAMILY = (
+    ("csd", "CSDLoss", "CSD", "Classifier Score Distillation: the classifier score only (Yu et al. 2023)."),
+    ("nfsd", "NFSDLoss", "NFSD", "Noise-Free Score Distillation, with a negative prompt (Katzir et al. 2024)."),
+    ("ism", "ISMLoss", "ISM", "Interval Score Matching over DDIM inversion (LucidDreamer, Liang et al. 2024)."),
+    ("sjc", "SJCLoss", "SJC", "Score Jacobian Chaining's perturb-and-denoise score (Wang et al. 2023)."),
+    ("vsd", "VSDLoss", "VSD", "Variational Score Distillation with a trained eps_phi (ProlificDreamer, 2023)."),
+)
+
+
 @hookimpl
 def sds_register_losses(registry: Registry) -> None:
+    from sds_core.losses import family_config
     from sds_core.losses.sds_config import SDS_PRESETS, SDSConfig
 
     registry.add(
@@ -34,3 +45,13 @@ def sds_register_losses(registry: Registry) -> None:
             presets=SDS_PRESETS,
         )
     )
+    for name, cls, prefix, description in _FAMILY:
+        registry.add(
+            PluginSpec(
+                name=name,
+                factory=f"sds_core.losses.{name}:{cls}",
+                config=getattr(family_config, f"{prefix}Config"),
+                description=description,
+                presets=getattr(family_config, f"{prefix}_PRESETS"),
+            )
+        )

@@ -1,25 +1,44 @@
-"""Checkpoints: atomic writes, RNG state capture, and loading for resume."""
+"""Checkpoints: atomic writes, RNG state capture, and safe loading for resume.
+
+A checkpoint holds tensors and plain data only (dicts, lists, tuples, str, int, float, bool,
+None), so it is read with `torch.load(weights_only=True)`: a checkpoint is a file other people can
+write (a shared run folder), and a full unpickle would run any code planted in it. Format 2 keeps
+numpy's RNG state as a tensor for that reason; format 1 (a pickled numpy array) is refused.
+"""
 
 from __future__ import annotations
 
-import os
+import errno
+import pickle
 import random
-import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-FORMAT = 1
+from sds_core.errors import SdsError
+from sds_core.files import atomic_write
+
+FORMAT = 2
+REQUIRED = {"step": int, "generator": dict, "optimizer": dict, "rng": dict}
 
 
 def rng_state() -> dict[str, Any]:
     """Every random state a run draws from, so that a resumed run continues bit for bit."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": random.getstate(),  # (version, tuple of ints, float | None): plain data
+        # numpy's MT19937 key is a uint32 array: kept as an int64 tensor so no numpy object is pickled
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys).astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -28,8 +47,11 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    rng = state["numpy"]
+    keys = rng["keys"].numpy().astype(np.uint32)
+    np.random.set_state((rng["kind"], keys, rng["pos"], rng["has_gauss"], rng["cached_gaussian"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -42,24 +64,45 @@ def seed_everything(seed: int) -> None:
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     """torch.save to a temporary file beside `path`, fsync, then rename over it (atomic)."""
+    return atomic_write(Path(path), lambda tmp: torch.save({"format": FORMAT, **payload}, tmp))
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """A checkpoint of this format, loaded without running any code it might carry.
+
+    mmap: map the tensors instead of reading them (cheap when only the plain data is needed).
+    Every way a file can be wrong (damaged, truncated, foreign, older, tampered) is an SdsError."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    damaged = SdsError(f"{path} is not a readable sds checkpoint (empty, truncated, damaged or not written by sds)")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": FORMAT, **payload}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    # weights_only=False: checkpoints hold RNG states (numpy arrays, tuples) written by this code.
-    payload: dict[str, Any] = torch.load(Path(path), map_location=map_location, weights_only=False)
-    if payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an sds checkpoint of format {FORMAT}")
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        if "GLOBAL" in str(exc):  # a class or function the file asks to be called
+            raise SdsError(
+                f"{path} holds pickled objects other than tensors and plain data (a checkpoint written by an "
+                f"sds version older than format {FORMAT}, or a tampered file) and is not loaded, for safety"
+            ) from None
+        raise damaged from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR):
+            raise SdsError(f"{path} cannot be read: {exc.strerror}") from None
+        raise damaged from None
+    except (RuntimeError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        raise damaged from None
+    if not isinstance(payload, dict) or "format" not in payload:
+        raise SdsError(f"{path} is not an sds checkpoint")
+    if payload["format"] != FORMAT:
+        raise SdsError(
+            f"{path} is an sds checkpoint of format {payload['format']!r}; this version reads format {FORMAT}"
+        )
+    for key, kind in REQUIRED.items():
+        if not isinstance(payload.get(key), kind):
+            raise SdsError(f"{path} is not a complete sds checkpoint ({key!r} is missing or of the wrong type)")
     return payload
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step a checkpoint was written at, without reading its tensors (they are memory-mapped)."""
+    return int(load_checkpoint(path, mmap=True)["step"])

@@ -11,6 +11,10 @@ class ConfigError(SdsError):
     """A configuration value or key that is not accepted."""
 
 
+class RunFolderBusy(SdsError):
+    """A run folder locked by another process."""
+
+
 class PluginError(SdsError):
     """A plugin that is unknown, duplicated or broken."""
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+
+# the one atomic writer (umask-honouring), under the name the packages import
+from sds_core.files import atomic_write as atomic_write_bytes
 
 
 def to_uint8(image: Tensor) -> np.ndarray:
@@ -20,19 +21,6 @@ def to_uint8(image: Tensor) -> np.ndarray:
     if image.shape[-1] == 1:
         image = image.expand(*image.shape[:-1], 3)
     return (image.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder, then rename over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_image(image: Tensor, path: Path) -> None:

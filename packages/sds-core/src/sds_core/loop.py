@@ -20,14 +20,22 @@ from typing import Any
 import torch
 
 from sds_core.cameras import CameraSampler
-from sds_core.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from sds_core.checkpoint import (
+    checkpoint_step,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
 from sds_core.errors import ConfigError, RunInterrupted, SdsError
 from sds_core.events import ArtifactWritten, Event, Listener, RunFinished, RunStarted, StepFinished
+from sds_core.files import RunLock
 from sds_core.imaging import grid, save_image
 from sds_core.plugins import Catalog, load_catalog
-from sds_core.protocols import BuildContext, ExportContext
+from sds_core.protocols import BuildContext, ExportContext, TrainableLoss
 from sds_core.resolve import ResolvedConfig, resolve_config
-from sds_core.run import RunFolder
+from sds_core.run import RunFolder, check_record
 from sds_core.schedules import learning_rate_factor
 
 
@@ -102,6 +110,7 @@ class Trainer:
     out_dir: Path
     device: torch.device
     listeners: Sequence[Listener] = field(default_factory=list)
+    lock: RunLock | None = None  # the run folder's lock, held while this trainer may write there
 
     def __post_init__(self) -> None:
         self.folder = RunFolder(Path(self.out_dir))
@@ -116,7 +125,10 @@ class Trainer:
         self.generator = specs["generator"].build(configs["generator"], context).to(self.device)
         self.loss = specs["loss"].build(configs["loss"], context)
         self.cameras = CameraSampler(self.resolved.cameras)
-        self.optimizer = _optimizer(self.resolved, self.generator.param_groups())
+        groups = self.generator.param_groups()
+        if isinstance(self.loss, TrainableLoss):  # e.g. VSD's eps_phi, with its own lr
+            groups += self.loss.param_groups()
+        self.optimizer = _optimizer(self.resolved, groups)
         self.step = 0
 
     # --- events ---------------------------------------------------------------------------
@@ -134,11 +146,15 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "rng": rng_state(),
             "prompt": self.prompt,
+            "preset": self.resolved.preset,
             "config": self.resolved.tree,
+            **({"loss": self.loss.state_dict()} if isinstance(self.loss, TrainableLoss) else {}),
         }
 
     def load_state(self, payload: dict[str, Any]) -> None:
         self.generator.load_state_dict(payload["generator"])
+        if isinstance(self.loss, TrainableLoss):
+            self.loss.load_state_dict(payload["loss"])
         self.optimizer.load_state_dict(payload["optimizer"])
         set_rng_state(payload["rng"])
         self.step = int(payload["step"])
@@ -194,6 +210,8 @@ class Trainer:
         t1 = self._sync()
         x = self.guidance.prepare(render)
         conditioning = self.guidance.condition(render, cams if self.generator.view_dependent else None)
+        if isinstance(self.loss, TrainableLoss):
+            self.loss.set_cameras(cams if self.generator.view_dependent else None)
         out = self.loss(x, self.guidance, conditioning, self.step)
         regs = self.generator.regularizers(render, cams, self.step)
         total = out.loss + sum(regs.values(), torch.zeros((), device=out.loss.device))
@@ -246,7 +264,15 @@ class Trainer:
         return outputs
 
     def run(self) -> list[Path]:
-        """Train from self.step to the end; returns the final artefacts."""
+        """Train from self.step to the end; returns the final artefacts. The run folder's lock is
+        released when the run ends, however it ends."""
+        try:
+            return self._train()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _train(self) -> list[Path]:
         cfg = self.resolved.run
         self.folder.root.mkdir(parents=True, exist_ok=True)
         if not self.folder.config_path.exists():
@@ -289,17 +315,29 @@ def start_run(
     listeners: Sequence[Listener] = (),
     catalog: Catalog | None = None,
 ) -> Trainer:
-    """A new run in `out_dir` (which must not hold a run already)."""
+    """A new run in `out_dir`, which must be new or empty; the folder stays locked for the trainer."""
     if not prompt.strip():
         raise ConfigError('the prompt is empty; pass the text to generate, e.g. "a red cube"')
     folder = RunFolder(Path(out_dir))
-    if folder.config_path.exists():
-        raise ConfigError(
-            f"{out_dir} already holds a run; continue it with `sds resume {out_dir}` or pick another --out"
-        )
+    folder.check_new()
     catalog = catalog or load_catalog()
     resolved = resolve_config(catalog, preset=preset, overrides=overrides, names=names)
-    return Trainer(resolved, prompt, Path(out_dir), resolve_device(device), list(listeners))
+    torch_device = resolve_device(device)
+    lock = folder.lock()
+    try:
+        folder.check_new()  # again, holding the lock: another process may have claimed it meanwhile
+        return Trainer(resolved, prompt, Path(out_dir), torch_device, list(listeners), lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _restore(trainer: Trainer, payload: dict[str, Any], path: Path) -> None:
+    try:
+        trainer.load_state(payload)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+        reason = " ".join(str(exc).split())[:300]
+        raise SdsError(f"{path} does not match the run's config ({reason})") from None
 
 
 def resume_run(
@@ -308,24 +346,67 @@ def resume_run(
     listeners: Sequence[Listener] = (),
     catalog: Catalog | None = None,
     steps: int | None = None,
+    lock: bool = True,
 ) -> Trainer:
-    """The run in `out_dir`, restored from ckpts/last.pt (or from scratch if none was written)."""
+    """The run in `out_dir`, restored from ckpts/last.pt (or from scratch if none was written).
+
+    A run whose config.json was lost is rebuilt from its checkpoint (which holds the prompt and
+    the config). lock=False reads the run without locking or writing anything (evaluation)."""
     folder = RunFolder(Path(out_dir))
-    if not folder.config_path.exists():
-        raise SdsError(f"{out_dir} holds no run (no config.json); start one with `sds generate`")
-    record = folder.read_config()
+    if not (folder.config_path.is_file() or folder.last_checkpoint.is_file()):
+        raise SdsError(
+            f"{out_dir} holds no run (no config.json or ckpts/last.pt); start one with `sds generate --out {out_dir}`"
+        )
+    run_lock = folder.lock() if lock else None
+    try:
+        trainer = _resume(folder, device, listeners, catalog, steps, run_lock)
+    except BaseException:
+        if run_lock is not None:
+            run_lock.release()
+        raise
+    return trainer
+
+
+def _resume(
+    folder: RunFolder,
+    device: str,
+    listeners: Sequence[Listener],
+    catalog: Catalog | None,
+    steps: int | None,
+    run_lock: RunLock | None,
+) -> Trainer:
+    payload = load_checkpoint(folder.last_checkpoint, map_location="cpu") if folder.last_checkpoint.exists() else None
+    if folder.config_path.exists():
+        record = folder.read_config()
+    else:  # config.json was lost: the checkpoint holds what it said
+        payload = payload or {}
+        fields = {
+            "prompt": payload.get("prompt"),
+            "preset": payload.get("preset", "paper"),
+            "config": payload.get("config"),
+        }
+        record = check_record(fields, folder.last_checkpoint)
     tree = record["config"]
+    done = int(payload["step"]) if payload else 0
+    if steps is not None and steps < done:
+        raise ConfigError(
+            f"--steps {steps} is fewer than the {done} steps {folder.root} has done; a run is not shortened"
+        )
     if steps is not None:
         tree = {**tree, "run": {**tree["run"], "steps": steps}}
     catalog = catalog or load_catalog()
-    names = {section: tree[section]["name"] for section in ("generator", "guidance", "loss")}
-    overrides = {k: {kk: vv for kk, vv in v.items() if kk != "name"} for k, v in tree.items()}
+    try:
+        names = {section: tree[section]["name"] for section in ("generator", "guidance", "loss")}
+        overrides = {k: {kk: vv for kk, vv in v.items() if kk != "name"} for k, v in tree.items()}
+    except (KeyError, TypeError, AttributeError):
+        raise SdsError(f"the config of {folder.root} lacks its generator, guidance or loss section") from None
     resolved = resolve_config(catalog, preset=record.get("preset", "paper"), overrides=overrides, names=names)
-    trainer = Trainer(resolved, record["prompt"], Path(out_dir), resolve_device(device), list(listeners))
-    if folder.last_checkpoint.exists():
-        trainer.load_state(load_checkpoint(folder.last_checkpoint, map_location="cpu"))
-        if steps is not None:
-            trainer.write_config()
+    trainer = Trainer(resolved, record["prompt"], folder.root, resolve_device(device), list(listeners), run_lock)
+    if payload:
+        _restore(trainer, payload, folder.last_checkpoint)
+    changed = steps is not None and steps != record["config"]["run"].get("steps")
+    if run_lock is not None and (changed or not folder.config_path.exists()):
+        trainer.write_config()
     return trainer
 
 
@@ -334,6 +415,5 @@ def is_finished(out_dir: Path) -> bool:
     folder = RunFolder(Path(out_dir))
     if not (folder.config_path.exists() and folder.last_checkpoint.exists() and folder.final.exists()):
         return False
-    total = folder.read_config()["config"]["run"]["steps"]
-    step = load_checkpoint(folder.last_checkpoint)["step"]
-    return bool(step >= total)
+    total = folder.read_config()["config"]["run"].get("steps")
+    return isinstance(total, int) and checkpoint_step(folder.last_checkpoint) >= total

@@ -198,6 +198,42 @@ class Guidance(Protocol):
         ...
 
 
+# --- optional capabilities of a guidance, asked for by losses at build time -------------------
+
+
+@runtime_checkable
+class NegativePrompting(Protocol):
+    """A guidance that predicts noise under a free negative text (NFSD's delta_D needs it)."""
+
+    def negative_condition(self, conditioning: Any, text: str) -> Any:
+        """Conditioning for the same batch whose conditional branch is `text`: with it,
+        `predict_noise(x_t, t, ...).cond` is eps(x_t; text). Called at build time with
+        conditioning None to register the text (a backend may release its text encoder later)."""
+        ...
+
+
+@runtime_checkable
+class TrainableCopy(Protocol):
+    """A guidance that can make a trainable copy of its noise predictor (VSD's eps_phi as a LoRA)."""
+
+    def trainable_copy(self, rank: int, camera_dim: int) -> Any:
+        """A `torch.nn.Module` eps_phi(x_t, t, conditioning, camera) -> eps, with only its
+        low-rank adapters and camera embedding (camera: (B, camera_dim) or None) trainable."""
+        ...
+
+
+def require(guidance: Any, capability: type, loss: str, what: str) -> None:
+    """ConfigError (one sentence) when `guidance` lacks `capability`, which loss `loss` needs for `what`."""
+    from sds_core.errors import ConfigError
+
+    if not isinstance(guidance, capability):
+        name = type(guidance).__name__
+        raise ConfigError(
+            f"the {loss!r} loss needs {what} ({capability.__name__}), which the guidance {name} does not provide; "
+            f"use another --loss or --guidance"
+        )
+
+
 @dataclass
 class LossOutput:
     loss: Tensor
@@ -210,6 +246,21 @@ class DistillationLoss(Protocol):
     """Turns a render (in model space) and a guidance into a scalar loss."""
 
     def __call__(self, x: Tensor, guidance: Guidance, conditioning: Any, step: int) -> LossOutput: ...
+
+
+@runtime_checkable
+class TrainableLoss(Protocol):
+    """A loss with trainable state of its own (VSD's eps_phi): the loop adds its parameter groups
+    to the optimiser (each with its own `lr`), keeps its state in the checkpoint and, before each
+    loss call, hands it the batch's cameras (None for a view-independent generator)."""
+
+    def param_groups(self) -> list[dict[str, Any]]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+
+    def set_cameras(self, cameras: CameraBatch | None) -> None: ...
 
 
 @dataclass

@@ -94,6 +94,7 @@ def resolve_config(
     optim = build_config(OptimConfig, tree["optim"], "optim")
     run = build_config(RunConfig, tree["run"], "run")
     _check_values(cameras, run)
+    _check_optim(optim)
     final_tree = {
         section: config_to_dict(cfg) for section, cfg in (("cameras", cameras), ("optim", optim), ("run", run))
     }
@@ -112,3 +113,17 @@ def _check_values(cameras: CameraConfig, run: RunConfig) -> None:
             raise ConfigError(f"run.{f.name} must not be negative, not {value}")
     if cameras.width < 1 or cameras.height < 1 or cameras.batch_size < 1:
         raise ConfigError("cameras.width, cameras.height and cameras.batch_size must be at least 1")
+
+
+def _check_optim(optim: OptimConfig) -> None:
+    """Values the optimisers would take and train NaN with (or reject with a traceback)."""
+    if not optim.lr > 0:
+        raise ConfigError(f"optim.lr must be greater than 0, not {optim.lr}")
+    if not all(0.0 <= beta < 1.0 for beta in optim.betas):
+        raise ConfigError(f"optim.betas must both lie in [0, 1), not {list(optim.betas)}")
+    if not optim.eps > 0:
+        raise ConfigError(f"optim.eps must be greater than 0, not {optim.eps}")
+    for name in ("weight_decay", "lr_init", "lr_final", "warmup_steps"):
+        value = getattr(optim, name)
+        if value < 0:
+            raise ConfigError(f"optim.{name} must not be negative, not {value}")

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-Weighting = Literal["sds", "uniform"]
+Weighting = Literal["sds", "uniform", "ism"]
 TSchedule = Literal["uniform", "annealed"]
 
 
@@ -49,9 +49,12 @@ def sample_timesteps(
 
 
 def sds_weight(alphas_cumprod_t: Tensor, weighting: Weighting) -> Tensor:
-    """w(t): "sds" is sigma_t^2 = 1 - alpha-bar_t (DreamFusion §3.2); "uniform" is 1."""
+    """w(t): "sds" is sigma_t^2 = 1 - alpha-bar_t (DreamFusion §3.2); "uniform" is 1; "ism" is
+    sqrt((1 - alpha-bar_t) / alpha-bar_t), LucidDreamer's ISM weight (Liang et al. 2024)."""
     if weighting == "sds":
         return 1.0 - alphas_cumprod_t
+    if weighting == "ism":
+        return ((1.0 - alphas_cumprod_t) / alphas_cumprod_t).sqrt()
     if weighting == "uniform":
         return torch.ones_like(alphas_cumprod_t)
     raise ValueError(f"unknown weighting {weighting!r}")

@@ -38,7 +38,7 @@ def run_geometry(run_dir: Path, resolution: int = 64, device: str = "cpu") -> di
 
     if not (Path(run_dir) / "ckpts" / "last.pt").exists():
         raise SdsError(f"{run_dir} has no checkpoint (ckpts/last.pt) to evaluate")
-    trainer = resume_run(Path(run_dir), device)
+    trainer = resume_run(Path(run_dir), device, lock=False)  # read only: no lock, no writes
     guidance, generator = trainer.guidance, trainer.generator
     if not hasattr(guidance, "ground_truth"):
         name = trainer.resolved.specs["guidance"].name

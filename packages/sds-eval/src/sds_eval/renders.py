@@ -28,7 +28,7 @@ def render_run(
     """Load a run's last checkpoint and render it around the object (DreamFusion §4: 30 deg elevation)."""
     from sds_core.loop import resume_run
 
-    trainer = resume_run(Path(run_dir), device)
+    trainer = resume_run(Path(run_dir), device, lock=False)  # read only: no lock, no writes
     cams = trainer.cameras.orbit(views, elevation=elevation, width=resolution, height=resolution).to(trainer.device)
     generator = trainer.generator
     generator.eval()

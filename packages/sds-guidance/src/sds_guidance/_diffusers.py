@@ -59,13 +59,17 @@ def hub_kwargs(variant: str | None, revision: str | None) -> dict[str, Any]:
 
 
 def setup_attention(unet: Any, slicing: bool) -> None:
-    """Scaled-dot-product attention (torch's fused kernels), or sliced attention for low memory."""
-    from diffusers.models.attention_processor import AttnProcessor2_0
+    """Each attention layer keeps a processor of its own kind: scaled-dot-product attention
+    (torch's fused kernels), or sliced attention for low memory.
 
+    A UNet mixes kinds: SD's layers are plain attention, IF's add key/value projections of the
+    text (`AttnAddedKVProcessor2_0`); one processor for all would drop IF's added keys and values.
+    diffusers already gives every layer the SDPA processor of its kind on torch 2, and
+    `set_attention_slice` swaps each for the sliced processor of the same kind
+    (`SlicedAttnProcessor` / `SlicedAttnAddedKVProcessor`), so neither is replaced here.
+    """
     if slicing:
         unet.set_attention_slice("auto")
-    else:
-        unet.set_attn_processor(AttnProcessor2_0())
 
 
 def freeze(*modules: Any) -> None:

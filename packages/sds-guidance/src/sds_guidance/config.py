@@ -41,7 +41,9 @@ class StableDiffusionConfig(PromptOptions):
     model: str = "stabilityai/stable-diffusion-2-1-base"
     variant: str | None = None  # e.g. "fp16" to load the half-precision files of a hub repo
     revision: str | None = None
-    resolution: int = 512  # RGB renders are resized to this side before VAE encoding
+    # RGB renders are resized to this side before VAE encoding; None: the model's own side, the
+    # UNet's sample_size x the VAE's downscale (512 for SD 1.5 / 2.1-base, 768 for SD 2.1)
+    resolution: int | None = None
     guidance_scale: float = 100.0  # §3.2: omega = 100
     dtype: Dtype = "auto"  # auto: float16 on CUDA, float32 on CPU
     encode: Literal["sample", "mean"] = "sample"  # draw from the VAE posterior, or take its mean
@@ -57,7 +59,8 @@ class DeepFloydIFConfig(PromptOptions):
     model: str = "DeepFloyd/IF-I-XL-v1.0"
     variant: str | None = None  # "fp16" for the half-precision files of the hub repo
     revision: str | None = None
-    resolution: int = 64  # stage I works at 64 x 64 pixels
+    # renders are resized to this side; None: the UNet's sample_size (IF-I-XL's stage I: 64 x 64)
+    resolution: int | None = None
     guidance_scale: float = 100.0  # §3.2: omega = 100
     dtype: Dtype = "auto"
     max_length: int = 77  # T5 tokens, as the IF pipeline

@@ -48,8 +48,8 @@ class DeepFloydIFGuidance:
             raise ConfigError(
                 f"{model} is not an IF stage-I model: its UNet takes {self.unet.config.in_channels} channels"
             )
-        self.resolution = config.resolution
-        self.latent_resolution = config.resolution
+        self.resolution = config.resolution or int(self.unet.config.sample_size)
+        self.latent_resolution = self.resolution
         self.default_guidance_scale = config.guidance_scale
         self.num_train_timesteps = int(self.scheduler.config.num_train_timesteps)
         self.prediction_type = str(self.scheduler.config.prediction_type)
@@ -103,7 +103,7 @@ class DeepFloydIFGuidance:
         return self._alphas
 
     def prepare(self, render: Render) -> Tensor:
-        """Pixels in [-1, 1] at 64 x 64 (resized with antialiasing), differentiably."""
+        """Pixels in [-1, 1] at the model's side (64 for stage I; resized with antialiasing), differentiably."""
         if render.space != "rgb":
             raise ConfigError("deepfloyd-if is a pixel prior; use an RGB generator (generator.space=rgb)")
         image = render.image
@@ -120,8 +120,19 @@ class DeepFloydIFGuidance:
         views = cameras.views if cameras is not None else None
         return self.embeddings.condition(render.image.shape[0], views)
 
+    def trainable_copy(self, rank: int, camera_dim: int) -> Any:
+        """VSD's eps_phi: a LoRA copy of the UNet with a camera embedding (TrainableCopy)."""
+        from sds_guidance.lora import LoraEpsilon
+
+        return LoraEpsilon(self, rank, camera_dim)
+
+    def negative_condition(self, conditioning: TextConditioning | None, text: str) -> TextConditioning | None:
+        """Predictions under a free text (NegativePrompting, for NFSD): texts are added before the first prediction."""
+        return self.embeddings.negative_condition(conditioning, text)
+
     def predict_noise(self, x_t: Tensor, t: Tensor, conditioning: Any) -> NoisePrediction:
         cond: TextConditioning = conditioning
+        self.embeddings.release()  # the text encoder goes with the last reference to it
         batch = x_t.shape[0]
         copies = 2 + (0 if cond.negative is None else cond.negative.shape[0])
         device = module_device(self.unet, self.device)

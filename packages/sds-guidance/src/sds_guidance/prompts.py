@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from sds_core.files import atomic_write
 from sds_guidance.config import PromptOptions
 
 VIEWS: tuple[str, ...] = ("front", "side", "back", "overhead")
@@ -136,10 +137,8 @@ class EmbeddingCache:
         path = self.path(prompt)
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        save_file({"embedding": embedding.detach().to("cpu", torch.float32).contiguous()}, str(tmp))
-        os.replace(tmp, path)
+        tensors = {"embedding": embedding.detach().to("cpu", torch.float32).contiguous()}
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
 
     def get(self, prompts: Sequence[str], encode: Callable[[list[str]], Tensor]) -> dict[str, Tensor]:
         """Embeddings (L, D) of `prompts`, encoding (in one batch) only those not on disk."""
@@ -186,11 +185,33 @@ class PromptEmbeddings:
         self.device = device
         self.dtype = dtype
         root = cache_root(options.cache_dir) if options.embedding_cache else None
-        texts = all_prompts(prompt, options)
-        self.table = {
-            text: emb.to(device=device, dtype=dtype)
-            for text, emb in EmbeddingCache(root, key).get(texts, encode).items()
-        }
+        self._cache = EmbeddingCache(root, key)
+        # kept until the first prediction (`release`), so that losses may add texts at build time
+        self._encode: Callable[[list[str]], Tensor] | None = encode
+        self.table: dict[str, Tensor] = {}
+        self.add(all_prompts(prompt, options))
+
+    def add(self, texts: Sequence[str]) -> None:
+        """Encode `texts` (those not known yet); only before `release`."""
+        missing = [text for text in texts if text not in self.table]
+        if not missing:
+            return
+        if self._encode is None:
+            raise RuntimeError("prompts must be added before the first noise prediction (the text encoder is gone)")
+        for text, emb in self._cache.get(missing, self._encode).items():
+            self.table[text] = emb.to(device=self.device, dtype=self.dtype)
+
+    def release(self) -> None:
+        """Drop the reference to the text encoder (called at the first noise prediction)."""
+        self._encode = None
+
+    def negative_condition(self, conditioning: TextConditioning | None, text: str) -> TextConditioning | None:
+        """`conditioning` whose conditional branch is `text` (None: only register the text)."""
+        self.add([text])
+        if conditioning is None:
+            return None
+        batch = conditioning.cond.shape[0]
+        return TextConditioning([text] * batch, self._stack([text] * batch), conditioning.uncond)
 
     def _stack(self, prompts: Sequence[str]) -> Tensor:
         return torch.stack([self.table[p] for p in prompts])

@@ -1,8 +1,10 @@
 """Stable Diffusion 1.x / 2.x as an SDS prior (latent diffusion; the open substitute for Imagen).
 
-RGB renders are resized to `resolution` and VAE-encoded with gradient; latent renders are used
+RGB renders are resized to `resolution` (by default the model's own: the UNet's sample_size
+times the VAE's downscale) and VAE-encoded with gradient; latent renders are used
 as they are. eps- and v-prediction checkpoints both give eps for SDS. The prompt embeddings are
-computed once at build time (and cached on disk), after which the text encoder is released.
+computed at build time (and cached on disk); the text encoder is released at the first
+prediction (until then a loss may add a text, e.g. NFSD's negative prompt).
 """
 
 from __future__ import annotations
@@ -61,11 +63,11 @@ class StableDiffusionGuidance:
         freeze(self.vae, text_encoder)
 
         self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        if config.resolution % self.vae_scale:
-            raise ConfigError(f"guidance.resolution must be a multiple of {self.vae_scale}, not {config.resolution}")
-        self.resolution = config.resolution
+        self.resolution = config.resolution or int(self.unet.config.sample_size) * self.vae_scale
+        if self.resolution % self.vae_scale:
+            raise ConfigError(f"guidance.resolution must be a multiple of {self.vae_scale}, not {self.resolution}")
         self.channels = int(self.unet.config.in_channels)
-        self.latent_resolution = config.resolution // self.vae_scale
+        self.latent_resolution = self.resolution // self.vae_scale
         self.default_guidance_scale = config.guidance_scale
         self.num_train_timesteps = int(self.scheduler.config.num_train_timesteps)
         self.prediction_type = str(self.scheduler.config.prediction_type)
@@ -83,7 +85,7 @@ class StableDiffusionGuidance:
 
         key = model_key(model, "clip", config.variant, config.revision, max_length)
         self.embeddings = PromptEmbeddings(context.prompt, config, encode, key, self.device, self.dtype)
-        # the text encoder is referenced only by `encode`, which goes with this frame: released
+        # the text encoder is referenced only by `encode`, which the embeddings drop at the first prediction
         place([self.unet, self.vae], self.device, self.dtype, config.cpu_offload)
 
     # --- the Guidance protocol --------------------------------------------------------------
@@ -115,8 +117,19 @@ class StableDiffusionGuidance:
         views = cameras.views if cameras is not None else None
         return self.embeddings.condition(render.image.shape[0], views)
 
+    def trainable_copy(self, rank: int, camera_dim: int) -> Any:
+        """VSD's eps_phi: a LoRA copy of the UNet with a camera embedding (TrainableCopy)."""
+        from sds_guidance.lora import LoraEpsilon
+
+        return LoraEpsilon(self, rank, camera_dim)
+
+    def negative_condition(self, conditioning: TextConditioning | None, text: str) -> TextConditioning | None:
+        """Predictions under a free text (NegativePrompting, for NFSD): texts are added before the first prediction."""
+        return self.embeddings.negative_condition(conditioning, text)
+
     def predict_noise(self, x_t: Tensor, t: Tensor, conditioning: Any) -> NoisePrediction:
         cond: TextConditioning = conditioning
+        self.embeddings.release()  # the text encoder goes with the last reference to it
         batch = x_t.shape[0]
         copies = 2 + (0 if cond.negative is None else cond.negative.shape[0])
         device = module_device(self.unet, self.device)

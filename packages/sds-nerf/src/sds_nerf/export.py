@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +21,7 @@ import torch
 from torch import Tensor
 
 from sds_core.errors import ConfigError
+from sds_core.files import atomic_write
 from sds_core.imaging import atomic_write_bytes, to_uint8
 from sds_core.protocols import ExportContext
 from sds_nerf.viewer import viewer_html
@@ -174,19 +173,6 @@ def write_mesh_files(
     return paths, glb
 
 
-def _atomic_with_suffix(path: Path, write: Callable[[str], None]) -> Path:
-    """Run write(tmp) for a temporary file with path's suffix beside it, then rename over path."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_turntable(out_dir: Path, frames: Sequence[np.ndarray], fps: int, formats: Sequence[str]) -> list[Path]:
     """turntable.mp4 (H.264 through imageio-ffmpeg's bundled ffmpeg) and turntable.gif."""
     from PIL import Image
@@ -195,11 +181,11 @@ def write_turntable(out_dir: Path, frames: Sequence[np.ndarray], fps: int, forma
     if "mp4" in formats:
         import imageio.v2 as imageio
 
-        def mp4(tmp: str) -> None:
+        def mp4(tmp: Path) -> None:
             # sizes are padded up to a multiple of 16 by ffmpeg's macro_block_size
             imageio.mimwrite(tmp, list(frames), fps=fps, codec="libx264", quality=8, macro_block_size=16)
 
-        paths.append(_atomic_with_suffix(out_dir / "turntable.mp4", mp4))
+        paths.append(atomic_write(out_dir / "turntable.mp4", mp4, keep_suffix=True))
     if "gif" in formats:
         images = [Image.fromarray(f) for f in frames]
         buffer = io.BytesIO()

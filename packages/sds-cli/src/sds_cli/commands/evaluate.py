@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sds_cli.errors import user_errors
@@ -25,6 +26,17 @@ def _require_eval() -> None:
         raise SdsError("sds eval needs the sds-eval package; install it with `pip install ./packages/sds-eval`")
 
 
+def _check_outputs(json_path: Path | None, **at_least: tuple[int, int]) -> None:
+    """Options checked before any run is loaded: counts (value, minimum) and the --json file."""
+    from sds_core.errors import SdsError
+
+    for name, (value, minimum) in at_least.items():
+        if value < minimum:
+            raise SdsError(f"--{name} must be at least {minimum}, not {value}")
+    if json_path is not None and json_path.is_dir():
+        raise SdsError(f"--json {json_path} is a folder; give the path of the JSON file to write")
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}"
 
@@ -40,7 +52,7 @@ def r_precision_table(report: dict[str, Any]) -> Table:
         table.add_column(f"{short} geo", justify="right")
     for entry in report["runs"]:
         cells = [_pct(entry["r_precision"][m][mode]) for m in models for mode in ("color", "geometry")]
-        table.add_row(f"{entry['run']}\n[dim]{entry['prompt']}[/]", *cells)
+        table.add_row(f"{escape(str(entry['run']))}\n[dim]{escape(entry['prompt'])}[/]", *cells)
     table.add_row(
         "[bold]all runs[/]",
         *[f"[bold]{_pct(report['r_precision'][m][mode])}[/]" for m in models for mode in ("color", "geometry")],
@@ -69,6 +81,7 @@ def clip_r_precision_command(
 
         from sds_core.errors import SdsError
 
+        _check_outputs(json_path, views=(views, 1), resolution=(resolution, 1))
         for run in runs:
             if not (run / "ckpts" / "last.pt").exists():
                 raise SdsError(f"{run} has no checkpoint (ckpts/last.pt) to evaluate")
@@ -96,6 +109,7 @@ def geometry_command(
         _require_eval()
         from sds_eval.geometry import run_geometry
 
+        _check_outputs(json_path, resolution=(resolution, 2))
         rows = [run_geometry(run, resolution, device) for run in runs]
     table = Table(title="shapes-world geometry")
     for column in ("run", "object", "IoU", "Chamfer", "colour error", "level"):
@@ -103,8 +117,8 @@ def geometry_command(
     for row in rows:
         colour = row.get("colour_error")
         table.add_row(
-            row["run"],
-            row["object"],
+            escape(row["run"]),
+            escape(row["object"]),
             f"{row['iou']:.3f}",
             f"{row['chamfer']:.4f}",
             "n/a" if colour is None else f"{colour:.3f}",

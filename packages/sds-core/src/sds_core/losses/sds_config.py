@@ -13,7 +13,8 @@ class SDSConfig:
     # omega in eps_hat = (1 + omega) eps(z; y) - omega eps(z) (§3.2, omega = 100 for Imagen);
     # None takes the guidance backend's default (the exact `shapes` prior wants a low one).
     guidance_scale: float | None = None
-    weighting: Literal["sds", "uniform"] = "sds"  # §3.2: w(t) = sigma_t^2
+    # §3.2: w(t) = sigma_t^2; "uniform": 1; "ism": sqrt((1 - alpha-bar_t) / alpha-bar_t) (LucidDreamer)
+    weighting: Literal["sds", "uniform", "ism"] = "sds"
     t_range: tuple[float, float] = (0.02, 0.98)  # §3.2: t ~ U(0.02, 0.98)
     t_schedule: Literal["uniform", "annealed"] = "uniform"
     t_max_end: float = 0.5  # "annealed": the maximum t reached at the end of annealing

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sds_core.config import CameraConfig, build_config
-from sds_core.errors import ConfigError
+from sds_core.errors import ConfigError, SdsError
 from sds_core.protocols import BuildContext, CameraBatch, NoisePrediction, Render
 from sds_core.shading import SHADING_MODES
 from sds_guidance.config import PromptOptions, ShapesConfig
@@ -254,6 +254,28 @@ class ShapesGuidance:
         if mode != "textureless":
             mask = mask & (ref.colour == list(COLOURS).index(obj.colour))
         return mask
+
+    def negative_condition(self, conditioning: ShapesConditioning | None, text: str) -> ShapesConditioning | None:
+        """`conditioning` with its conditional set replaced by the images of `text` (NegativePrompting).
+
+        A text naming an object of the world ("a blue cone") selects that object's references;
+        any other text (NFSD's "unrealistic, blurry, ...") has no images in this world and stands
+        for "not the prompt's object": every other object, in each sample's shading mode. With
+        camera-exact references, from each sample's own cameras.
+        """
+        if conditioning is None:
+            return None
+        try:
+            named: ShapeObject | None = parse_prompt(text).obj
+        except SdsError:
+            named = None
+        refs = conditioning.references
+        masks = []
+        for i, (prompt, mode) in enumerate(zip(conditioning.prompts, conditioning.modes, strict=True)):
+            ref = refs[i] if refs is not None else self._reference_set(mode)
+            mask = self._object_mask(ref, mode, named or parse_prompt(prompt).obj)
+            masks.append(mask if named is not None else ~mask)
+        return ShapesConditioning([text] * len(masks), list(conditioning.modes), masks, refs)
 
     def predict_noise(self, x_t: Tensor, t: Tensor, conditioning: Any) -> NoisePrediction:
         cond: ShapesConditioning = conditioning

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from torch import Tensor
 
 from sds_core.cameras import CameraSampler
 from sds_core.config import CameraConfig
+from sds_core.files import atomic_write
 from sds_core.protocols import CameraBatch
 from sds_core.shading import ShadingConfig, shade
 from sds_guidance.shapes.trace import HITS, NORMALS, dot
@@ -141,8 +141,5 @@ def build_references(
         views=list(cams.views),
     )
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(asdict(refs), tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: torch.save(asdict(refs), tmp))
     return refs
