@@ -87,6 +87,8 @@ def test_resumed_ipe_run_renders_what_training_rendered(tmp_path: Path, catalog:
     orbit = trainer.cameras.orbit(3, width=12, height=12)
     trainer.generator.eval()
     before = trainer.generator.preview(orbit, trainer.step)
+    if trainer.lock is not None:
+        trainer.lock.release()  # as the first process would on exit
     resumed = resume_run(tmp_path, device="cpu", catalog=catalog)
     resumed.generator.eval()
     after = resumed.generator.preview(orbit, resumed.step)
