@@ -2,10 +2,11 @@
 
 Each primitive of `world.py` has an exact first hit: the sphere, the cylinder, the cone and the
 capsule are quadrics (and planes) solved in closed form, the cube is a slab test, and the torus is
-a quartic solved in closed form (Ferrari, float64, polished by Newton steps). Hand-written because no maintained library
-casts rays against these analytic solids, batched, in torch (trimesh and Open3D cast against
-triangle meshes, on numpy, and a mesh is not the exact surface); sphere tracing, which
-`render.sphere_trace` does for any SDF, needs ~100 SDF evaluations per ray.
+a quartic solved in closed form (Ferrari, float64, polished by Newton steps). Hand-written because
+no maintained library casts rays against these analytic solids, batched, in torch (trimesh and
+Open3D cast against triangle meshes, in numpy, and a mesh is not the exact surface); sphere
+tracing an SDF needs ~100 SDF evaluations per ray. The constants are `world.py`'s SDFs' (the
+tests check the hits against those SDFs).
 
 `HITS[primitive](origins, dirs)` takes rays (N, 3) with unit directions and returns the distance
 of the first hit (N,), +inf where the ray misses; hits behind the origin (t <= 0) do not count.
