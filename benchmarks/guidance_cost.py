@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 # The published configs, with their sources, are the test fixtures' (tests/fixtures/configs/*.json);
-# IF-I-XL's UNet config was read from a saved copy of its diffusers config (see that file's `_source`): 4.30B parameters.
+# IF-I-XL's UNet config was read from a saved copy of its diffusers config (see that file's
+# `_source`): 4.30B parameters.
 CONFIGS = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "configs"
 
 
