@@ -19,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,15 @@ TIMES = ("time_render", "time_guidance", "time_backward", "time_optimizer")
 
 
 def run_object(
-    prompt: str, out: Path, preset: str, overrides: dict[str, Any], seed: int, device: str = "cpu"
+    prompt: str,
+    out: Path,
+    preset: str,
+    overrides: dict[str, Any],
+    seed: int,
+    device: str = "cpu",
+    measure: Callable[[Any], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Train, then measure; returns one result row."""
+    """Train, then measure; returns one result row (with `measure(trainer)`'s entries when given)."""
     import torch
 
     from sds_core.config import deep_merge
@@ -87,7 +94,9 @@ def run_object(
             estimator.binaries.copy_(binaries)
     occupied = float(estimator.binaries.float().mean()) if estimator is not None else gen.grid.occupied_fraction()
     steps_done = len(train_s)
+    extra = measure(trainer) if measure is not None else {}
     return {
+        **extra,
         "prompt": prompt,
         "iou": metrics["iou"],
         "chamfer": metrics["chamfer"],

@@ -238,3 +238,39 @@ def test_every_installed_plugin_documents_each_option() -> None:
         if not option.doc
     ]
     assert not undocumented
+
+
+def test_default_preset_on_a_cpu_states_its_cost_once(runner, target, tmp_path) -> None:
+    """Without --preset (paper) on a CPU: one line with the measured cost a step, the ETA and how
+    to get a draft; an explicit --preset says nothing."""
+    args = ["generate", "a red cube", "--generator", "image", "--guidance", "target", "--device", "cpu"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "a"), "--steps", "6", "--set", "run.preview_every=0"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if "s a step" in line]
+    assert len(lines) == 1 and "the paper preset on this CPU" in lines[0] and "--preset draft" in lines[0]
+    explicit = runner.invoke(app, ["generate", "a red cube", *IMAGE_RUN, "--out", str(tmp_path / "b"), "--steps", "6"])
+    assert explicit.exit_code == 0 and "s a step" not in explicit.stdout
+
+
+def test_cost_notice_estimates_from_the_steps_after_the_first() -> None:
+    import io
+
+    from rich.console import Console
+
+    from sds_cli.progress import CostNotice
+    from sds_core.events import RunStarted, StepFinished
+
+    out = io.StringIO()
+    notice = CostNotice(Console(file=out, width=200), "paper", warmup=2)
+    notice(RunStarted(Path("x"), 0, 1003, "cpu"))
+    for step, elapsed in ((1, 50.0), (2, 60.0), (3, 70.0), (4, 80.0)):  # 10 s a step after a slow first
+        notice(StepFinished(step, 1003, 0.0, {}, 0.0, 0.0, {}, elapsed))
+    text = out.getvalue()
+    assert text.count("s a step") == 1 and "10.0 s a step" in text and "1,003 steps" in text
+    assert "2.8 h" in text  # 10 s x 1,000 steps left (after step 3)
+    quiet = io.StringIO()
+    gpu = CostNotice(Console(file=quiet), "paper", warmup=1)
+    gpu(RunStarted(Path("x"), 0, 10, "cuda"))
+    for step in (1, 2, 3):
+        gpu(StepFinished(step, 10, 0.0, {}, 0.0, 0.0, {}, float(step)))
+    assert quiet.getvalue() == ""

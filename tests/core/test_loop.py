@@ -105,3 +105,20 @@ def test_start_refuses_an_existing_run_and_resume_needs_one(tmp_path, catalog) -
 def test_unknown_device_is_a_clear_error(tmp_path, catalog) -> None:
     with pytest.raises(ConfigError, match="unknown device 'tpu'"):
         start_run("x", tmp_path / "a", "draft", overrides(1), NAMES, "tpu", [], catalog)
+
+
+def test_a_step_whose_loss_reaches_no_parameter_is_skipped_not_a_crash(tmp_path, catalog, monkeypatch) -> None:
+    """A render detached from every parameter (an emptied field, say) makes a loss without a graph:
+    the step leaves the parameters as they are and the run goes on."""
+    trainer = start_run("x", tmp_path / "run", "draft", overrides(4), NAMES, "cpu", [], catalog)
+    render = trainer.generator.render
+
+    def detached(cameras, step):
+        out = render(cameras, step)
+        out.image = out.image.detach()
+        return out
+
+    monkeypatch.setattr(trainer.generator, "render", detached)
+    before = params(trainer)
+    trainer.train_step()
+    assert trainer.step == 1 and torch.equal(params(trainer), before)

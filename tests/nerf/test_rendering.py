@@ -7,7 +7,7 @@ import torch
 
 from sds_core.cameras import CameraSampler
 from sds_core.config import CameraConfig
-from sds_nerf.sampling import OccupancyGrid, sphere_intersect
+from sds_nerf.sampling import OccupancyGrid, TorchSampler, sphere_intersect
 from tests.nerf.helpers import sphere_generator
 
 # Tolerance of skipping against dense sampling on the fixed ball (log tau = 20 (0.6 - r)): cells
@@ -27,6 +27,21 @@ def test_sphere_intersection() -> None:
     near, far, hit = sphere_intersect(o, d, 1.4)
     assert hit.tolist() == [True, False, True]
     assert torch.allclose(near, torch.tensor([1.6, 0.0, 0.0])) and torch.allclose(far, torch.tensor([4.4, 0.0, 1.4]))
+
+
+def test_stratified_intervals_tile_the_chord_and_the_field_is_read_at_their_centres() -> None:
+    """mip-NeRF's sampling (the IPE Gaussian sits at the interval's centre): jittered edges that
+    still tile [near, far], points at the midpoints."""
+    torch.manual_seed(0)
+    o = torch.tensor([[0.0, 0.0, 3.0]]).repeat(4, 1)
+    d = torch.tensor([[0.0, 0.0, -1.0]]).repeat(4, 1)
+    samples = TorchSampler(1.4, 16)(o, d, None, stratified=True)
+    assert torch.allclose(samples.t_starts[:, 0], torch.tensor(1.6))
+    assert torch.allclose(samples.t_ends[:, -1], torch.tensor(4.4))
+    assert torch.equal(samples.t_starts[:, 1:], samples.t_ends[:, :-1]) and (samples.t_ends > samples.t_starts).all()
+    assert torch.allclose(samples.t_points, (samples.t_starts + samples.t_ends) / 2)
+    uniform = torch.linspace(1.6, 4.4, 17)[:-1]
+    assert not torch.allclose(samples.t_starts, uniform.expand(4, -1))  # jittered
 
 
 def test_skipping_renders_the_dense_image_with_fewer_samples() -> None:

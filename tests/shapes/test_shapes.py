@@ -142,8 +142,9 @@ def test_conditional_set_follows_prompt_view_shading_and_camera_window(context_f
     assert len(cond.masks[1]) == len(PRIMITIVES) * 16  # textureless references have no colour
 
     # camera-based view conditioning for a prompt without a view suffix
-    window = _shapes(context_factory, "a blue torus", view_conditioning="window", window_degrees=40.0)
-    bucket = _shapes(context_factory, "a blue torus", view_conditioning="bucket")
+    fixed = {"references": "fixed"}
+    window = _shapes(context_factory, "a blue torus", view_conditioning="window", window_degrees=40.0, **fixed)
+    bucket = _shapes(context_factory, "a blue torus", view_conditioning="bucket", **fixed)
     from sds_core.cameras import CameraSampler
 
     cams = CameraSampler(CameraConfig()).orbit(2, elevation=20.0)
@@ -159,8 +160,69 @@ def test_conditional_set_follows_prompt_view_shading_and_camera_window(context_f
     assert b.prompts == [f"a blue torus, {v} view" for v in cams.views]
     for i, view in enumerate(cams.views):
         assert {labels[j] for j in ref.view[b.masks[i]].tolist()} == {view}
-    none = _shapes(context_factory, "a blue torus", view_conditioning="none").condition(render, cams)
+    none = _shapes(context_factory, "a blue torus", view_conditioning="none", **fixed).condition(render, cams)
     assert int(none.masks[0].sum()) == 16
+
+
+def test_ray_casting_is_exact_against_the_sdfs() -> None:
+    """Closed-form hits lie on each primitive's surface, and a ray hits exactly when a dense march
+    of the SDF along it finds the inside (up to grazing rays between march points)."""
+    from sds_core.cameras import CameraSampler
+    from sds_shapes.trace import HITS, NORMALS
+    from sds_shapes.world import SDFS
+
+    torch.manual_seed(0)
+    origins, dirs = CameraSampler(CameraConfig(width=24, height=24)).sample(4).rays()
+    o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
+    ts = torch.linspace(0.0, 3.0, 1501)
+    h = torch.eye(3) * 1e-3
+    for name in PRIMITIVES:
+        t = HITS[name](o, d)
+        hit = torch.isfinite(t)
+        points = o[hit] + t[hit, None] * d[hit]
+        assert hit.sum() > 100 and SDFS[name](points).abs().max() < 1e-4, name
+        inside = (SDFS[name](o[:, None] + ts[None, :, None] * d[:, None]) <= 0).any(dim=1)
+        assert (inside != hit).sum() <= 2, name
+        grad = torch.stack([SDFS[name](points + e) - SDFS[name](points - e) for e in h], dim=-1)
+        cos = (NORMALS[name](points) * grad / grad.norm(dim=-1, keepdim=True)).sum(-1)
+        assert (cos > 0.999).float().mean() > 0.98, name  # all but edges (where differences blur)
+
+
+def test_camera_references_are_traced_from_the_render_camera(context_factory) -> None:
+    """The conditional set of a render holds the object traced from that render's own camera (A.2's
+    jittered look-at, up, distance, focal and its light) at azimuth offsets within the window."""
+    from sds_core.cameras import CameraSampler
+    from sds_shapes.guidance import offset_cameras
+    from sds_shapes.render import compose, trace_buffers
+
+    guidance = _shapes(context_factory, "a blue torus", camera_offsets=5, window_degrees=30.0)
+    torch.manual_seed(3)
+    cams = CameraSampler(CameraConfig(width=32, height=32)).sample(2)
+    render = Render(image=torch.zeros(2, 3, 32, 32), shading=["lambertian", "textureless"])
+    cond = guidance.condition(render, cams)
+    assert cond.references is not None and len(cond.references) == 2
+    lam, tex = cond.references
+    assert lam.denoiser.size == len(PRIMITIVES) * len(COLOURS) * 5 and tex.denoiser.size == len(PRIMITIVES) * 5
+    assert set(lam.primitive[cond.masks[0]].tolist()) == {PRIMITIVES.index("torus")}
+    assert set(lam.colour[cond.masks[0]].tolist()) == {list(COLOURS).index("blue")}
+    assert int(cond.masks[0].sum()) == 5 and int(cond.masks[1].sum()) == 5
+    # the centre offset is the render's own camera, at the guidance resolution (16 px)
+    cov, lit = trace_buffers(cams.with_resolution(16, 16))
+    own = compose(cov[:, :1], lit[:, :1], "lambertian", torch.tensor([COLOURS["blue"]]), torch.ones(3))
+    centre = lam.denoiser.centred[cond.masks[0].nonzero()[2]] + lam.denoiser.mean
+    torch.testing.assert_close(centre.view(3, 16, 16), own[PRIMITIVES.index("torus"), 0, 0] * 2 - 1)
+    # offsets rotate camera and light about the vertical axis: heights, distances, focal kept
+    rotated = offset_cameras(cams, torch.tensor([-30.0, 0.0, 30.0]), 16)
+    pos = rotated.position.view(2, 3, 3)
+    torch.testing.assert_close(pos[..., 2], cams.position[:, None, 2].expand(-1, 3))
+    torch.testing.assert_close(pos.norm(dim=-1), cams.position.norm(dim=-1)[:, None].expand(-1, 3))
+    torch.testing.assert_close(rotated.light_position.view(2, 3, 3)[:, 1], cams.light_position)
+    torch.testing.assert_close(rotated.focal, cams.focal.repeat_interleave(3) / 2)
+    # a noiseless render of the object from its own camera is denoised to itself
+    x = own[PRIMITIVES.index("torus"), 0, 0][None] * 2 - 1
+    both = Render(image=torch.cat([x, x]), shading=["lambertian"] * 2)
+    x_c, _ = guidance.x0(torch.cat([x, x]), torch.tensor([0, 0]), guidance.condition(both, cams))
+    torch.testing.assert_close(x_c[0], x[0], atol=1e-3, rtol=0)
 
 
 def test_reference_views_use_the_paper_view_thresholds(context_factory) -> None:

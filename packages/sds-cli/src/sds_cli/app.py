@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -78,7 +78,9 @@ def generate(
     steps: Annotated[int | None, typer.Option(help="Optimisation steps (overrides run.steps).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (overrides run.seed).")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default: runs/<prompt>).")] = None,
-    preset: Preset = "paper",
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="paper (DreamFusion's settings; default) or draft (fast on a CPU).")
+    ] = None,
     device: Device = "auto",
     config: Annotated[Path | None, typer.Option(help="Config file (JSON, TOML or YAML) of sections.")] = None,
     set_: Annotated[
@@ -87,7 +89,7 @@ def generate(
 ) -> None:
     """Optimise a generator so that its renders score well under a diffusion prior."""
     with user_errors():
-        from sds_cli.progress import RunProgress
+        from sds_cli.progress import CostNotice, RunProgress
         from sds_core.loop import start_run
 
         overrides = _overrides(config, set_, steps, seed)
@@ -95,12 +97,22 @@ def generate(
         from sds_core.errors import RunFolderBusy
 
         progress = RunProgress()
+        listeners: list[Any] = [progress]
+        if preset is None:  # the default preset on a CPU: say what it costs, once
+            listeners.append(CostNotice(progress.console, "paper"))
         taken: set[Path] = set()
         while True:
             folder = out or _default_out(prompt, taken)
             try:
                 trainer = start_run(
-                    prompt, folder, preset, overrides, names, device, listeners=[progress], defaults=DEFAULT_NAMES
+                    prompt,
+                    folder,
+                    preset or "paper",
+                    overrides,
+                    names,
+                    device,
+                    listeners=listeners,
+                    defaults=DEFAULT_NAMES,
                 )
                 break
             except RunFolderBusy:

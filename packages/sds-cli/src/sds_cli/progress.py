@@ -135,6 +135,44 @@ class RunProgress:
         self.console.print(Panel(table, title=title, expand=False))
 
 
+def _fmt_duration(seconds: float) -> str:
+    """A rough duration for a one-line estimate: "40 min", "5.2 h", "6.1 days"."""
+    if seconds < 3600:
+        return f"{max(seconds / 60, 1):.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+class CostNotice:
+    """One line, on a CPU, with what the preset chosen by default costs, measured on the first
+    steps (after `warmup` steps, which include one-off costs), and how to get a draft instead."""
+
+    def __init__(self, console: Console, preset: str, warmup: int = 3) -> None:
+        self.console, self.preset, self.warmup = console, preset, warmup
+        self.cpu = False
+        self.first: tuple[int, float] | None = None
+        self.done = False
+
+    def __call__(self, event: Any) -> None:
+        from sds_core.events import RunStarted, StepFinished
+
+        if isinstance(event, RunStarted):
+            self.cpu = event.device == "cpu"
+        elif isinstance(event, StepFinished) and self.cpu and not self.done:
+            if self.first is None:
+                self.first = (event.step, event.elapsed)
+            elif event.step - self.first[0] >= self.warmup:
+                per_step = (event.elapsed - self.first[1]) / (event.step - self.first[0])
+                eta = per_step * (event.total_steps - event.step)
+                self.console.print(
+                    f"the {self.preset} preset on this CPU: {per_step:.1f} s a step, "
+                    f"{event.total_steps:,} steps, about {_fmt_duration(eta)} to go; "
+                    "--preset draft finishes in minutes (Ctrl-C stops with a checkpoint)."
+                )
+                self.done = True
+
+
 def batch_table(results: list[Any]) -> Table:
     """One row per run of a batch: status, steps, time, and the reason of a failure."""
     table = Table(title="batch")

@@ -92,17 +92,6 @@ class PluginSection:
 
 CORE_SECTIONS: dict[str, type] = {"cameras": CameraConfig, "optim": OptimConfig, "run": RunConfig}
 
-# Cameras that always look at the origin from one distance and focal length, without A.2's jitter
-# (a deviation, used by the draft presets of the 3D generators with the exact `shapes` prior: with
-# few reference views, renders must be framed as the references are; see sds-nerf's README).
-FIXED_FRAMING_CAMERAS: dict[str, Any] = {
-    "target_std": 0.0,
-    "position_jitter": 0.0,
-    "up_std": 0.0,
-    "distance_range": (1.25, 1.25),
-    "focal_range": (1.5, 1.5),
-}
-
 # What each preset means for the core; plugins add what it means for them.
 CORE_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {

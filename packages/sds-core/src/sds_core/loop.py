@@ -219,7 +219,8 @@ class Trainer:
         total = out.loss + sum(regs.values(), torch.zeros((), device=out.loss.device))
         t2 = self._sync()
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        if total.requires_grad:  # a render that reached no parameter (e.g. an emptied field) skips its update
+            total.backward()
         t3 = self._sync()
         self.optimizer.step()
         t4 = self._sync()

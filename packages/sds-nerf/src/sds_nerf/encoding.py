@@ -107,6 +107,6 @@ def tcnn_available() -> bool:
 
 
 def annealed_variance(step: int, start: float, end: float, steps: int) -> float:
-    """IPE Sigma at `step`: log-linear from `start` to `end` over `steps` (A.2), then `end`."""
+    """IPE Sigma at `step`: linear from `start` to `end` over `steps` (A.2), then `end`."""
     frac = min(max(step, 0) / max(steps, 1), 1.0)
-    return math.exp(math.log(start) + frac * (math.log(end) - math.log(start)))
+    return start + frac * (end - start)

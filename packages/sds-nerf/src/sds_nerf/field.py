@@ -48,14 +48,33 @@ def density_blob(points: Tensor, kind: str, scale: float | None = None, std: flo
     raise ValueError(f"unknown density blob {kind!r}; accepted: dreamfusion, magic3d, none")
 
 
+def unit_normals(grad: Tensor, epsilon: float) -> Tensor:
+    """n = -grad tau / max(|grad tau|, epsilon) (§3.1).
+
+    Where the density is flat (empty space, a grid's untouched cells) |grad tau| is ~0, and the
+    derivative of the normalisation, ~1 / |grad tau|, multiplied SDS's gradient through shading
+    by up to 1e13 with a 1e-12 floor (measured: benchmarks/regularizer_balance.py); the floor
+    `epsilon` bounds it, and leaves normals shorter than one only where the field has no surface.
+    """
+    return -grad / grad.norm(dim=-1, keepdim=True).clamp_min(epsilon)
+
+
 class NerfField(nn.Module):
-    """mu -> (tau, rho): encoding, a ResNet MLP, exp density (+ blob) and sigmoid albedo."""
+    """mu -> (tau, rho): encoding, a ResNet MLP, exp density (+ blob) and sigmoid albedo.
+
+    The IPE variance is a function of the training step, which is a buffer (`anneal_step`): it is
+    saved and restored with the run, so that renders after a resume (export, evaluation) use the
+    encoding that training used.
+    """
+
+    anneal_step: Tensor
 
     def __init__(self, cfg: NerfConfig, device: torch.device | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.radius = cfg.radius
-        self.variance: float | None = None
+        self.register_buffer("anneal_step", torch.zeros((), dtype=torch.long, device=device))
+        self._variance = self._variance_at(0)
         if cfg.encoding in ("ipe", "frequency"):
             self.encoder: nn.Module = FrequencyEncoding(3, cfg.frequencies)
         elif cfg.encoding == "hashgrid":
@@ -71,11 +90,28 @@ class NerfField(nn.Module):
         self.out_norm = nn.LayerNorm(cfg.hidden)
         self.head = nn.Linear(cfg.hidden, 4)  # raw density and albedo logits
 
+    def _variance_at(self, step: int) -> float | None:
+        cfg = self.cfg
+        if cfg.encoding != "ipe":
+            return None
+        return annealed_variance(step, cfg.ipe_variance_start, cfg.ipe_variance_end, cfg.ipe_anneal_steps)
+
+    @property
+    def variance(self) -> float | None:
+        """The IPE Sigma at the stored step (A.2); None for the other encodings."""
+        return self._variance
+
     def set_step(self, step: int) -> None:
         """Anneal the IPE variance (A.2); other encodings ignore the step."""
-        cfg = self.cfg
-        if cfg.encoding == "ipe":
-            self.variance = annealed_variance(step, cfg.ipe_variance_start, cfg.ipe_variance_end, cfg.ipe_anneal_steps)
+        self.anneal_step.fill_(int(step))
+        self._variance = self._variance_at(int(step))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Tensor], prefix: str, *args: object) -> None:
+        """The loaded step sets the variance. Checkpoints written before the step was saved take
+        the end of the anneal (their trained step is unknown here)."""
+        state_dict.setdefault(prefix + "anneal_step", torch.tensor(self.cfg.ipe_anneal_steps))
+        super()._load_from_state_dict(state_dict, prefix, *args)  # type: ignore[arg-type]
+        self._variance = self._variance_at(int(self.anneal_step))
 
     def _features(self, points: Tensor) -> Tensor:
         if self.cfg.encoding == "hashgrid":
@@ -113,7 +149,7 @@ class NerfField(nn.Module):
             (grad,) = torch.autograd.grad(tau.sum(), pts, create_graph=create_graph and torch.is_grad_enabled())
         if not create_graph:
             tau, rho, grad = tau.detach(), rho.detach(), grad.detach()
-        return tau, rho, -grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return tau, rho, unit_normals(grad, self.cfg.normal_epsilon)
 
     def finite_difference_normals(self, points: Tensor) -> Tensor:
         """Central differences of tau along x, y, z (6 density evaluations)."""
@@ -122,7 +158,7 @@ class NerfField(nn.Module):
         shifted = torch.cat([points[None] + offsets.view(3, *([1] * (points.dim() - 1)), 3) * s for s in (1, -1)])
         tau = self.density(shifted)  # (6, ...)
         grad = torch.stack([(tau[i] - tau[i + 3]) / (2 * eps) for i in range(3)], dim=-1)
-        return -grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return unit_normals(grad, self.cfg.normal_epsilon)
 
 
 class VoxelGridField(nn.Module):

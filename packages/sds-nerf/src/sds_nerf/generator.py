@@ -17,7 +17,7 @@ from sds_core.protocols import BuildContext, CameraBatch, ExportContext, Render
 from sds_core.shading import ShadingConfig, choose_shading, composite, shade
 from sds_nerf.config import NerfConfig
 from sds_nerf.field import NerfField, VoxelGridField
-from sds_nerf.regularizers import annealed_weight, entropy_loss, opacity_loss, orientation_loss
+from sds_nerf.regularizers import annealed_weight, entropy_loss, opacity_loss, orientation_loss, reduce_rays
 from sds_nerf.sampling import NerfaccSampler, OccupancyGrid, Samples, TorchSampler, density_threshold
 
 SHADED = ("lambertian", "textureless")
@@ -245,10 +245,26 @@ class NerfGenerator(nn.Module):
         modes: list[str] = [choose_shading(step, self.shading_cfg) for _ in range(cameras.batch_size)]
         return self.render_views(cameras, modes)
 
+    def reset_occupancy(self) -> None:
+        """Mark every cell occupied (PyTorch's grid and nerfacc's) until the next update."""
+        if self.nerfacc is not None:
+            self.nerfacc.estimator.binaries.fill_(True)
+        self.grid.binary.copy_(self.grid.inside)
+
     def render_views(self, cameras: CameraBatch, modes: list[str], skipping: bool | None = None) -> Render:
-        """Render one image per camera with the given shading modes (differentiably)."""
+        """Render one image per camera with the given shading modes (differentiably).
+
+        A training render in which the occupancy grid left no sample (the field emptied where
+        these rays pass) would carry no gradient to the field, which could then never regrow
+        there: the grid is reset to all occupied and the views are rendered again.
+        """
         rays = camera_rays(cameras)
         out = self.render_rays(rays, modes, cameras.light_position, skipping)
+        reset = False
+        if self.training and skipping is not False and float(out["samples_evaluated"]) == 0:
+            self.reset_occupancy()
+            out = self.render_rays(rays, modes, cameras.light_position, skipping)
+            reset = True
         b, h, w = cameras.batch_size, cameras.height, cameras.width
         image = out["color"].view(b, h, w, 3).permute(0, 3, 1, 2)
         opacity = out["opacity"].view(b, h, w, 1).permute(0, 3, 1, 2)
@@ -256,6 +272,8 @@ class NerfGenerator(nn.Module):
         self.last_stats = {"samples_per_ray": evaluated / max(rays.origins.shape[0], 1)}
         if self.nerfacc is None:
             self.last_stats["occupied_fraction"] = self.grid.occupied_fraction()
+        if reset:
+            self.last_stats["occupancy_reset"] = 1.0
         aux: dict[str, Any] = {k: v for k, v in out.items() if k not in ("color",)}
         aux["log"] = dict(self.last_stats)  # the loop writes these into metrics.jsonl
         aux["n_rays"] = rays.origins.shape[0]
@@ -285,6 +303,7 @@ class NerfGenerator(nn.Module):
     def regularizers(self, render: Render, cameras: CameraBatch, step: int) -> dict[str, Tensor]:
         cfg = self.cfg
         aux = render.aux
+        batch = render.image.shape[0]
         terms: dict[str, Tensor] = {}
         if "normals" in aux:
             weight = annealed_weight(
@@ -292,11 +311,13 @@ class NerfGenerator(nn.Module):
             )
             if weight > 0:
                 loss = orientation_loss(aux["weights"], aux["normals"], aux["dirs"], aux["ray_indices"], aux["n_rays"])
-                terms["orientation"] = weight * loss
+                terms["orientation"] = weight * reduce_rays(loss, batch, cfg.regularizer_reduction)
         if cfg.opacity_weight > 0 and render.opacity is not None:
-            terms["opacity"] = cfg.opacity_weight * opacity_loss(render.opacity, cfg.opacity_epsilon)
+            loss = opacity_loss(render.opacity, cfg.opacity_epsilon)
+            terms["opacity"] = cfg.opacity_weight * reduce_rays(loss, batch, cfg.regularizer_reduction)
         if cfg.entropy_weight > 0 and render.opacity is not None:
-            terms["entropy"] = cfg.entropy_weight * entropy_loss(render.opacity)
+            loss = entropy_loss(render.opacity)
+            terms["entropy"] = cfg.entropy_weight * reduce_rays(loss, batch, cfg.regularizer_reduction)
         if cfg.grid_tv_weight > 0 and isinstance(self.field, VoxelGridField):
             terms["tv"] = cfg.grid_tv_weight * self.field.total_variation()
         return terms

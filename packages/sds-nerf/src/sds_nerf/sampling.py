@@ -1,10 +1,10 @@
 """Ray sampling inside the bounding sphere, with empty-space skipping.
 
 Two samplers produce the same `Samples`:
-- `TorchSampler` (CPU, or CUDA without nerfacc's kernels): stratified samples over the chord of the
-  sphere, an occupancy grid in PyTorch marks which samples the field must evaluate; the others
-  have zero density. The result is batched (n_rays, n_samples), the layout nerfacc's rendering
-  functions accept on any device.
+- `TorchSampler` (CPU, or CUDA without nerfacc's kernels): stratified intervals over the chord of
+  the sphere, the field evaluated at each interval's centre; an occupancy grid in PyTorch marks
+  which samples the field must evaluate, the others have zero density. The result is batched
+  (n_rays, n_samples), the layout nerfacc's rendering functions accept on any device.
 - `NerfaccSampler` (CUDA): nerfacc's `OccGridEstimator.sampling`, packed samples with ray indices.
 nerfacc's CUDA-only functions are only ever called from `NerfaccSampler`, on CUDA tensors.
 """
@@ -29,7 +29,7 @@ class Samples:
 
     t_starts: Tensor
     t_ends: Tensor
-    t_points: Tensor  # where the field is evaluated in each interval (stratified position)
+    t_points: Tensor  # where the field is evaluated in each interval (its centre)
     n_rays: int
     mask: Tensor | None = None  # batched: samples the field must evaluate (others: density 0)
     ray_indices: Tensor | None = None  # packed: the ray of each sample
@@ -120,7 +120,8 @@ class OccupancyGrid(nn.Module):
 
 
 class TorchSampler:
-    """Stratified samples over the sphere chord; the occupancy grid masks the empty ones."""
+    """Stratified intervals over the sphere chord, evaluated at their centres; the occupancy grid
+    masks the empty ones."""
 
     def __init__(self, radius: float, samples_per_ray: int) -> None:
         self.radius, self.n = radius, samples_per_ray
@@ -128,10 +129,16 @@ class TorchSampler:
     def __call__(self, origins: Tensor, dirs: Tensor, grid: OccupancyGrid | None, stratified: bool) -> Samples:
         near, far, hit = sphere_intersect(origins, dirs, self.radius)
         edges = torch.linspace(0.0, 1.0, self.n + 1, device=origins.device, dtype=origins.dtype)
+        edges = edges.expand(origins.shape[0], -1)
+        if stratified:  # mip-NeRF's stratification: each inner edge uniform between its neighbours' midpoints
+            mids = (edges[:, 1:] + edges[:, :-1]) / 2
+            inner = mids[:, :-1] + (mids[:, 1:] - mids[:, :-1]) * torch.rand_like(mids[:, 1:])
+            edges = torch.cat([edges[:, :1], inner, edges[:, -1:]], dim=1)  # near and far stay
         bins = near[:, None] + (far - near)[:, None] * edges  # (R, N + 1)
         t_starts, t_ends = bins[:, :-1], bins[:, 1:]
-        u = torch.rand_like(t_starts) if stratified else torch.full_like(t_starts, 0.5)
-        t_points = t_starts + (t_ends - t_starts) * u
+        # the field is evaluated at each interval's centre, where mip-NeRF's (and A.2's) IPE
+        # Gaussian is centred
+        t_points = (t_starts + t_ends) / 2
         mask = hit[:, None].expand_as(t_starts)
         if grid is not None:
             points = origins[:, None, :] + dirs[:, None, :] * t_points[..., None]

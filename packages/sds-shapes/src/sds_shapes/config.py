@@ -18,7 +18,19 @@ class ShapesConfig:
     supersample: int = 2  # anti-aliasing of the reference renders (samples per pixel side)
     # a solid background colour (RGB in [0, 1]); exposed as guidance.background
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    # The conditional set is the prompt's object; with cameras it is narrowed to
+    # "camera" (default): the references of a render are every object traced exactly
+    # (trace.py) from the render's own camera (intrinsics, distance, look-at, up, light)
+    # rotated about the vertical axis by camera_offsets azimuths spanning +-window_degrees, so any
+    # camera of A.2's distribution is served exactly; conditional set: the prompt's object from
+    # those cameras, unconditional: every object from them. "fixed": `views` reference cameras
+    # drawn once from A.2 and the view_conditioning below (also used without cameras, or when
+    # the prompt names a view). Measured in benchmarks/nerf_shapes.py (sds-nerf README).
+    references: Literal["camera", "fixed"] = "camera"
+    camera_offsets: int = 7
+    # samples per pixel side of the camera-exact references: 1 traces one ray through each pixel
+    # centre, as the NeRF renders it compares with (and costs a quarter of 2)
+    camera_supersample: int = 1
+    # The fixed references' conditional set is the prompt's object; with cameras it is narrowed to
     # "bucket": the references in the render's view bucket (the analogue of §3.2's view prompts),
     # "window": the references within window_degrees of the render's viewing direction, or
     # "none": all of the object's references. A view suffix in the prompt always narrows to it.
@@ -38,4 +50,16 @@ SHAPES_PRESETS: dict[str, dict[str, Any]] = {
         "guidance": {"resolution": 32, "views": 32},
         "cameras": {"width": 32, "height": 32},
     },
+}
+
+# The framing of the fixed references (`references = "fixed"`): cameras that always look at the
+# origin from one distance and focal length, without A.2's jitter (a deviation). With few fixed
+# reference views, renders must be framed as the references are (sds-nerf's README); pass it as
+# the run's `cameras` section (e.g. in a --config file) when training against fixed references.
+FIXED_FRAMING_CAMERAS: dict[str, Any] = {
+    "target_std": 0.0,
+    "position_jitter": 0.0,
+    "up_std": 0.0,
+    "distance_range": (1.25, 1.25),
+    "focal_range": (1.5, 1.5),
 }

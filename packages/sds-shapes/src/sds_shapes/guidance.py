@@ -26,7 +26,7 @@ from sds_core.protocols import BuildContext, CameraBatch, NoisePrediction, Rende
 from sds_core.shading import SHADING_MODES
 from sds_shapes.config import ShapesConfig
 from sds_shapes.denoiser import ExactDenoiser
-from sds_shapes.render import ReferenceViews, build_references
+from sds_shapes.render import ReferenceViews, build_references, compose, trace_buffers
 from sds_shapes.world import COLOURS, PRIMITIVES, ShapeObject, parse_prompt
 
 # Stable Diffusion's DDPM schedule: "scaled_linear" betas from 0.00085 to 0.012 over 1,000 steps
@@ -41,11 +41,16 @@ def sd_alphas_cumprod(steps: int = TRAIN_STEPS) -> Tensor:
 
 @dataclass
 class ShapesConditioning:
-    """Per sample: the shading mode and the conditional subset of that mode's references."""
+    """Per sample: the shading mode and the conditional subset of that mode's references.
+
+    With camera-exact references (`references`, one set per sample) each mask is over the
+    sample's own set; otherwise over the fixed set of the sample's mode.
+    """
 
     prompts: list[str]
     modes: list[str]
-    masks: list[Tensor]  # (N_mode,) bool each
+    masks: list[Tensor]  # (N,) bool each
+    references: list[_ReferenceSet] | None = None
 
 
 @dataclass
@@ -54,6 +59,51 @@ class _ReferenceSet:
     primitive: Tensor  # (N,) index into PRIMITIVES
     colour: Tensor  # (N,) index into COLOURS, -1 when colour-free (textureless)
     view: Tensor  # (N,) index into the V reference cameras
+
+
+def object_references(
+    coverage: Tensor, lit: Tensor, mode: str, background: Tensor, chunk_size: int, device: torch.device
+) -> _ReferenceSet:
+    """Every object of the world (each primitive in each colour; textureless: each primitive)
+    from the V views of the buffers (P, V, H, W), as one exact denoiser's references."""
+    if mode not in SHADING_MODES:
+        raise ConfigError(f"unknown shading mode {mode!r}; the shapes prior has {', '.join(SHADING_MODES)}")
+    albedo = None if mode == "textureless" else torch.tensor(list(COLOURS.values()))
+    images = compose(coverage, lit, mode, albedo, background) * 2 - 1  # (P, C, V, 3, H, W)
+    p, c, v = images.shape[:3]
+    grid = torch.meshgrid(torch.arange(p), torch.arange(c), torch.arange(v), indexing="ij")
+    colour = grid[1] if albedo is not None else torch.full_like(grid[1], -1)
+    denoiser = ExactDenoiser(images.reshape(-1, *images.shape[3:]), chunk_size).to(device)
+    return _ReferenceSet(
+        denoiser, grid[0].reshape(-1).to(device), colour.reshape(-1).to(device), grid[2].reshape(-1).to(device)
+    )
+
+
+def offset_cameras(cameras: CameraBatch, degrees: Tensor, resolution: int) -> CameraBatch:
+    """Each camera, and its light, rotated about the world's z axis by each of K offsets: B * K
+    cameras (sample-major) at the guidance resolution."""
+    b, k = cameras.batch_size, degrees.shape[0]
+    rad = torch.deg2rad(degrees.to(cameras.c2w))
+    rot = torch.zeros(k, 4, 4, dtype=rad.dtype, device=rad.device)
+    rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1] = rad.cos(), -rad.sin(), rad.sin(), rad.cos()
+    rot[:, 2, 2] = rot[:, 3, 3] = 1.0
+    c2w = (rot[None] @ cameras.c2w[:, None]).reshape(b * k, 4, 4)
+    light = torch.einsum("kij,bj->bki", rot[:, :3, :3], cameras.light_position).reshape(b * k, 3)
+    scaled = cameras.with_resolution(resolution, resolution)
+
+    def per_view(x: Tensor) -> Tensor:
+        return x.repeat_interleave(k)
+
+    return CameraBatch(
+        c2w=c2w,
+        focal=per_view(scaled.focal),
+        width=resolution,
+        height=resolution,
+        elevation=per_view(cameras.elevation),
+        azimuth=(cameras.azimuth[:, None] + degrees.to(cameras.azimuth)).reshape(-1) % 360.0,
+        distance=per_view(cameras.distance),
+        light_position=light,
+    )
 
 
 class ShapesGuidance:
@@ -76,13 +126,24 @@ class ShapesGuidance:
         self.background: tuple[float, float, float] = tuple(config.background)  # type: ignore[assignment]
         self._alphas = sd_alphas_cumprod()
         self.camera_config = build_config(CameraConfig, context.config.get("cameras", {}), "cameras")
-        cache = cache_root(config.cache_dir) if config.cache else None
-        self.views: ReferenceViews = build_references(
-            self.camera_config, config.resolution, config.views, config.seed, config.supersample, cache
-        )
-        self._directions = self.views.directions.to(self.device)
-        self._labels = list(self.views.views)
+        if config.references not in ("camera", "fixed"):
+            raise ConfigError("guidance.references must be 'camera' or 'fixed'")
+        self._views: ReferenceViews | None = None
         self._sets: dict[str, _ReferenceSet] = {}
+        # camera-exact references: K azimuth offsets spanning the window, the render's own view among them
+        k = max(config.camera_offsets, 1)
+        self._offsets = torch.linspace(-config.window_degrees, config.window_degrees, k) if k > 1 else torch.zeros(1)
+
+    @property
+    def views(self) -> ReferenceViews:
+        """The fixed reference views (built, or read from the disk cache, on first use)."""
+        if self._views is None:
+            config = self.config
+            cache = cache_root(config.cache_dir) if config.cache else None
+            self._views = build_references(
+                self.camera_config, config.resolution, config.views, config.seed, config.supersample, cache
+            )
+        return self._views
 
     # --- ground truth -----------------------------------------------------------------------
 
@@ -98,26 +159,34 @@ class ShapesGuidance:
         return self.views.image(PRIMITIVES.index(obj.primitive), mode, rho, torch.tensor(self.background))
 
     def _reference_set(self, mode: str) -> _ReferenceSet:
-        """Every object's references in one shading mode, built on first use."""
-        if mode not in SHADING_MODES:
-            raise ConfigError(f"unknown shading mode {mode!r}; the shapes prior has {', '.join(SHADING_MODES)}")
-        if mode in self._sets:
-            return self._sets[mode]
-        colours = [None] if mode == "textureless" else list(COLOURS.values())
-        images, prim, col = [], [], []
-        for p in range(len(PRIMITIVES)):
-            for c, rgb in enumerate(colours):
-                rho = None if rgb is None else torch.tensor(rgb)
-                images.append(self.views.image(p, mode, rho, torch.tensor(self.background)) * 2 - 1)
-                prim.append(torch.full((self.config.views,), p))
-                col.append(torch.full((self.config.views,), c if rgb is not None else -1))
-        view = torch.arange(self.config.views).repeat(len(images))
-        denoiser = ExactDenoiser(torch.cat(images), self.config.chunk_size).to(self.device)
-        ref = _ReferenceSet(
-            denoiser, torch.cat(prim).to(self.device), torch.cat(col).to(self.device), view.to(self.device)
-        )
-        self._sets[mode] = ref
-        return ref
+        """Every object's fixed references in one shading mode, built on first use."""
+        if mode not in self._sets:
+            views, background = self.views, torch.tensor(self.background)
+            self._sets[mode] = object_references(
+                views.coverage, views.lit, mode, background, self.config.chunk_size, self.device
+            )
+        return self._sets[mode]
+
+    def camera_references(self, cameras: CameraBatch, modes: list[str]) -> list[_ReferenceSet]:
+        """Per sample, every object traced from the sample's own camera at each azimuth offset
+        of the window (intrinsics, distance, look-at, up and light as the render's): one exact
+        trace of every primitive serves every colour and mode."""
+        config = self.config
+        cams = offset_cameras(cameras.to(self.device), self._offsets, self.resolution)
+        coverage, lit = trace_buffers(cams, config.camera_supersample)  # (P, B * K, H, W)
+        k = self._offsets.shape[0]
+        background = torch.tensor(self.background)
+        return [
+            object_references(
+                coverage[:, i * k : (i + 1) * k],
+                lit[:, i * k : (i + 1) * k],
+                mode,
+                background,
+                config.chunk_size,
+                self.device,
+            )
+            for i, mode in enumerate(modes)
+        ]
 
     # --- the Guidance protocol --------------------------------------------------------------
 
@@ -141,10 +210,10 @@ class ShapesGuidance:
         """(V,) bool over the reference cameras for one sample."""
         v = self.config.views
         if view is not None:
-            mask = torch.tensor([label == view for label in self._labels], device=self.device)
+            mask = torch.tensor([label == view for label in self.views.views], device=self.device)
             return mask if bool(mask.any()) else torch.ones(v, dtype=torch.bool, device=self.device)
         if direction is not None:
-            cos = self._directions @ (direction / direction.norm().clamp_min(1e-8))
+            cos = self.views.directions.to(self.device) @ (direction / direction.norm().clamp_min(1e-8))
             mask = cos >= math.cos(math.radians(self.config.window_degrees))
             if not bool(mask.any()):
                 mask = cos == cos.max()  # the nearest reference camera
@@ -160,14 +229,17 @@ class ShapesGuidance:
         views = cameras.views if cameras is not None and mode_of == "bucket" else None
         # the shared prompt processing appends the camera's view (§3.2); a prompt's own suffix wins
         prompts = per_sample_prompts(self.prompt, views, batch)
+        if self.config.references == "camera" and cameras is not None and self.parsed.view is None:
+            obj = self.parsed.obj
+            refs = self.camera_references(cameras, modes)
+            masks = [self._object_mask(ref, mode, obj) for ref, mode in zip(refs, modes, strict=True)]
+            return ShapesConditioning(prompts, modes, masks, refs)
         masks = []
         for i, (text, mode) in enumerate(zip(prompts, modes, strict=True)):
             parsed = parse_prompt(text)
             ref = self._reference_set(mode)
             obj = parsed.obj
-            mask = ref.primitive == PRIMITIVES.index(obj.primitive)
-            if mode != "textureless":
-                mask = mask & (ref.colour == list(COLOURS).index(obj.colour))
+            mask = self._object_mask(ref, mode, obj)
             direction = None
             if parsed.view is None and cameras is not None and mode_of == "window":
                 direction = cameras.position[i].to(self.device, torch.float32)
@@ -175,12 +247,21 @@ class ShapesGuidance:
             masks.append(mask)
         return ShapesConditioning(prompts, modes, masks)
 
+    @staticmethod
+    def _object_mask(ref: _ReferenceSet, mode: str, obj: ShapeObject) -> Tensor:
+        """The references of `obj` (any colour when textureless)."""
+        mask = ref.primitive == PRIMITIVES.index(obj.primitive)
+        if mode != "textureless":
+            mask = mask & (ref.colour == list(COLOURS).index(obj.colour))
+        return mask
+
     def negative_condition(self, conditioning: ShapesConditioning | None, text: str) -> ShapesConditioning | None:
         """`conditioning` with its conditional set replaced by the images of `text` (NegativePrompting).
 
         A text naming an object of the world ("a blue cone") selects that object's references;
         any other text (NFSD's "unrealistic, blurry, ...") has no images in this world and stands
-        for "not the prompt's object": every other object, in each sample's shading mode.
+        for "not the prompt's object": every other object, in each sample's shading mode. With
+        camera-exact references, from each sample's own cameras.
         """
         if conditioning is None:
             return None
@@ -188,24 +269,27 @@ class ShapesGuidance:
             named: ShapeObject | None = parse_prompt(text).obj
         except SdsError:
             named = None
+        refs = conditioning.references
         masks = []
-        for prompt, mode in zip(conditioning.prompts, conditioning.modes, strict=True):
-            ref = self._reference_set(mode)
-            obj = named or parse_prompt(prompt).obj
-            mask = ref.primitive == PRIMITIVES.index(obj.primitive)
-            if mode != "textureless":
-                mask = mask & (ref.colour == list(COLOURS).index(obj.colour))
+        for i, (prompt, mode) in enumerate(zip(conditioning.prompts, conditioning.modes, strict=True)):
+            ref = refs[i] if refs is not None else self._reference_set(mode)
+            mask = self._object_mask(ref, mode, named or parse_prompt(prompt).obj)
             masks.append(mask if named is not None else ~mask)
-        return ShapesConditioning([text] * len(masks), list(conditioning.modes), masks)
+        return ShapesConditioning([text] * len(masks), list(conditioning.modes), masks, refs)
 
     def predict_noise(self, x_t: Tensor, t: Tensor, conditioning: Any) -> NoisePrediction:
         cond: ShapesConditioning = conditioning
         alpha_bar = self._alphas.to(x_t.device)[t]
         eps_c = torch.empty_like(x_t)
         eps_u = torch.empty_like(x_t)
-        for mode in dict.fromkeys(cond.modes):
-            idx = [i for i, m in enumerate(cond.modes) if m == mode]
-            ref = self._reference_set(mode)
+        # camera-exact references: one set per sample; fixed ones: one set per shading mode
+        groups = (
+            [([i], cond.references[i]) for i in range(len(cond.modes))]
+            if cond.references is not None
+            else [([i for i, m in enumerate(cond.modes) if m == mode], None) for mode in dict.fromkeys(cond.modes)]
+        )
+        for idx, own in groups:
+            ref = own if own is not None else self._reference_set(cond.modes[idx[0]])
             z = x_t[idx].to(self.device)
             a = alpha_bar[idx].to(self.device)
             masks = torch.stack([cond.masks[i] for i in idx])

@@ -1,4 +1,4 @@
-"""Reference renders of the `shapes` world: sphere tracing in pure torch, DreamFusion shading.
+"""Reference renders of the `shapes` world: exact ray casting in torch (`trace.py`), DreamFusion shading.
 
 A view of a primitive is traced once; its colour-independent buffers (coverage, and coverage
 times the light term of `sds_core.shading.shade`) give the albedo, lambertian and textureless
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -26,68 +25,47 @@ from sds_core.config import CameraConfig
 from sds_core.files import atomic_write
 from sds_core.protocols import CameraBatch
 from sds_core.shading import ShadingConfig, shade
-from sds_shapes.world import BOUND_RADIUS, PRIMITIVES, SDFS
+from sds_shapes.trace import HITS, NORMALS, dot
+from sds_shapes.world import BOUND_RADIUS, PRIMITIVES
 
-RENDER_VERSION = 1  # bump when the world or the renderer changes: invalidates cached references
+RENDER_VERSION = 2  # bump when the world or the renderer changes: invalidates cached references
 
 
-def sphere_trace(
-    sdf: Callable[[Tensor], Tensor], origins: Tensor, dirs: Tensor, steps: int = 96, eps: float = 1e-4
+def trace_buffers(
+    cameras: CameraBatch,
+    supersample: int = 1,
+    shading: ShadingConfig | None = None,
+    primitives: tuple[str, ...] = PRIMITIVES,
 ) -> tuple[Tensor, Tensor]:
-    """Hit mask and hit points of rays (N, 3) against the surface sdf = 0 inside the bounding sphere."""
-    b = (origins * dirs).sum(-1)
-    c = (origins * origins).sum(-1) - BOUND_RADIUS**2
-    disc = b * b - c
-    valid = disc > 0
-    root = disc.clamp_min(0).sqrt()
-    t = (-b - root).clamp_min(0)
-    t_far = -b + root
-    active = valid.clone()
-    hit = torch.zeros_like(valid)
-    for _ in range(steps):
-        if not bool(active.any()):
-            break
-        idx = active.nonzero(as_tuple=True)[0]
-        d = sdf(origins[idx] + t[idx, None] * dirs[idx])
-        t[idx] = t[idx] + d
-        done = d.abs() < eps
-        hit[idx] = hit[idx] | done
-        gone = done | (t[idx] > t_far[idx])
-        active[idx[gone]] = False
-    points = origins + t[:, None] * dirs
-    return hit, points
+    """(coverage, lit) of each primitive seen by each camera, each (P, B, H, W) in [0, 1].
 
-
-def sdf_normals(sdf: Callable[[Tensor], Tensor], points: Tensor, h: float = 1e-3) -> Tensor:
-    """Unit outward normals by central differences of the SDF."""
-    offsets = torch.eye(3, dtype=points.dtype, device=points.device) * h
-    grad = torch.stack([sdf(points + o) - sdf(points - o) for o in offsets], dim=-1)
-    return grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-
-
-def render_buffers(
-    primitive: str, cameras: CameraBatch, supersample: int = 1, shading: ShadingConfig | None = None
-) -> tuple[Tensor, Tensor]:
-    """(coverage, lit) of one primitive seen by `cameras`, each (V, H, W) in [0, 1].
-
-    lit is the mean over the pixel's supersamples of hit * light, with light the Lambertian term of
+    One set of rays serves every primitive; hits are exact (`trace.HITS`). lit is the mean over
+    the pixel's supersamples of hit * light, with light the Lambertian term of
     `sds_core.shading.shade` (ambient 0.1, diffuse 0.9 with the camera's point light, §3.1).
     """
     shading = shading or ShadingConfig()
-    sdf = SDFS[primitive]
     fine = cameras.with_resolution(cameras.width * supersample, cameras.height * supersample)
     origins, dirs = fine.rays()
     shape = dirs.shape[:-1]
-    hit, points = sphere_trace(sdf, origins.reshape(-1, 3), dirs.reshape(-1, 3))
-    normals = sdf_normals(sdf, points)
+    o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
     light = fine.light_position.view(-1, 1, 1, 3).expand(*shape, 3).reshape(-1, 3)
-    white = torch.ones_like(points)
-    lit = shade("textureless", white, normals, points, light, shading.ambient, shading.diffuse)[:, 0]
-    coverage = hit.float().view(shape)
-    lit = (lit * hit.float()).view(shape)
-    if supersample > 1:
-        coverage = F.avg_pool2d(coverage.unsqueeze(1), supersample).squeeze(1)
-        lit = F.avg_pool2d(lit.unsqueeze(1), supersample).squeeze(1)
+    # only rays that meet the world's bounding sphere can hit a primitive
+    b = dot(o, d)
+    disc = b * b - dot(o, o) + BOUND_RADIUS**2
+    near = (disc > 0) & (disc.clamp_min(0).sqrt() > b)  # the far intersection is ahead
+    rays = near.nonzero().squeeze(1)
+    o, d, light = o[rays], d[rays], light[rays]
+    t = torch.stack([HITS[primitive](o, d) for primitive in primitives])  # (P, R)
+    hit = torch.isfinite(t)
+    points = o + torch.where(hit, t, 0.0)[..., None] * d  # (P, R, 3)
+    normals = torch.stack([NORMALS[primitive](p) for primitive, p in zip(primitives, points, strict=True)])
+    light_term = shade("textureless", points, normals, points, light, shading.ambient, shading.diffuse)[..., 0]
+    blank = o.new_zeros(len(primitives), near.shape[0])
+    coverage = blank.index_copy(1, rays, hit.to(o.dtype)).view(-1, *shape)
+    lit = blank.index_copy(1, rays, torch.where(hit, light_term, 0.0)).view(-1, *shape)
+    if supersample > 1:  # (P, B, h, w)
+        coverage = F.avg_pool2d(coverage, supersample)
+        lit = F.avg_pool2d(lit, supersample)
     return coverage, lit
 
 
@@ -104,14 +82,22 @@ class ReferenceViews:
 
     def image(self, primitive: int, mode: str, rho: Tensor | None, background: Tensor) -> Tensor:
         """(V, 3, H, W) RGB in [0, 1] of one primitive in one shading mode (rho: albedo (3,))."""
-        cov = self.coverage[primitive].unsqueeze(1)
-        lit = self.lit[primitive].unsqueeze(1)
-        bg = background.view(1, 3, 1, 1) * (1 - cov)
-        if mode == "textureless":
-            return lit.expand(-1, 3, -1, -1) + bg
-        assert rho is not None
-        surface = cov if mode == "albedo" else lit
-        return rho.view(1, 3, 1, 1) * surface + bg
+        albedo = None if rho is None else rho.view(1, 3)
+        return compose(
+            self.coverage[primitive : primitive + 1], self.lit[primitive : primitive + 1], mode, albedo, background
+        )[0, 0]
+
+
+def compose(coverage: Tensor, lit: Tensor, mode: str, albedo: Tensor | None, background: Tensor) -> Tensor:
+    """Images (P, C, V, 3, H, W) in [0, 1] of P primitives in C colours (albedo (C, 3)) from
+    their buffers (P, V, H, W); textureless images have no colour (C = 1, albedo None)."""
+    cov = coverage[:, None, :, None]  # (P, 1, V, 1, H, W)
+    bg = background.to(coverage).view(1, 1, 1, 3, 1, 1) * (1 - cov)
+    if mode == "textureless":
+        return lit[:, None, :, None].expand(-1, -1, -1, 3, -1, -1) + bg
+    assert albedo is not None
+    surface = cov if mode == "albedo" else lit[:, None, :, None]
+    return albedo.to(coverage).view(1, -1, 1, 3, 1, 1) * surface + bg
 
 
 def reference_cameras(camera_config: CameraConfig, resolution: int, views: int, seed: int) -> CameraBatch:
@@ -144,15 +130,11 @@ def build_references(
             except (OSError, RuntimeError, TypeError, KeyError):
                 pass  # a damaged cache entry is rebuilt
     cams = reference_cameras(camera_config, resolution, views, seed)
-    coverage, lit = [], []
-    for primitive in PRIMITIVES:
-        c, li = render_buffers(primitive, cams, supersample)
-        coverage.append(c)
-        lit.append(li)
+    coverage, lit = trace_buffers(cams, supersample)
     position = cams.position
     refs = ReferenceViews(
-        coverage=torch.stack(coverage),
-        lit=torch.stack(lit),
+        coverage=coverage,
+        lit=lit,
         directions=position / position.norm(dim=-1, keepdim=True),
         elevation=cams.elevation,
         azimuth=cams.azimuth,

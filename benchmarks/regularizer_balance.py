@@ -1,0 +1,79 @@
+"""How strongly each NeRF regulariser pulls against SDS: parameter-gradient norm ratios.
+
+For one training render (a fixed camera, a shaded mode, at a given step of the schedule) of a
+fresh generator, the gradient of the SDS loss and of each weighted regulariser with respect to the
+generator's parameters, their norms and the ratio regulariser / SDS, for each reduction of the
+regularisers over rays (`generator.regularizer_reduction`: "sum" over pixels as SDS, or "mean").
+
+    python benchmarks/regularizer_balance.py                          # paper preset, 64 x 64
+    python benchmarks/regularizer_balance.py --preset draft --step 500 --mode textureless
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def measure(
+    prompt: str, preset: str, reduction: str, step: int, mode: str, seed: int, sets: list[str]
+) -> dict[str, Any]:
+    import torch
+
+    from sds_core.config import deep_merge, parse_sets
+    from sds_core.loop import start_run
+
+    overrides = deep_merge(parse_sets(sets), {"generator": {"regularizer_reduction": reduction}})
+    out = Path(tempfile.mkdtemp(prefix="reg-balance-"))
+    trainer = start_run(prompt, out / "run", preset, overrides, {"guidance": "shapes"}, device="cpu")
+    gen = trainer.generator
+    gen.train()
+    gen.field.set_step(step)
+    params = [p for p in gen.parameters() if p.requires_grad]
+    torch.manual_seed(seed)
+    cams = trainer.cameras.sample()
+    render = gen.render_views(cams, [mode] * cams.batch_size)
+    x = trainer.guidance.prepare(render)
+    cond = trainer.guidance.condition(render, cams)
+    sds = trainer.loss(x, trainer.guidance, cond, step).loss
+    regs = gen.regularizers(render, cams, step)
+
+    def norm(value: Any) -> float:
+        grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+        return float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads if g is not None)))
+
+    sds_norm = norm(sds)
+    row = {"reduction": reduction, "pixels": cams.width * cams.height, "sds": sds_norm}
+    for name, value in regs.items():
+        if value.requires_grad:
+            row[name] = norm(value)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompt", default="a red cube")
+    parser.add_argument("--preset", default="paper")
+    parser.add_argument("--step", type=int, default=3000, help="where in the schedule (weights, IPE)")
+    parser.add_argument("--mode", default="lambertian", help="the render's shading mode")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reductions", nargs="+", default=["mean", "sum"])
+    parser.add_argument("--set", action="append", default=[], help="key.path=value, as sds generate --set")
+    args = parser.parse_args(argv)
+    for reduction in args.reductions:
+        row = measure(args.prompt, args.preset, reduction, args.step, args.mode, args.seed, args.set)
+        terms = [k for k in row if k not in ("reduction", "pixels", "sds")]
+        ratios = " ".join(f"{k} {row[k]:.3e} (ratio {row[k] / row['sds']:.2e})" for k in terms)
+        print(
+            f"{args.preset} {args.prompt!r} step {args.step} {args.mode} {row['pixels']} px, reduction {reduction}: "
+            f"|grad SDS| {row['sds']:.3e}; {ratios}",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
