@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -53,12 +54,14 @@ def cluster(tmp_path_factory):
     port = _free_port()
     temp = tmp_path_factory.mktemp("ray")
     # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps every Ray address on loopback (one-machine cluster).
-    # RAY_AUTH_MODE=token: the driver presents the token `ray start` wrote to ~/.ray/auth_token.
+    # RAY_AUTH_MODE=token (Ray >= 2.52): the cluster and the driver share one token. A fresh machine
+    # has no ~/.ray/auth_token and `ray start` then refuses to start, so the test makes its own.
     env = {
         **os.environ,
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
     }
     env["PYTHONPATH"] = str(REPO)
     start = [ray_cli, "start", "--head", "--num-cpus", "2", "--num-gpus", "0", "--node-ip-address", "127.0.0.1"]
