@@ -153,6 +153,9 @@ def demo(session: nox.Session) -> None:
     install_all(session)
     session.run("sds", "plugins")
     out = os.path.join("runs", "demo")
+    if os.path.exists(os.path.join(out, "config.json")):  # the last demo's run: start afresh
+        session.log(f"removing the previous demo run {out}")
+        shutil.rmtree(out)
     args = session.posargs or ["a red cube", "--guidance", "shapes", "--preset", "draft"]
     session.run("sds", "generate", *args, "--out", out, "--device", "cpu", env=ENV)
 
