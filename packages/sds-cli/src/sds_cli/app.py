@@ -11,7 +11,7 @@ import typer
 
 from sds_cli.commands.evaluate import eval_app
 from sds_cli.commands.plugins import plugins_app
-from sds_cli.defaults import DEFAULT_NAMES
+from sds_cli.defaults import DEFAULT_NAMES, DEFAULT_PRESET
 from sds_cli.errors import EXIT_INTERRUPTED, fail, user_errors
 
 app = typer.Typer(
@@ -99,7 +99,7 @@ def generate(
         progress = RunProgress()
         listeners: list[Any] = [progress]
         if preset is None:  # the default preset on a CPU: say what it costs, once
-            listeners.append(CostNotice(progress.console, "paper"))
+            listeners.append(CostNotice(progress.console, DEFAULT_PRESET))
         taken: set[Path] = set()
         while True:
             folder = out or _default_out(prompt, taken)
@@ -107,7 +107,7 @@ def generate(
                 trainer = start_run(
                     prompt,
                     folder,
-                    preset or "paper",
+                    preset or DEFAULT_PRESET,
                     overrides,
                     names,
                     device,
@@ -192,7 +192,7 @@ def batch(
     loss: Annotated[str | None, typer.Option(help="Distillation loss plugin (default: sds).")] = None,
     steps: Annotated[int | None, typer.Option(help="Optimisation steps of each run.")] = None,
     seed: Annotated[int | None, typer.Option(help="First seed.")] = None,
-    preset: Preset = "paper",
+    preset: Preset = DEFAULT_PRESET,
     device: Device = "auto",
     config: Annotated[Path | None, typer.Option(help="Config file applied to every run.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="key.path=value for every run.")] = None,

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sds_cli.defaults import DEFAULT_PRESET
 from sds_core.errors import SdsError
 
 
@@ -22,7 +23,7 @@ class BatchJob:
     prompt: str
     seed: int
     out_dir: str
-    preset: str = "paper"
+    preset: str = DEFAULT_PRESET
     overrides: dict[str, Any] = field(default_factory=dict)
     names: dict[str, str | None] = field(default_factory=dict)
     device: str = "auto"

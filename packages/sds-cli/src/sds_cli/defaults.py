@@ -7,3 +7,6 @@ DEFAULT_NAMES: dict[str, str] = {
     "guidance": "shapes",  # the offline prior (sds-shapes, docs/design.md); pass stable-diffusion etc.
     "loss": "sds",
 }
+
+#: the preset of a run that names none (DreamFusion's own settings)
+DEFAULT_PRESET = "paper"
