@@ -260,15 +260,15 @@ class NerfGenerator(nn.Module):
         """
         rays = camera_rays(cameras)
         out = self.render_rays(rays, modes, cameras.light_position, skipping)
-        reset = False
-        if self.training and skipping is not False and float(out["samples_evaluated"]) == 0:
+        evaluated = float(out["samples_evaluated"])
+        reset = self.training and skipping is not False and evaluated == 0
+        if reset:
             self.reset_occupancy()
             out = self.render_rays(rays, modes, cameras.light_position, skipping)
-            reset = True
+            evaluated = float(out["samples_evaluated"])
         b, h, w = cameras.batch_size, cameras.height, cameras.width
         image = out["color"].view(b, h, w, 3).permute(0, 3, 1, 2)
         opacity = out["opacity"].view(b, h, w, 1).permute(0, 3, 1, 2)
-        evaluated = float(out["samples_evaluated"])
         self.last_stats = {"samples_per_ray": evaluated / max(rays.origins.shape[0], 1)}
         if self.nerfacc is None:
             self.last_stats["occupied_fraction"] = self.grid.occupied_fraction()
