@@ -10,6 +10,7 @@ from sds_core.hookspecs import hookimpl
 from sds_core.plugins import PluginSpec, Registry
 from sds_core.prompts import VIEWS, cache_root, per_sample_prompts, split_view, view_prompt
 from sds_core.protocols import (
+    AdaptiveParameters,
     BuildContext,
     CameraBatch,
     DeclaresBackground,
@@ -33,6 +34,7 @@ from sds_core.run import RunFolder
 __all__ = [
     "EXPORT_FORMATS",
     "VIEWS",
+    "AdaptiveParameters",
     "BackgroundOptions",
     "BuildContext",
     "CameraBatch",

@@ -33,7 +33,7 @@ from sds_core.events import ArtifactWritten, Event, Listener, RunFinished, RunSt
 from sds_core.files import RunLock
 from sds_core.imaging import grid, save_image
 from sds_core.plugins import Catalog, load_catalog
-from sds_core.protocols import BuildContext, ExportContext, GuidanceFacts, TrainableLoss
+from sds_core.protocols import AdaptiveParameters, BuildContext, ExportContext, GuidanceFacts, TrainableLoss
 from sds_core.resolve import ResolvedConfig, resolve_config
 from sds_core.run import RunFolder, check_record
 from sds_core.schedules import learning_rate_factor
@@ -223,6 +223,8 @@ class Trainer:
             total.backward()
         t3 = self._sync()
         self.optimizer.step()
+        if isinstance(self.generator, AdaptiveParameters):  # e.g. Gaussians densified on a schedule
+            self.generator.after_step(self.optimizer, self.step)
         t4 = self._sync()
         self.step += 1
         terms = dict(out.terms)

@@ -309,6 +309,16 @@ class DensityField(Protocol):
 
 
 @runtime_checkable
+class AdaptiveParameters(Protocol):
+    """A generator whose parameters change in number while it trains (Gaussian densification):
+    after each optimiser step the loop calls `after_step(optimizer, step)` (step: the index of the
+    step just taken), which may resize its parameters in place and the optimiser's state with
+    them; its `load_state_dict` resizes its parameters to a checkpoint's before loading."""
+
+    def after_step(self, optimizer: Any, step: int) -> None: ...
+
+
+@runtime_checkable
 class SurfaceMesh(Protocol):
     """A generator with an explicit surface: a world-space trimesh mesh with vertex colours."""
 
