@@ -158,15 +158,26 @@ class GaussianModel(nn.Module):
 
     # --- checkpoints with a changing count ------------------------------------------------------
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """Resize the parameters and statistics to the checkpoint's count, then load."""
+    def _load_from_state_dict(
+        self,
+        state_dict: Mapping[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """Resize the parameters and statistics to the checkpoint's count, then load (called by
+        `load_state_dict` of this module or of any module holding it)."""
         for name in PARAMETERS + STATISTICS:
-            key = name if name in state_dict else None
-            if key is not None and isinstance(state_dict[key], Tensor):
-                current = getattr(self, name)
-                if current.shape != state_dict[key].shape:
-                    current.data = torch.empty_like(state_dict[key], device=current.device, dtype=current.dtype)
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+            saved = state_dict.get(prefix + name)
+            current = getattr(self, name)
+            if isinstance(saved, Tensor) and saved.shape != current.shape:
+                current.data = torch.empty(saved.shape, device=current.device, dtype=current.dtype)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     # --- changing the set of Gaussians, and the optimiser's state with it -------------------------
 
