@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ROOT / "packages"
 CORE, SHARED = "sds_core", "sds_3d"
-PLUGINS = {"sds_guidance", "sds_shapes", "sds_nerf", "sds_mesh"}
+PLUGINS = {"sds_guidance", "sds_shapes", "sds_nerf", "sds_mesh", "sds_gaussians"}
 # what each package may import besides itself; the plugin packages: sds-core and sds-3d only
 ALLOWED: dict[str, set[str]] = {
     CORE: set(),

@@ -59,24 +59,31 @@ class GaussianField:
         )
 
     @torch.no_grad()
-    def _weights(self, points: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
-        """Density (M,) and the density-weighted colour sum (M, 3); Gaussians are culled per chunk
-        of points by their reach against the chunk's bounding box."""
+    def _weights(self, points: Tensor, chunk: int = 1024, cell: float = 0.1) -> tuple[Tensor, Tensor]:
+        """Density (M,) and the density-weighted colour sum (M, 3). The points are grouped into
+        cells of side `cell` and evaluated `chunk` at a time in that order, each chunk against
+        the Gaussians whose reach meets its bounding box."""
         points = points.to(self.means)
         density = torch.zeros(len(points), device=points.device)
         color = torch.zeros(len(points), 3, device=points.device)
+        if len(points) == 0:
+            return density, color
+        cells = torch.floor((points - points.min(0).values) / cell).long()
+        side = int(cells.max()) + 1
+        order = torch.argsort((cells[:, 0] * side + cells[:, 1]) * side + cells[:, 2], stable=True)
         for start in range(0, len(points), chunk):
-            p = points[start : start + chunk]
+            rows = order[start : start + chunk]
+            p = points[rows]
             low, high = p.min(0).values, p.max(0).values
             near = ((self.means - self.reach[:, None] <= high) & (self.means + self.reach[:, None] >= low)).all(-1)
             idx = near.nonzero().squeeze(-1)
             if len(idx) == 0:
                 continue
             d = p[:, None, :] - self.means[idx][None]  # (m, k, 3)
-            q = torch.einsum("mki,kij,mkj->mk", d, self.precisions[idx], d)
+            q = (torch.einsum("mki,kij->mkj", d, self.precisions[idx]) * d).sum(-1)  # Mahalanobis^2
             w = self.opacities[idx][None] * torch.exp(-0.5 * q)
-            density[start : start + chunk] = w.sum(-1)
-            color[start : start + chunk] = w @ self.colors[idx]
+            density[rows] = w.sum(-1)
+            color[rows] = w @ self.colors[idx]
         return density, color
 
     def density(self, points: Tensor) -> Tensor:
