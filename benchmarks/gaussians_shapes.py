@@ -39,7 +39,9 @@ def count_over_time(metrics: Path, every: int) -> list[tuple[int, int]]:
     return rows
 
 
-def run_object(prompt: str, out: Path, preset: str, overrides: dict[str, Any], seed: int) -> dict[str, Any]:
+def run_object(
+    prompt: str, out: Path, preset: str, overrides: dict[str, Any], seed: int, device: str = "cpu"
+) -> dict[str, Any]:
     from sds_core.config import deep_merge
     from sds_core.loop import start_run
     from sds_shapes.metrics import evaluate
@@ -47,7 +49,7 @@ def run_object(prompt: str, out: Path, preset: str, overrides: dict[str, Any], s
     overrides = deep_merge({"run": {"seed": seed, "preview_every": 0, "checkpoint_every": 0}}, overrides)
     overrides = deep_merge({"generator": {"export_formats": ["ply"]}}, overrides)
     names = {"generator": "gaussians", "guidance": "shapes"}
-    trainer = start_run(prompt, out, preset=preset, overrides=overrides, names=names, device="cpu")
+    trainer = start_run(prompt, out, preset=preset, overrides=overrides, names=names, device=device)
     gen = trainer.generator
     truth = trainer.guidance.ground_truth
     wall0, cpu0 = time.perf_counter(), cpu_seconds()
@@ -64,6 +66,7 @@ def run_object(prompt: str, out: Path, preset: str, overrides: dict[str, Any], s
         "wall_s": wall,
         "cpu_s": cpu,
         "gaussians": gen.gaussians.count,
+        "rasterizer": gen.rasterizer.name,
         "count_over_time": count_over_time(trainer.folder.metrics_path, max(trainer.step // 6, 1)),
     }
 
@@ -74,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
     parser.add_argument("--preset", default="draft")
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (gsplat when installed)")
     parser.add_argument("--set", action="append", default=[], help="key.path=value, as sds generate --set")
     parser.add_argument("--out", type=Path, default=None, help="keep the run folders here")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
@@ -88,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for prompt in args.objects:
         for seed in args.seeds:
-            row = run_object(prompt, root / f"{prompt.replace(' ', '-')}-seed{seed}", args.preset, overrides, seed)
+            folder = root / f"{prompt.replace(' ', '-')}-seed{seed}"
+            row = run_object(prompt, folder, args.preset, overrides, seed, args.device)
             rows.append(row)
             counts = " ".join(f"{s}:{n}" for s, n in row["count_over_time"])
             print(

@@ -11,8 +11,8 @@
 #
 # (the script installs them itself when /tmp/site does not hold them yet). The parts, in order:
 # the environment; nerfacc's CUDA kernels JIT-built once (in the background, while the guidance
-# benchmark runs); the SD 2.1 guidance cost per step; pytest tests/gpu; the NeRF generator on the
-# `shapes` prior. Each runs under `timeout`, capped so that the whole session ends within
+# benchmark runs); gsplat's CUDA kernels JIT-built once (in the background too); the SD 2.1 guidance
+# cost per step; pytest tests/gpu; the NeRF and the Gaussian generators on the `shapes` prior. Each runs under `timeout`, capped so that the whole session ends within
 # GPU_SESSION_LIMIT seconds (default 450, plus at most 10 s per killed part). The log goes to stdout
 # and to $OUT/gpu.log; the script always exits 0 and ends with one line per part (ok, FAILED,
 # TIMED OUT or SKIPPED).
@@ -67,7 +67,7 @@ if ! command -v nvcc >/dev/null && [[ -x /usr/local/cuda/bin/nvcc ]]; then
 fi
 
 # --- the carried wheels ---------------------------------------------------------------------------
-if ! PYTHONPATH=/tmp/site python3 -c "import sds_core, sds_nerf, sds_mesh, diffusers, nerfacc, trimesh" 2>/dev/null; then
+if ! PYTHONPATH=/tmp/site python3 -c "import sds_core, sds_nerf, sds_mesh, sds_gaussians, gsplat, diffusers, nerfacc, trimesh" 2>/dev/null; then
     part "install .whl into /tmp/site" 120 330 python3 -m pip install -q --no-index --no-deps --no-compile \
         --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 fi
@@ -87,7 +87,8 @@ print("python", sys.version.split()[0], "| torch", torch.__version__, "| CUDA", 
 print("device", torch.cuda.get_device_name(0), "capability %d.%d" % torch.cuda.get_device_capability(0))
 import importlib.metadata as md
 for name in ("transformers", "huggingface-hub", "accelerate", "diffusers", "nerfacc", "trimesh", "xatlas",
-             "sds-core", "sds-guidance", "sds-shapes", "sds-nerf", "sds-mesh", "sds-eval", "sds-cli"):
+             "gsplat", "sds-core", "sds-guidance", "sds-shapes", "sds-3d", "sds-nerf", "sds-mesh", "sds-gaussians",
+             "sds-eval", "sds-cli"):
     try:
         print(f"  {name} {md.version(name)}")
     except md.PackageNotFoundError:
@@ -129,6 +130,32 @@ print(
 PY
 NERFACC_PID=$!
 
+# --- gsplat's CUDA kernels, built once in the background (sds-gaussians' CUDA rasteriser) ----------
+GSPLAT_LIMIT=$(budget 300 150)
+log "=== gsplat CUDA kernels: JIT build in the background (limit ${GSPLAT_LIMIT}s)"
+GSPLAT_START=$SECONDS
+timeout -k 10 "$GSPLAT_LIMIT" python3 - >"$DEST/gsplat-build.log" 2>&1 <<'PY' &
+import time
+
+import torch
+
+started = time.perf_counter()
+from gsplat import rasterization
+
+n = 64
+means = torch.randn(n, 3, device="cuda") * 0.2
+quats = torch.nn.functional.normalize(torch.randn(n, 4, device="cuda"), dim=-1)
+viewmats = torch.eye(4, device="cuda")[None].clone()
+viewmats[0, 2, 3] = 2.0
+ks = torch.tensor([[[32.0, 0, 16], [0, 32.0, 16], [0, 0, 1]]], device="cuda")
+colors, alphas, _ = rasterization(means, quats, torch.full((n, 3), 0.05, device="cuda"),
+                                  torch.full((n,), 0.5, device="cuda"), torch.rand(n, 3, device="cuda"),
+                                  viewmats, ks, 32, 32)
+torch.cuda.synchronize()
+print(f"gsplat: CUDA kernels ready in {time.perf_counter() - started:.0f}s; mean alpha {float(alphas.mean()):.3f}")
+PY
+GSPLAT_PID=$!
+
 # --- the guidance cost (GPU-bound; nvcc meanwhile uses a few of the CPU cores) ---------------------
 part "bench: guidance cost, SD 2.1 UNet + VAE at 512 px, float16" 120 200 \
     python3 benchmarks/guidance_cost.py --device cuda --dtype float16 --models sd21 --steps 10 --warmup 3
@@ -151,15 +178,32 @@ if ((rc != 0)); then
     SAMPLER=torch
 fi
 
+log "=== gsplat CUDA kernels: waiting for the build"
+wait "$GSPLAT_PID"
+grc=$?
+tail -n 30 "$DEST/gsplat-build.log" | tee -a "$LOG"
+SUMMARY+=("gsplat CUDA kernels: $(status_of "$grc") in $((SECONDS - GSPLAT_START))s")
+if ((grc != 0)); then
+    log "=== gsplat's kernels are not there: no gsplat tests, the Gaussian benchmark with the PyTorch rasteriser"
+    NERF_TESTS+=(--ignore=tests/gpu/test_gaussians_cuda.py)
+fi
+
 # --- the CUDA tests -------------------------------------------------------------------------------
-part "pytest tests/gpu" 150 70 python3 -m pytest -q -x -p no:cacheprovider --durations=5 \
+part "pytest tests/gpu" 150 130 python3 -m pytest -q -x -p no:cacheprovider --durations=5 \
     --junitxml="$DEST/gpu-tests.xml" "${NERF_TESTS[@]}" tests/gpu
 
 # --- the NeRF generator on the shapes prior -------------------------------------------------------
-part "bench: nerf generator, paper field, shapes prior, CUDA, sampler=$SAMPLER" 200 0 \
+part "bench: nerf generator, paper field, shapes prior, CUDA, sampler=$SAMPLER" 200 120 \
     python3 benchmarks/nerf_shapes.py --device cuda --preset paper --objects "a red cube" --steps 400 \
     --set optim.schedule=constant --set 'generator.export_formats=[]' --set "generator.sampler=$SAMPLER" \
     --json "$DEST/nerf_shapes.json"
+
+# --- the Gaussian generator on the shapes prior (gsplat when its kernels were built) ----------------
+RASTERIZER=auto
+((grc != 0)) && RASTERIZER=torch
+part "bench: gaussians generator, paper preset, shapes prior, CUDA, rasterizer=$RASTERIZER" 120 0 \
+    python3 benchmarks/gaussians_shapes.py --device cuda --preset paper --objects "a red cube" --seeds 0 \
+    --set 'generator.export_formats=[]' --set "generator.rasterizer=$RASTERIZER" --json "$DEST/gaussians_shapes.json"
 
 log "=== summary ($((SECONDS - T0))s in all)"
 for line in "${SUMMARY[@]}"; do

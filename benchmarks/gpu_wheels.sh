@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The wheels that benchmarks/gpu_session.sh installs on the GPU machine, into .whl/ (git-ignored
 # through .git/info/exclude): what that machine's python3 (3.12, x86-64) lacks, at the versions of
-# constraints.txt, and the six sds packages, built from the committed tree (HEAD) so that
+# constraints.txt, and the sds packages, built from the committed tree (HEAD) so that
 # uncommitted edits do not travel; `--worktree` builds them from the working tree instead.
 # Not carried: torch, imageio-ffmpeg (video export only) and ray, which are large.
 #
@@ -18,7 +18,7 @@ mkdir .whl
 
 # missing on the GPU machine (its python3 has torch, transformers, huggingface-hub, accelerate,
 # safetensors, typer, rich, pluggy, scipy, scikit-image, imageio, pillow, pytest, numpy, zipp, ...)
-missing=(diffusers nerfacc trimesh xatlas importlib_metadata lazy-importer)
+missing=(diffusers nerfacc trimesh xatlas importlib_metadata lazy-importer gsplat jaxtyping wadler-lindig)
 pins=()
 for name in "${missing[@]}"; do
     pins+=("$(grep -i "^${name}==" constraints.txt)")
@@ -34,7 +34,7 @@ else
     trap 'rm -rf "$root"' EXIT
     git archive HEAD packages | tar -x -C "$root"
 fi
-for package in core guidance nerf mesh eval cli; do
+for package in core guidance shapes 3d nerf mesh gaussians eval cli; do
     "$PYTHON" -m pip wheel -q --no-deps --no-build-isolation "$root/packages/sds-$package" -w .whl
 done
 ls -l .whl

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sds_3d.export import density_grid, marching_cubes, requested_formats, write_final
+from sds_3d.export import MESH_FORMATS, density_grid, marching_cubes, requested_formats, write_final
 from sds_core.files import atomic_write
 from sds_core.protocols import ExportContext
 from sds_gaussians.gaussians import GaussianModel
@@ -141,7 +141,8 @@ def export_gaussians(generator: GaussianGenerator, out_dir: Path, context: Expor
     paths = [atomic_write(out_dir / "gaussians.ply", ply_bytes(generator.gaussians))]
     resolution = context.resolution or cfg.mesh_resolution
     level = context.threshold if context.threshold is not None else cfg.density_threshold
-    found = extract_surface(generator, resolution, level)
+    wants_mesh = any(f in formats for f in (*MESH_FORMATS, "html"))
+    found = extract_surface(generator, resolution, level) if wants_mesh else None
     surface = None
     if found is not None:
         verts, faces, field = found
