@@ -24,6 +24,7 @@ from sds_core.errors import ConfigError
 from sds_core.files import atomic_write
 from sds_core.imaging import to_uint8
 from sds_core.protocols import ExportContext
+from sds_core.run import RunFolder
 
 if TYPE_CHECKING:
     import trimesh
@@ -33,6 +34,22 @@ MESH_FORMATS = ("glb", "obj", "ply")
 VIDEO_FORMATS = ("mp4", "gif")
 # z-up world -> y-up files: (x, y, z) -> (x, z, -y)
 Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+RUN_MESH_NAMES = ("mesh.ply", "mesh.glb")  # what a generator started from a run folder reads, in order
+
+
+def run_mesh_path(init: str, default: str) -> Path:
+    """`generator.init` as a mesh file: the file itself, or RUN_DIR/final/mesh.ply (else mesh.glb)
+    of a run folder; `default` is the generator's own starting shape, named in the error."""
+    path = Path(init).expanduser()
+    if path.is_dir():
+        for folder in (RunFolder(path).final, path):
+            for name in RUN_MESH_NAMES:
+                if (folder / name).is_file():
+                    return folder / name
+        raise ConfigError(f"generator.init={init!r} is a folder without final/mesh.ply or final/mesh.glb")
+    if path.is_file():
+        return path
+    raise ConfigError(f"generator.init={init!r} is neither {default!r} nor an existing run folder or mesh file")
 
 
 @torch.no_grad()

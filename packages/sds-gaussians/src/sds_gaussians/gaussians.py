@@ -17,22 +17,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sds_3d.export import Z_UP_TO_Y_UP
+from sds_3d.export import Z_UP_TO_Y_UP, run_mesh_path
 from sds_core.errors import ConfigError
-from sds_core.run import RunFolder
 from sds_gaussians.config import GaussianConfig
 from sds_gaussians.rasterizer import quat_to_rotmat
 
 PARAMETERS = ("means", "log_scales", "quats", "opacity_logits", "color_logits")
 STATISTICS = ("grad_accum", "grad_count", "max_radii")
-RUN_MESH_NAMES = ("mesh.ply", "mesh.glb")
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
 
 
@@ -42,25 +39,11 @@ def sphere_points(count: int, radius: float) -> Tensor:
     return direction * radius * torch.rand(count, 1) ** (1.0 / 3.0)
 
 
-def resolve_mesh_path(init: str) -> Path:
-    """A mesh file, or RUN_DIR/final/mesh.ply (else mesh.glb) for a NeRF or mesh run folder."""
-    path = Path(init).expanduser()
-    if path.is_dir():
-        for folder in (RunFolder(path).final, path):
-            for name in RUN_MESH_NAMES:
-                if (folder / name).is_file():
-                    return folder / name
-        raise ConfigError(f"generator.init={init!r} is a folder without final/mesh.ply or final/mesh.glb")
-    if path.is_file():
-        return path
-    raise ConfigError(f"generator.init={init!r} is neither 'sphere' nor an existing run folder or mesh file")
-
-
 def surface_points(init: str, count: int) -> tuple[Tensor, Tensor | None]:
     """Points on the surface of a run's exported mesh (y-up file -> z-up world) and their colours."""
     import trimesh
 
-    path = resolve_mesh_path(init)
+    path = run_mesh_path(init, "sphere")
     try:
         mesh: Any = trimesh.load(path, force="mesh", process=False)
     except (ValueError, OSError, KeyError, IndexError, TypeError) as exc:  # what trimesh raises on a foreign file

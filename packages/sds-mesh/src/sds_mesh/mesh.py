@@ -14,11 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sds_3d.export import Z_UP_TO_Y_UP
+from sds_3d.export import Z_UP_TO_Y_UP, run_mesh_path
 from sds_core.errors import ConfigError
-from sds_core.run import RunFolder
-
-RUN_MESH_NAMES = ("mesh.ply", "mesh.glb")
 
 
 @dataclass
@@ -41,16 +38,7 @@ def icosphere(subdivisions: int, radius: float, color: tuple[float, float, float
 
 def resolve_mesh_path(init: str) -> Path:
     """A mesh file, or RUN_DIR/final/mesh.ply (else mesh.glb) for a run folder."""
-    path = Path(init).expanduser()
-    if path.is_dir():
-        for folder in (RunFolder(path).final, path):
-            for name in RUN_MESH_NAMES:
-                if (folder / name).is_file():
-                    return folder / name
-        raise ConfigError(f"generator.init={init!r} is a folder without final/mesh.ply or final/mesh.glb")
-    if path.is_file():
-        return path
-    raise ConfigError(f"generator.init={init!r} is neither 'icosphere' nor an existing run folder or mesh file")
+    return run_mesh_path(init, "icosphere")
 
 
 def load_mesh(path: Path, color: tuple[float, float, float]) -> MeshData:
