@@ -72,11 +72,11 @@ GAUSSIAN_PRESETS: dict[str, dict[str, Any]] = {
     # the learning rates are per parameter (above); optim.lr is unused by this generator
     "default": {"optim": {"schedule": "constant", "eps": 1e-15}},
     # DreamGaussian stage 1 (configs/text.yaml): 500 steps; its renders are 512 px for SD, sds's
-    # cameras keep DreamFusion's 64 px (A.2): --set cameras.width=512 for a latent prior on a GPU
+    # cameras keep DreamFusion's 64 px (A.2): --set cameras.width=512 for a latent prior on a GPU.
+    # DreamGaussian renders colour only: the shared albedo_only_steps (1,000) outlasts the run.
     "paper": {
         "run": {"steps": 500, "preview_every": 100, "checkpoint_every": 100},
         "cameras": {"width": 64, "height": 64},
-        "generator": {"albedo_only_steps": 100},
     },
     # What a 2-core CPU runs in a few minutes: 1,000 points, 48 x 48 renders (measured figures in
     # the package README, benchmarks/gaussians_shapes.py)
