@@ -29,20 +29,21 @@ def random_splats(n: int, cameras: int, seed: int = 0, dtype: torch.dtype = torc
         means=(torch.rand(n, 3, generator=gen) - 0.5).to(dtype) * 0.6,
         quats=torch.randn(n, 4, generator=gen).to(dtype),
         scales=(0.02 + 0.08 * torch.rand(n, 3, generator=gen)).to(dtype),
-        opacities=(0.2 + 0.8 * torch.rand(n, generator=gen)).to(dtype),
+        opacities=(torch.rand(n, generator=gen) ** 2).to(dtype),  # some below 1/255
         colors=torch.rand(cameras, n, 3, generator=gen).to(dtype),
     )
 
 
 def reference(splats: Splats, cameras) -> tuple[torch.Tensor, torch.Tensor]:
-    """gsplat's rasterize_to_pixels, one pixel at a time over the depth-sorted drawn Gaussians."""
+    """gsplat's rasterize_to_pixels, one pixel at a time over every Gaussian in front of the near
+    plane, depth-sorted (no boxes: the rasteriser's boxes must not change the image)."""
     viewmats, ks = camera_matrices(cameras)
     w, h = cameras.width, cameras.height
-    proj = project(splats.means, splats.quats, splats.scales, viewmats, ks, w, h)
+    proj = project(splats.means, splats.quats, splats.scales, splats.opacities, viewmats, ks, w, h)
     color = torch.zeros(cameras.batch_size, h, w, 3, dtype=splats.means.dtype)
     alpha = torch.zeros(cameras.batch_size, h, w, 1, dtype=splats.means.dtype)
     for b in range(cameras.batch_size):
-        drawn = [i for i in torch.argsort(proj.depths[b]).tolist() if (proj.radii[b, i] > 0).all()]
+        drawn = [i for i in torch.argsort(proj.depths[b]).tolist() if proj.depths[b, i] > 0.01]
         for y in range(h):
             for x in range(w):
                 t = 1.0
@@ -104,7 +105,7 @@ def test_a_gaussian_facing_the_camera_has_the_ewa_footprint() -> None:
     splats = Splats(torch.zeros(1, 3), torch.tensor([[1.0, 0, 0, 0]]), torch.full((1, 3), s),
                     torch.tensor([o]), torch.ones(1, 1, 3))  # fmt: skip
     out = rasterize(splats, cams)
-    proj = project(splats.means, splats.quats, splats.scales, *camera_matrices(cams), 33, 33)
+    proj = project(splats.means, splats.quats, splats.scales, splats.opacities, *camera_matrices(cams), 33, 33)
     mx, my = proj.means2d[0, 0].tolist()
     var = (float(cams.focal[0]) * s / 2.0) ** 2 + 0.3
     y, x = 16, 20

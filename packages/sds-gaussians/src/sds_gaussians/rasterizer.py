@@ -12,17 +12,19 @@ definitions so that the CUDA path (`sds_gaussians.gsplat_backend`) renders the s
   with the Jacobian J of the pinhole map at the mean, whose x/z and y/z are clamped to 1.3 times
   the field of view; the 2D covariance is dilated by eps2d = 0.3 px^2 on its diagonal ("classic"
   mode: no opacity compensation), det clamped to 1e-10, conic = its inverse; a Gaussian is kept
-  when near (0.01) < depth < far (1e10) and its box reaches the image; its box half-sides are
-  ceil(3.33 sqrt(Sigma2D_xx)), ceil(3.33 sqrt(Sigma2D_yy)) pixels;
+  when near (0.01) < depth < far (1e10), its opacity o >= 1/255 and its box reaches the image;
+  the box half-sides are ceil(e sqrt(Sigma2D_xx)), ceil(e sqrt(Sigma2D_yy)) pixels with the
+  opacity-aware extent e = min(3.33, sqrt(2 ln(255 o))) (gsplat's fused projection, after
+  Radl et al. 2024, "StopThePop", B.2);
 - compositing (`rasterize_to_pixels`): at pixel centres (x + 0.5, y + 0.5),
   sigma = 0.5 (a dx^2 + c dy^2) + b dx dy, alpha = min(0.999, o exp(-sigma)); a Gaussian with
   sigma < 0 or alpha < 1/255 is skipped; front to back by camera-space depth,
   T_next = T (1 - alpha), and the pixel stops before the first Gaussian whose T_next <= 1e-4
   (that one is not composited). Colour = sum alpha T c, opacity = 1 - T.
 
-Outside its 3.33-sigma box a Gaussian's alpha is below 1/255 (o <= 0.999 and
-exp(-3.33^2 / 2) < 1/255), so enumerating each Gaussian's pixel box gives exactly the pixels
-gsplat's tiles composite. Memory is bounded: the (pixel, Gaussian) pairs are built and composited
+Outside its box a Gaussian's alpha is below 1/255 (along x, sigma >= dx^2 / (2 Sigma2D_xx) >
+e^2 / 2 >= ln(255 o)), so enumerating each Gaussian's pixel box gives exactly the pixels gsplat's
+tiles composite. Memory is bounded: the (pixel, Gaussian) pairs are built and composited
 one band of image rows at a time, each band holding at most about `max_pairs` pairs. Within a
 pixel the transmittance is an exclusive cumulative sum of log(1 - alpha) over the depth-sorted
 pairs (float64, so that long pixels keep their precision), differentiable end to end.
@@ -123,6 +125,7 @@ def project(
     means: Tensor,
     quats: Tensor,
     scales: Tensor,
+    opacities: Tensor,
     viewmats: Tensor,
     ks: Tensor,
     width: int,
@@ -131,7 +134,7 @@ def project(
     near: float = NEAR_PLANE,
     far: float = FAR_PLANE,
 ) -> Projection:
-    """gsplat's fully fused EWA projection (pinhole, classic mode), batched over cameras."""
+    """gsplat's fully fused EWA projection (pinhole, classic mode, opacity-aware boxes), batched over cameras."""
     rot, trans = viewmats[:, :3, :3], viewmats[:, :3, 3]
     means_c = torch.einsum("bij,nj->bni", rot, means) + trans[:, None]
     covars_c = torch.einsum("bij,njk,blk->bnil", rot, covariances(quats, scales), rot)
@@ -154,8 +157,10 @@ def project(
     )
     means2d = torch.stack([fx * tx / tz + cx, fy * ty / tz + cy], -1)
     with torch.no_grad():
-        radius = torch.ceil(EXTEND * torch.sqrt(torch.stack([cov2d[..., 0, 0], cov2d[..., 1, 1]], -1)))
-        valid = (tz > near) & (tz < far)
+        opacity = opacities.detach()[None, :, None]
+        extend = torch.sqrt(2.0 * torch.log(opacity.clamp_min(ALPHA_THRESHOLD) / ALPHA_THRESHOLD)).clamp(max=EXTEND)
+        radius = torch.ceil(extend * torch.sqrt(torch.stack([cov2d[..., 0, 0], cov2d[..., 1, 1]], -1)))
+        valid = (tz > near) & (tz < far) & (opacity[..., 0] >= ALPHA_THRESHOLD)
         x, y = means2d[..., 0], means2d[..., 1]
         inside = (x + radius[..., 0] > 0) & (x - radius[..., 0] < width)
         inside &= (y + radius[..., 1] > 0) & (y - radius[..., 1] < height)
@@ -240,7 +245,7 @@ def rasterize(splats: Splats, cameras: CameraBatch, max_pairs: int = 1_000_000, 
     width, height, b = cameras.width, cameras.height, cameras.batch_size
     viewmats, ks = camera_matrices(cameras)
     viewmats, ks = viewmats.to(splats.means), ks.to(splats.means)
-    proj = project(splats.means, splats.quats, splats.scales, viewmats, ks, width, height, eps2d)
+    proj = project(splats.means, splats.quats, splats.scales, splats.opacities, viewmats, ks, width, height, eps2d)
     entries, x0, x1, y0, y1 = _pixel_boxes(proj, width, height)
     channels = splats.colors.shape[-1]
     color = torch.zeros(b * height * width, channels, device=splats.means.device, dtype=splats.means.dtype)
