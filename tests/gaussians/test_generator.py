@@ -205,3 +205,18 @@ def test_density_field_feeds_sds_eval_geometry(tmp_path: Path, catalog: Catalog)
     assert isinstance(trainer.generator, DensityField)
     metrics = run_geometry(tmp_path / "run", resolution=24)
     assert 0.0 <= metrics["iou"] <= 1.0 and metrics["level"] == 1.0
+
+
+def test_positions_follow_dreamgaussians_learning_rate_decay(tmp_path: Path, catalog: Catalog) -> None:
+    """Step i (from 1) moves the means at 1e-3^(1 - i/300) 2e-5^(i/300) (3DGS's get_expon_lr_func)."""
+    pytest.importorskip("sds_shapes")
+    from sds_gaussians.gaussians import exponential_lr
+
+    assert exponential_lr(0, 1e-3, 2e-5, 300) == pytest.approx(1e-3)
+    assert exponential_lr(150, 1e-3, 2e-5, 300) == pytest.approx((1e-3 * 2e-5) ** 0.5)
+    assert exponential_lr(300, 1e-3, 2e-5, 300) == exponential_lr(900, 1e-3, 2e-5, 300) == pytest.approx(2e-5)
+    trainer = start_run("a red cube", tmp_path / "run", "draft", small(3), NAMES, "cpu", [], catalog)
+    for i in range(1, 4):
+        trainer.train_step()
+        (means,) = [g for g in trainer.optimizer.param_groups if g.get("name") == "means"]
+        assert means["lr"] == pytest.approx(exponential_lr(i, 1e-3, 2e-5, 300))

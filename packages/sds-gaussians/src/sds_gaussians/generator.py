@@ -129,7 +129,8 @@ class GaussianGenerator(nn.Module):
 
     def param_groups(self) -> list[dict[str, Any]]:
         g, cfg = self.gaussians, self.cfg
-        position_lr = exponential_lr(0, cfg.position_lr, cfg.position_lr_final, cfg.position_lr_steps)
+        # DreamGaussian's step i (from 1) moves the means at get_expon_lr_func(i)
+        position_lr = exponential_lr(1, cfg.position_lr, cfg.position_lr_final, cfg.position_lr_steps)
         groups: list[dict[str, Any]] = [
             {"params": [g.means], "lr": position_lr, "name": "means"},
             {"params": [g.color_logits], "lr": cfg.color_lr, "name": "colors"},
@@ -148,9 +149,9 @@ class GaussianGenerator(nn.Module):
         cfg, g = self.cfg, self.gaussians
         iteration = step + 1  # DreamGaussian counts its steps from 1
         for group in optimizer.param_groups:
-            if group.get("name") == "means":  # the loop multiplies base_lr by its schedule factor
+            if group.get("name") == "means":  # the next step's; the loop multiplies base_lr by its schedule
                 group["base_lr"] = exponential_lr(
-                    iteration, cfg.position_lr, cfg.position_lr_final, cfg.position_lr_steps
+                    iteration + 1, cfg.position_lr, cfg.position_lr_final, cfg.position_lr_steps
                 )
         last, self._last = self._last, None
         if not cfg.densify_from <= iteration <= cfg.densify_until:

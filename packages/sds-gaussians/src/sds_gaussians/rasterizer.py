@@ -232,8 +232,7 @@ def _composite_band(
     with torch.no_grad():
         on = (before + log_keep).exp() > TRANSMITTANCE_MIN  # gsplat stops before T_next <= 1e-4
     weight = (alpha.double() * before.exp()).to(alpha.dtype) * on
-    cam_of_pair = flat // n
-    color = colors.reshape(-1, colors.shape[-1])[cam_of_pair * n + flat % n]
+    color = colors.reshape(-1, colors.shape[-1])[flat]  # flat = camera * N + Gaussian
     out_color = torch.zeros(len(pixels), colors.shape[-1], device=colors.device, dtype=colors.dtype)
     out_color = out_color.index_add(0, inverse, weight[:, None] * color)
     out_alpha = torch.zeros(len(pixels), device=colors.device, dtype=colors.dtype).index_add(0, inverse, weight)
