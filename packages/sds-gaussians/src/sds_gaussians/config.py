@@ -80,8 +80,8 @@ GAUSSIAN_PRESETS: dict[str, dict[str, Any]] = {
     },
     # What a 2-core CPU runs in a few minutes: 1,000 points in a ball of 0.4 (the shapes world fits
     # in 0.45), at most 6,000 Gaussians, 48 x 48 renders, shading from step 100, 600 steps.
-    # Measured (benchmarks/gaussians_shapes.py, seeds 0 / 1, on 2 shared cores): IoU cube 0.851 /
-    # 0.802, sphere 0.894 / 0.873, about 2.5 minutes (80 s of CPU) per run
+    # Measured (benchmarks/gaussians_shapes.py, seeds 0 / 1, on 2 shared cores): IoU cube 0.839 /
+    # 0.785, sphere 0.897 / 0.891, about 2 minutes (80 s of CPU) per run
     "draft": {
         "generator": {
             "num_points": 1000,
