@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
+from sds_core.compiling import compile_enabled, compiled
 from sds_core.errors import ConfigError, SdsError
 
 T = TypeVar("T")
@@ -158,3 +159,14 @@ def load_scheduler_and_unet(
     if device.type == "cuda" and config.channels_last:
         unet.to(memory_format=torch.channels_last)
     return scheduler, unet
+
+
+def compile_for(fn: Callable[..., T], config: Any, device: torch.device) -> Callable[..., T]:
+    """`fn` (the UNet, the VAE encoder) compiled as `config.compile` says, at fixed shapes: a run's
+    batch and side do not change. Offloaded modules move between devices at every call, so "auto"
+    leaves them eager and "on" with cpu_offload is refused."""
+    offloaded = config.cpu_offload and device.type == "cuda"
+    if offloaded and config.compile == "on":
+        raise ConfigError("guidance.compile=on cannot be combined with guidance.cpu_offload; turn one of them off")
+    enabled = not offloaded and compile_enabled(config.compile, device)
+    return compiled(fn, enabled, dynamic=False, mode=config.compile_mode, backend=config.compile_backend)
