@@ -82,6 +82,7 @@ def test_compiled_backend_matches_eager(tiny_models, context_factory, name) -> N
 
 
 def test_compile_auto_leaves_the_cpu_eager(tiny_models, context_factory) -> None:
-    guidance = StableDiffusionGuidance(StableDiffusionConfig(model=str(tiny_models("sd-epsilon"))), context_factory("a"))
+    config = StableDiffusionConfig(model=str(tiny_models("sd-epsilon")))
+    guidance = StableDiffusionGuidance(config, context_factory("a red cube"))
     assert guidance.config.compile == "auto"
     assert guidance._unet is guidance.unet

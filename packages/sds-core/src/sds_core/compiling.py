@@ -36,4 +36,4 @@ def compiled(fn: F, enabled: bool, *, dynamic: bool, mode: str = "default", back
     options: dict[str, Any] = {"dynamic": dynamic, "backend": backend}
     if backend == "inductor":  # a mode is inductor's
         options["mode"] = mode
-    return torch.compile(fn, **options)  # type: ignore[no-any-return]
+    return torch.compile(fn, **options)  # type: ignore[return-value]
