@@ -91,7 +91,7 @@ def overrides(args: argparse.Namespace, key: str, model: str) -> dict[str, Any]:
     if args.small:
         generator.update(SMALL[key])
     if key.startswith("nerf"):
-        generator["compile"] = args.compile
+        generator.update(compile=args.compile, sampler=args.sampler)
     tree: dict[str, Any] = {
         "generator": generator,
         "guidance": {"model": model, "compile": args.compile},
@@ -240,6 +240,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--size", choices=["tiny", "full"], default=None, help="default: tiny on CPU, full on CUDA")
     parser.add_argument("--generators", nargs="+", choices=list(GENERATORS), default=list(GENERATORS))
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto", help="guidance and field")
+    parser.add_argument("--sampler", choices=["auto", "nerfacc", "torch"], default="auto", help="the NeRF's")
     parser.add_argument("--dtype", default=None, help="guidance.dtype (default: the backend's auto)")
     parser.add_argument("--width", type=int, default=None, help="render side (default: 64 on CUDA, 16 on CPU)")
     parser.add_argument("--batch", type=int, default=1, help="cameras per step")
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (compilation happens here)")
     parser.add_argument("--start-step", type=int, default=1000, help="the loop's step counter (shading, anneals)")
     parser.add_argument("--prompt", default="a DSLR photo of a corgi")
-    parser.add_argument("--set", action="append", default=[], help="extra key.path=value for every run")
+    parser.add_argument("--set", action="append", default=[], help="key.path=value for every generator's run")
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
     args = parser.parse_args(argv)
     if args.device == "auto":
