@@ -80,7 +80,6 @@ def test_compiled_guidance_matches_eager_in_float16(tiny_sd: Path) -> None:
 
 
 def test_compile_on_with_cpu_offload_is_refused(tiny_sd: Path) -> None:
-    pytest.importorskip("accelerate")
     config = StableDiffusionConfig(model=str(tiny_sd), compile="on", cpu_offload=True)
     with pytest.raises(ConfigError, match="cpu_offload"):
         StableDiffusionGuidance(config, _context())

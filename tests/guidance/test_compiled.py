@@ -17,9 +17,11 @@ pytest.importorskip("diffusers")
 
 import torch
 
+from sds_core.errors import ConfigError
 from sds_core.losses.sds import SDSLoss
 from sds_core.losses.sds_config import SDSConfig
 from sds_core.protocols import Render
+from sds_guidance._diffusers import compile_wanted
 from sds_guidance.config import StableDiffusionConfig
 from sds_guidance.stable_diffusion import StableDiffusionGuidance
 
@@ -83,3 +85,16 @@ def test_compile_auto_leaves_the_cpu_eager(tiny_models, context_factory) -> None
     guidance = StableDiffusionGuidance(config, context_factory("a red cube"))
     assert guidance.config.compile == "auto"
     assert guidance._unet is guidance.unet
+
+
+def test_when_the_backends_compile() -> None:
+    """auto: CUDA only, and never an offloaded model; on with cpu_offload on CUDA is one sentence."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")  # a device name: no GPU is needed
+    assert compile_wanted(StableDiffusionConfig(), cuda)
+    assert not compile_wanted(StableDiffusionConfig(), cpu)
+    assert compile_wanted(StableDiffusionConfig(compile="on"), cpu)
+    assert not compile_wanted(StableDiffusionConfig(compile="off"), cuda)
+    assert not compile_wanted(StableDiffusionConfig(cpu_offload=True), cuda)
+    assert compile_wanted(StableDiffusionConfig(compile="on", cpu_offload=True), cpu)  # offload is CUDA's
+    with pytest.raises(ConfigError, match="cannot be combined with"):
+        compile_wanted(StableDiffusionConfig(compile="on", cpu_offload=True), cuda)

@@ -161,12 +161,16 @@ def load_scheduler_and_unet(
     return scheduler, unet
 
 
-def compile_for(fn: Callable[..., T], config: Any, device: torch.device) -> Callable[..., T]:
-    """`fn` (the UNet, the VAE encoder) compiled as `config.compile` says, at fixed shapes: a run's
-    batch and side do not change. Offloaded modules move between devices at every call, so "auto"
-    leaves them eager and "on" with cpu_offload is refused."""
+def compile_wanted(config: Any, device: torch.device) -> bool:
+    """Whether `config.compile` compiles on `device`, checked before any model is loaded. Offloaded
+    modules move between devices at every call: "auto" leaves them eager, "on" is refused."""
     offloaded = config.cpu_offload and device.type == "cuda"
     if offloaded and config.compile == "on":
         raise ConfigError("guidance.compile=on cannot be combined with guidance.cpu_offload; turn one of them off")
-    enabled = not offloaded and compile_enabled(config.compile, device)
-    return compiled(fn, enabled, dynamic=False, mode=config.compile_mode, backend=config.compile_backend)
+    return not offloaded and compile_enabled(config.compile, device)
+
+
+def compile_for(fn: Callable[..., T], config: Any, wanted: bool) -> Callable[..., T]:
+    """`fn` (the UNet, the VAE encoder) compiled when `wanted`, at fixed shapes: a run's batch and
+    side do not change."""
+    return compiled(fn, wanted, dynamic=False, mode=config.compile_mode, backend=config.compile_backend)

@@ -17,6 +17,7 @@ from sds_core.errors import ConfigError
 from sds_core.protocols import BuildContext, CameraBatch, NoisePrediction, Render
 from sds_guidance._diffusers import (
     compile_for,
+    compile_wanted,
     conditioning_batch,
     epsilon_from_output,
     freeze,
@@ -41,6 +42,7 @@ class DeepFloydIFGuidance:
         self.config = config
         self.device = torch.device(context.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
+        compiling = compile_wanted(config, self.device)
         model, extra = config.model, hub_kwargs(config.variant, config.revision)
         what = "DeepFloyd IF stage I"
         self.scheduler, self.unet = load_scheduler_and_unet(model, what, config, self.device, self.dtype)
@@ -60,7 +62,7 @@ class DeepFloydIFGuidance:
         encode = self._encoder(model, extra)
         self.embeddings = PromptEmbeddings(context.prompt, config, encode, key, self.device, self.dtype)
         place([self.unet], self.device, self.dtype, config.cpu_offload)
-        self._unet = compile_for(self.unet, config, self.device)  # compiled on CUDA (guidance.compile)
+        self._unet = compile_for(self.unet, config, compiling)  # compiled on CUDA (guidance.compile)
 
     def _encoder(self, model: str, extra: dict[str, Any]) -> Any:
         """A function encoding prompts with T5, loading the encoder only when a prompt is not cached."""

@@ -21,6 +21,7 @@ from sds_core.errors import ConfigError
 from sds_core.protocols import BuildContext, CameraBatch, NoisePrediction, Render
 from sds_guidance._diffusers import (
     compile_for,
+    compile_wanted,
     conditioning_batch,
     epsilon_from_output,
     freeze,
@@ -48,6 +49,7 @@ class StableDiffusionGuidance:
         self.config = config
         self.device = torch.device(context.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
+        compiling = compile_wanted(config, self.device)
         model, extra = config.model, hub_kwargs(config.variant, config.revision)
         what = "Stable Diffusion"
 
@@ -90,8 +92,8 @@ class StableDiffusionGuidance:
         self.embeddings = PromptEmbeddings(context.prompt, config, encode, key, self.device, self.dtype)
         # the text encoder is referenced only by `encode`, which the embeddings drop at the first prediction
         place([self.unet, self.vae], self.device, self.dtype, config.cpu_offload)
-        self._unet = compile_for(self.unet, config, self.device)
-        self._moments = compile_for(self._encoder_moments, config, self.device)
+        self._unet = compile_for(self.unet, config, compiling)
+        self._moments = compile_for(self._encoder_moments, config, compiling)
 
     # --- the Guidance protocol --------------------------------------------------------------
 
