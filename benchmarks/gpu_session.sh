@@ -159,10 +159,11 @@ if ((rc != 0)); then
     SAMPLER=torch
 fi
 
-# --- the full step against the prior's own cost (issue 18: step / prior <= 1.5 for the hash grid) ---
+# --- the full step against the prior's own cost (issue 18: step / prior <= 1.5 for the hash grid;
+# it comes first: compiling SD's UNet and VAE encoder takes a minute or two, once for every generator)
 part "bench: step cost per generator, SD 2.1-base 512 px float16, compiled" 240 150 \
     python3 benchmarks/step_cost.py --device cuda --model "$MODEL" --compile auto --steps 10 --warmup 3 \
-    --sampler "$SAMPLER" --json "$DEST/step_cost_compiled.json"
+    --generators nerf-hashgrid image mesh nerf-mlp --sampler "$SAMPLER" --json "$DEST/step_cost_compiled.json"
 
 # --- the CUDA tests -------------------------------------------------------------------------------
 part "pytest tests/gpu" 150 70 python3 -m pytest -q -x -p no:cacheprovider --durations=5 \
@@ -171,7 +172,7 @@ part "pytest tests/gpu" 150 70 python3 -m pytest -q -x -p no:cacheprovider --dur
 # --- the same step eager: what compiling gains ---------------------------------------------------
 part "bench: step cost per generator, SD 2.1-base 512 px float16, eager" 120 0 \
     python3 benchmarks/step_cost.py --device cuda --model "$MODEL" --compile off --steps 5 --warmup 2 \
-    --sampler "$SAMPLER" --json "$DEST/step_cost_eager.json"
+    --generators nerf-hashgrid image mesh nerf-mlp --sampler "$SAMPLER" --json "$DEST/step_cost_eager.json"
 
 # --- the NeRF generator on the shapes prior -------------------------------------------------------
 part "bench: nerf generator, paper field, shapes prior, CUDA, sampler=$SAMPLER" 200 0 \
