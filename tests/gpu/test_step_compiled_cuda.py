@@ -88,7 +88,8 @@ def test_compile_on_with_cpu_offload_is_refused(tiny_sd: Path) -> None:
 def test_compiled_field_renders_as_eager() -> None:
     """The hash-grid field with finite-difference normals, compiled (auto on CUDA), renders and
     differentiates as the eager one (the PyTorch sampler in eval mode: the same samples)."""
-    options = {"encoding": "hashgrid", "hidden": 64, "blocks": 1, "normals": "finite_difference", "sampler": "torch"}
+    options = {"encoding": "hashgrid", "hash_backend": "torch", "hidden": 64, "blocks": 1}
+    options.update(normals="finite_difference", sampler="torch")
     torch.manual_seed(0)
     eager = NerfGenerator(NerfConfig(compile="off", **options), _context()).to(CUDA)  # type: ignore[arg-type]
     fast = NerfGenerator(NerfConfig(**options), _context()).to(CUDA)  # type: ignore[arg-type]
