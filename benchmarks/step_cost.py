@@ -270,10 +270,18 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             print_row(row)
             rows.append(row)
     if args.json:
+        from sds_core.files import atomic_write
+
         record = {"torch": torch.__version__, "cuda": torch.version.cuda, "rows": rows}
-        args.json.write_text(json.dumps(record, indent=1))
+        atomic_write(args.json, json.dumps(record, indent=1).encode())
     return rows
 
 
 if __name__ == "__main__":
-    main()
+    from sds_core.errors import SdsError
+
+    try:
+        main()
+    except SdsError as exc:  # a bad model folder or option: one sentence, as the CLI does
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
