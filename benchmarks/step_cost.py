@@ -100,20 +100,7 @@ def overrides(args: argparse.Namespace, key: str, model: str) -> dict[str, Any]:
     }
     if args.dtype:
         tree["guidance"]["dtype"] = args.dtype
-    for item in args.set:
-        path, _, raw = item.partition("=")
-        try:
-            value: Any = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        node: dict[str, Any] = {}
-        cursor = node
-        *parents, leaf = path.split(".")
-        for part in parents:
-            cursor = cursor.setdefault(part, {})
-        cursor[leaf] = value
-        tree = deep_merge(tree, node)
-    return tree
+    return deep_merge(tree, args.sets)
 
 
 def prior_cost(
@@ -251,6 +238,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--set", action="append", default=[], help="key.path=value for every generator's run")
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
     args = parser.parse_args(argv)
+    from sds_core.config import parse_sets
+
+    args.sets = parse_sets(args.set)  # as `sds generate --set`, checked before any model is built
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     device = args.torch_device = torch.device(args.device)
