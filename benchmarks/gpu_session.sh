@@ -13,11 +13,12 @@
 # the environment; nerfacc's CUDA kernels JIT-built once (in the background, while SD 2.1-base is
 # built at its published sizes with random weights); the full SDS step per generator against the
 # prior's own cost, compiled (benchmarks/step_cost.py, the default on CUDA); pytest tests/gpu; the
-# same step eager (its prior cost is the one benchmarks/guidance_cost.py measures); the NeRF
-# generator on the `shapes` prior. Each runs under `timeout`, capped so that the whole session ends
-# within GPU_SESSION_LIMIT seconds (default 540, plus at most 10 s per killed part). The log goes to stdout
-# and to $OUT/gpu.log; the script always exits 0 and ends with one line per part (ok, FAILED,
-# TIMED OUT or SKIPPED).
+# same step eager (its prior cost is the one benchmarks/guidance_cost.py measures); the hash-grid
+# step with CUDA graphs for the guidance; the NeRF generator on the `shapes` prior. Each runs under
+# `timeout`, capped so that the whole session ends within GPU_SESSION_LIMIT seconds (default 540,
+# plus at most 10 s per killed part); the last parts are skipped when no time is left. The log goes
+# to stdout and to $OUT/gpu.log; the script always exits 0 and ends with one line per part (ok,
+# FAILED, TIMED OUT or SKIPPED).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -173,6 +174,12 @@ part "pytest tests/gpu" 150 70 python3 -m pytest -q -x -p no:cacheprovider --dur
 part "bench: step cost per generator, SD 2.1-base 512 px float16, eager" 120 0 \
     python3 benchmarks/step_cost.py --device cuda --model "$MODEL" --compile off --steps 5 --warmup 2 \
     --generators nerf-hashgrid image mesh nerf-mlp --sampler "$SAMPLER" --json "$DEST/step_cost_eager.json"
+
+# --- CUDA graphs (inductor's reduce-overhead) for the guidance, the hash grid only, if time is left --
+part "bench: step cost, nerf-hashgrid, guidance.compile_mode=reduce-overhead" 100 0 \
+    python3 benchmarks/step_cost.py --device cuda --model "$MODEL" --compile auto --steps 10 --warmup 3 \
+    --generators nerf-hashgrid --sampler "$SAMPLER" --set guidance.compile_mode=reduce-overhead \
+    --json "$DEST/step_cost_cudagraphs.json"
 
 # --- the NeRF generator on the shapes prior -------------------------------------------------------
 part "bench: nerf generator, paper field, shapes prior, CUDA, sampler=$SAMPLER" 200 0 \
