@@ -10,16 +10,20 @@
 #       --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site && bash benchmarks/gpu_session.sh
 #
 # (the script installs them itself when /tmp/site does not hold them yet). The parts, in order:
-# the environment; nerfacc's CUDA kernels JIT-built once (in the background, while the guidance
-# benchmark runs); gsplat's CUDA kernels JIT-built once (in the background too); the SD 2.1 guidance
-# cost per step; pytest tests/gpu; the NeRF and the Gaussian generators on the `shapes` prior. Each runs under `timeout`, capped so that the whole session ends within
-# GPU_SESSION_LIMIT seconds (default 450, plus at most 10 s per killed part). The log goes to stdout
-# and to $OUT/gpu.log; the script always exits 0 and ends with one line per part (ok, FAILED,
-# TIMED OUT or SKIPPED).
+# the environment; nerfacc's and gsplat's CUDA kernels JIT-built once (in the background, while SD
+# 2.1-base is built at its published sizes with random weights); the full SDS step per generator
+# against the prior's own cost, compiled (benchmarks/step_cost.py, the default on CUDA); pytest
+# tests/gpu (gsplat against the PyTorch Gaussian rasteriser included); the same step eager (its prior
+# cost is the one benchmarks/guidance_cost.py measures); the hash-grid step with CUDA graphs for the
+# guidance; the NeRF and then the Gaussian generator on the `shapes` prior. Each runs under
+# `timeout`, capped so that the whole session ends within GPU_SESSION_LIMIT seconds (default 540,
+# plus at most 10 s per killed part); the last parts are skipped when no time is left. The log goes
+# to stdout and to $OUT/gpu.log; the script always exits 0 and ends with one line per part (ok,
+# FAILED, TIMED OUT or SKIPPED).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-LIMIT=${GPU_SESSION_LIMIT:-450}
+LIMIT=${GPU_SESSION_LIMIT:-540}
 T0=$SECONDS
 DEST=${OUT:-/tmp/gpu-session}
 mkdir -p "$DEST"
@@ -156,9 +160,15 @@ print(f"gsplat: CUDA kernels ready in {time.perf_counter() - started:.0f}s; mean
 PY
 GSPLAT_PID=$!
 
-# --- the guidance cost (GPU-bound; nvcc meanwhile uses a few of the CPU cores) ---------------------
-part "bench: guidance cost, SD 2.1 UNet + VAE at 512 px, float16" 120 200 \
-    python3 benchmarks/guidance_cost.py --device cuda --dtype float16 --models sd21 --steps 10 --warmup 3
+# --- SD 2.1-base at its published sizes, random weights (CPU-bound, beside nvcc) -------------------
+MODEL=/tmp/sd21-base-full
+part "build SD 2.1-base (published sizes, random weights, float16) into $MODEL" 120 300 python3 -c "
+import sys, pathlib
+sys.path.insert(0, '.')
+from tests.fixtures.published import build
+if not (pathlib.Path('$MODEL') / 'model_index.json').exists():
+    build('sd21-base', pathlib.Path('$MODEL'), full=True)
+print('ready')"
 
 log "=== nerfacc CUDA kernels: waiting for the build"
 wait "$NERFACC_PID"
@@ -188,12 +198,29 @@ if ((grc != 0)); then
     NERF_TESTS+=(--ignore=tests/gpu/test_gaussians_cuda.py)
 fi
 
+# --- the full step against the prior's own cost (issue 18: step / prior <= 1.5 for the hash grid;
+# it comes first: compiling SD's UNet and VAE encoder takes a minute or two, once for every generator)
+part "bench: step cost per generator, SD 2.1-base 512 px float16, compiled" 240 150 \
+    python3 benchmarks/step_cost.py --device cuda --model "$MODEL" --compile auto --steps 10 --warmup 3 \
+    --generators nerf-hashgrid image mesh nerf-mlp --sampler "$SAMPLER" --json "$DEST/step_cost_compiled.json"
+
 # --- the CUDA tests -------------------------------------------------------------------------------
-part "pytest tests/gpu" 150 130 python3 -m pytest -q -x -p no:cacheprovider --durations=5 \
+part "pytest tests/gpu" 150 70 python3 -m pytest -q -x -p no:cacheprovider --durations=5 \
     --junitxml="$DEST/gpu-tests.xml" "${NERF_TESTS[@]}" tests/gpu
 
+# --- the same step eager: what compiling gains ---------------------------------------------------
+part "bench: step cost per generator, SD 2.1-base 512 px float16, eager" 120 0 \
+    python3 benchmarks/step_cost.py --device cuda --model "$MODEL" --compile off --steps 5 --warmup 2 \
+    --generators nerf-hashgrid image mesh nerf-mlp --sampler "$SAMPLER" --json "$DEST/step_cost_eager.json"
+
+# --- CUDA graphs (inductor's reduce-overhead) for the guidance, the hash grid only, if time is left --
+part "bench: step cost, nerf-hashgrid, guidance.compile_mode=reduce-overhead" 100 0 \
+    python3 benchmarks/step_cost.py --device cuda --model "$MODEL" --compile auto --steps 10 --warmup 3 \
+    --generators nerf-hashgrid --sampler "$SAMPLER" --set guidance.compile_mode=reduce-overhead \
+    --json "$DEST/step_cost_cudagraphs.json"
+
 # --- the NeRF generator on the shapes prior -------------------------------------------------------
-part "bench: nerf generator, paper field, shapes prior, CUDA, sampler=$SAMPLER" 200 120 \
+part "bench: nerf generator, paper field, shapes prior, CUDA, sampler=$SAMPLER" 200 0 \
     python3 benchmarks/nerf_shapes.py --device cuda --preset paper --objects "a red cube" --steps 400 \
     --set optim.schedule=constant --set 'generator.export_formats=[]' --set "generator.sampler=$SAMPLER" \
     --json "$DEST/nerf_shapes.json"

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
+from sds_core.compiling import compile_enabled, compiled
 from sds_core.errors import ConfigError, SdsError
 
 T = TypeVar("T")
@@ -158,3 +159,18 @@ def load_scheduler_and_unet(
     if device.type == "cuda" and config.channels_last:
         unet.to(memory_format=torch.channels_last)
     return scheduler, unet
+
+
+def compile_wanted(config: Any, device: torch.device) -> bool:
+    """Whether `config.compile` compiles on `device`, checked before any model is loaded. Offloaded
+    modules move between devices at every call: "auto" leaves them eager, "on" is refused."""
+    offloaded = config.cpu_offload and device.type == "cuda"
+    if offloaded and config.compile == "on":
+        raise ConfigError("guidance.compile=on cannot be combined with guidance.cpu_offload; turn one of them off")
+    return not offloaded and compile_enabled(config.compile, device)
+
+
+def compile_for(fn: Callable[..., T], config: Any, wanted: bool) -> Callable[..., T]:
+    """`fn` (the UNet, the VAE encoder) compiled when `wanted`, at fixed shapes: a run's batch and
+    side do not change."""
+    return compiled(fn, wanted, dynamic=False, mode=config.compile_mode, backend=config.compile_backend)

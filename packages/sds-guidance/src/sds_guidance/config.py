@@ -34,7 +34,22 @@ class PromptOptions:
 
 
 @dataclass
-class StableDiffusionConfig(PromptOptions):
+class CompileOptions:
+    """torch.compile of the UNet (and Stable Diffusion's VAE encoder) at the run's fixed shapes
+    (`sds_core.compiling`); predictions and the SDS gradient stay float32 whatever the dtype."""
+
+    # "auto": on CUDA (a step there is launch overhead and small kernels), off on the CPU and with
+    # cpu_offload; "on" compiles on the CPU too (inductor builds C++: minutes for a UNet)
+    compile: Literal["auto", "on", "off"] = "auto"
+    # inductor's mode: "reduce-overhead" adds CUDA graphs (fewer launches, more memory)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    # "inductor" generates fused kernels; "aot_eager_decomp_partition" traces, decomposes and
+    # partitions as inductor does but runs the graphs eagerly (a quick check of the compiled path)
+    compile_backend: Literal["inductor", "aot_eager_decomp_partition"] = "inductor"
+
+
+@dataclass
+class StableDiffusionConfig(CompileOptions, PromptOptions):
     """Any diffusers Stable Diffusion 1.x / 2.x checkpoint as the prior (latent diffusion)."""
 
     # hub id or local folder; DreamFusion's open ports use SD 2.1-base (threestudio's dreamfusion-sd)
@@ -53,7 +68,7 @@ class StableDiffusionConfig(PromptOptions):
 
 
 @dataclass
-class DeepFloydIFConfig(PromptOptions):
+class DeepFloydIFConfig(CompileOptions, PromptOptions):
     """DeepFloyd IF stage I: a 64 x 64 pixel diffusion model with a T5 text encoder."""
 
     model: str = "DeepFloyd/IF-I-XL-v1.0"  # hub id or local folder

@@ -16,6 +16,8 @@ from torch import Tensor
 from sds_core.errors import ConfigError
 from sds_core.protocols import BuildContext, CameraBatch, NoisePrediction, Render
 from sds_guidance._diffusers import (
+    compile_for,
+    compile_wanted,
     conditioning_batch,
     epsilon_from_output,
     freeze,
@@ -40,6 +42,7 @@ class DeepFloydIFGuidance:
         self.config = config
         self.device = torch.device(context.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
+        compiling = compile_wanted(config, self.device)
         model, extra = config.model, hub_kwargs(config.variant, config.revision)
         what = "DeepFloyd IF stage I"
         self.scheduler, self.unet = load_scheduler_and_unet(model, what, config, self.device, self.dtype)
@@ -59,6 +62,7 @@ class DeepFloydIFGuidance:
         encode = self._encoder(model, extra)
         self.embeddings = PromptEmbeddings(context.prompt, config, encode, key, self.device, self.dtype)
         place([self.unet], self.device, self.dtype, config.cpu_offload)
+        self._unet = compile_for(self.unet, config, compiling)  # compiled on CUDA (guidance.compile)
 
     def _encoder(self, model: str, extra: dict[str, Any]) -> Any:
         """A function encoding prompts with T5, loading the encoder only when a prompt is not cached."""
@@ -139,7 +143,7 @@ class DeepFloydIFGuidance:
         x_in = x_t.to(device, torch.float32).repeat(copies, 1, 1, 1)
         t_in = t.to(device).repeat(copies)
         states = conditioning_batch(cond.cond, cond.uncond, cond.negative).to(device, self.dtype)
-        output = self.unet(x_in.to(self.dtype), t_in, encoder_hidden_states=states).sample.float()
+        output = self._unet(x_in.to(self.dtype), t_in, encoder_hidden_states=states).sample.float()
         # learned variance: [eps, variance interpolation] along channels; keep eps
         output = output[:, : self.channels]
         eps = epsilon_from_output(output, x_in, self._alphas.to(device)[t_in], self.prediction_type)

@@ -2,7 +2,9 @@
 
 RGB renders are resized to `resolution` (by default the model's own: the UNet's sample_size
 times the VAE's downscale) and VAE-encoded with gradient; latent renders are used
-as they are. eps- and v-prediction checkpoints both give eps for SDS. The prompt embeddings are
+as they are. eps- and v-prediction checkpoints both give eps for SDS. The UNet and the VAE encoder
+are compiled on CUDA (`guidance.compile`); the UNet runs in `guidance.dtype` (float16 on CUDA) and
+its prediction, the latents and so the SDS gradient are float32. The prompt embeddings are
 computed at build time (and cached on disk); the text encoder is released at the first
 prediction (until then a loss may add a text, e.g. NFSD's negative prompt).
 """
@@ -18,6 +20,8 @@ from torch import Tensor
 from sds_core.errors import ConfigError
 from sds_core.protocols import BuildContext, CameraBatch, NoisePrediction, Render
 from sds_guidance._diffusers import (
+    compile_for,
+    compile_wanted,
     conditioning_batch,
     epsilon_from_output,
     freeze,
@@ -45,6 +49,7 @@ class StableDiffusionGuidance:
         self.config = config
         self.device = torch.device(context.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
+        compiling = compile_wanted(config, self.device)
         model, extra = config.model, hub_kwargs(config.variant, config.revision)
         what = "Stable Diffusion"
 
@@ -87,6 +92,8 @@ class StableDiffusionGuidance:
         self.embeddings = PromptEmbeddings(context.prompt, config, encode, key, self.device, self.dtype)
         # the text encoder is referenced only by `encode`, which the embeddings drop at the first prediction
         place([self.unet, self.vae], self.device, self.dtype, config.cpu_offload)
+        self._unet = compile_for(self.unet, config, compiling)
+        self._moments = compile_for(self._encoder_moments, config, compiling)
 
     # --- the Guidance protocol --------------------------------------------------------------
 
@@ -95,6 +102,8 @@ class StableDiffusionGuidance:
 
     def prepare(self, render: Render) -> Tensor:
         """Latents of the render: RGB in [0, 1] resized and VAE-encoded (with gradient), or latents as they are."""
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
         image = render.image
         if render.space == "latent":
             if image.shape[1] != self.channels:
@@ -103,9 +112,14 @@ class StableDiffusionGuidance:
         if image.shape[-2:] != (self.resolution, self.resolution):
             image = F.interpolate(image, (self.resolution, self.resolution), mode="bilinear", align_corners=False)
         x = (image * 2 - 1).to(module_device(self.vae, self.device), self.dtype)
-        posterior = self.vae.encode(x).latent_dist
+        posterior = DiagonalGaussianDistribution(self._moments(x))
         latents = posterior.mean if self.config.encode == "mean" else posterior.sample()
         return (latents * self.scaling_factor).float()
+
+    def _encoder_moments(self, x: Tensor) -> Tensor:
+        """The VAE posterior's mean and log-variance (what `torch.compile` sees: tensors in, a tensor
+        out; the posterior is drawn from eagerly, with the process's random state)."""
+        return self.vae.encode(x).latent_dist.parameters  # type: ignore[no-any-return]
 
     def decode(self, x: Tensor) -> Tensor:
         with torch.no_grad():
@@ -137,7 +151,7 @@ class StableDiffusionGuidance:
         model_in = x_in.to(self.dtype)
         t_in = t.to(device).repeat(copies)
         states = conditioning_batch(cond.cond, cond.uncond, cond.negative).to(device, self.dtype)
-        output = self.unet(model_in, t_in, encoder_hidden_states=states).sample.float()
+        output = self._unet(model_in, t_in, encoder_hidden_states=states).sample.float()
         alphas = self._alphas.to(device)[t_in]
         eps = epsilon_from_output(output, x_in, alphas, self.prediction_type)
         eps_c, eps_u, eps_n = split_predictions(eps.to(x_t.device), batch, cond.negative is not None)

@@ -37,6 +37,13 @@ class NerfConfig(ExportOptions, BackgroundOptions, ShadingOptions):
     hash_base_resolution: int = 16
     hash_max_resolution: int = 1024
     hash_backend: Literal["auto", "torch", "tcnn"] = "auto"  # "auto": tinycudann on CUDA when installed
+    # torch.compile of the encoding and MLP (dynamic in the sample count; `sds_core.compiling`):
+    # "auto" on CUDA, off on the CPU. Compiled graphs are differentiated once, so calls that take
+    # the gradient with respect to the points (autograd normals) stay eager: it pays with
+    # normals=finite_difference or with no normals
+    compile: Literal["auto", "on", "off"] = "auto"
+    # "inductor" generates fused kernels; "aot_eager_decomp_partition" runs the traced graphs eagerly
+    compile_backend: Literal["inductor", "aot_eager_decomp_partition"] = "inductor"
     hidden: int = 128  # A.2: 128 channels
     blocks: int = 5  # A.2: 5 ResNet blocks (SiLU, LayerNorm)
     density_activation: Literal["exp", "softplus"] = "exp"  # A.2: exp

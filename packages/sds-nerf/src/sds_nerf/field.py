@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sds_core.compiling import compiled
 from sds_nerf.config import NerfConfig
 from sds_nerf.encoding import (
     FrequencyEncoding,
@@ -89,6 +92,7 @@ class NerfField(nn.Module):
         self.blocks = nn.ModuleList(ResBlock(cfg.hidden) for _ in range(cfg.blocks))
         self.out_norm = nn.LayerNorm(cfg.hidden)
         self.head = nn.Linear(cfg.hidden, 4)  # raw density and albedo logits
+        self._compiled: Callable[[Tensor, Tensor | None], Tensor] | None = None  # compile_features
 
     def _variance_at(self, step: int) -> float | None:
         cfg = self.cfg
@@ -113,11 +117,23 @@ class NerfField(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args)  # type: ignore[arg-type]
         self._variance = self._variance_at(int(self.anneal_step))
 
+    def compile_features(self) -> None:
+        """torch.compile the encoding and MLP (`generator.compile`), one graph for every sample count."""
+        self._compiled = compiled(self._mlp, True, dynamic=True, backend=self.cfg.compile_backend)
+
     def _features(self, points: Tensor) -> Tensor:
+        # compiled graphs are differentiated once: a gradient with respect to the points (autograd
+        # normals, differentiated again by the loss) is taken through the eager MLP
+        if self._compiled is not None and not points.requires_grad:
+            variance = None if self.variance is None else points.new_full((), self.variance)  # no recompile a step
+            return self._compiled(points, variance)  # type: ignore[no-any-return]
+        return self._mlp(points, self.variance)
+
+    def _mlp(self, points: Tensor, variance: float | Tensor | None) -> Tensor:
         if self.cfg.encoding == "hashgrid":
             enc = self.encoder((points / self.radius + 1) / 2)
         else:
-            enc = self.encoder(points, self.variance)
+            enc = self.encoder(points, variance)
         h = self.inp(enc)
         for block in self.blocks:
             h = block(h)

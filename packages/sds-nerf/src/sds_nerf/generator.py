@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from sds_3d.background import build_background
+from sds_core.compiling import compile_enabled
 from sds_core.errors import ConfigError
 from sds_core.protocols import BuildContext, CameraBatch, ExportContext, Render
 from sds_core.shading import ShadingConfig, choose_shading, composite, shade
@@ -53,6 +54,8 @@ class NerfGenerator(nn.Module):
         self.field: NerfField | VoxelGridField = (
             VoxelGridField(cfg, device) if cfg.field == "voxel" else NerfField(cfg, device)
         )
+        if isinstance(self.field, NerfField) and compile_enabled(cfg.compile, device):
+            self.field.compile_features()
         self.background = build_background(cfg, context.guidance)
         self.shading_cfg: ShadingConfig = cfg  # a 3D generator's config holds the shading options
         self.step_size = cfg.render_step_size or 2 * cfg.radius / cfg.samples_per_ray
