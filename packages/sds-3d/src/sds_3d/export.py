@@ -225,6 +225,22 @@ def write_viewer(out_dir: Path, glb: bytes | None, frames: Sequence[np.ndarray],
 # --- what every 3D generator writes -------------------------------------------------------------
 
 
+@torch.no_grad()
+def render_chunked(
+    render_views: Callable[[Any, list[str]], Any], cameras: Any, mode: str, chunk: int = 4
+) -> tuple[Tensor, Tensor]:
+    """Images (B, 3, H, W) and opacities (B, 1, H, W) without gradients, `chunk` cameras at a time:
+    `render_views(cameras, modes)` is a generator's differentiable render (a `Render` with opacity)."""
+    images, opacities = [], []
+    for start in range(0, cameras.batch_size, chunk):
+        part = cameras[start : start + chunk]
+        render = render_views(part, [mode] * part.batch_size)
+        assert render.opacity is not None
+        images.append(render.image)
+        opacities.append(render.opacity)
+    return torch.cat(images), torch.cat(opacities)
+
+
 def turntable_frames(generator: Any, context: ExportContext, frames: int, resolution: int) -> list[np.ndarray]:
     """Frames [colour | textureless] side by side, orbiting at the video elevation."""
     cfg = generator.cfg

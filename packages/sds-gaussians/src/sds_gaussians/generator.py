@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from sds_3d.background import build_background
+from sds_3d.export import render_chunked
 from sds_core.errors import ConfigError
 from sds_core.protocols import BuildContext, CameraBatch, ExportContext, Render
 from sds_core.shading import ShadingConfig, choose_shading, composite, shade
@@ -101,17 +102,9 @@ class GaussianGenerator(nn.Module):
         render = Render(image=image, space="rgb", opacity=alpha, shading=list(modes), aux={"log": {}})
         return render, out
 
-    @torch.no_grad()
     def render_chunked(self, cameras: CameraBatch, mode: str, chunk: int = 4) -> tuple[Tensor, Tensor]:
         """Images (B, 3, H, W) and opacities (B, 1, H, W) without gradients, a few cameras at a time."""
-        images, opacities = [], []
-        for start in range(0, cameras.batch_size, chunk):
-            part = cameras[start : start + chunk]
-            render, _ = self.render_views(part, [mode] * part.batch_size)
-            assert render.opacity is not None
-            images.append(render.image)
-            opacities.append(render.opacity)
-        return torch.cat(images), torch.cat(opacities)
+        return render_chunked(lambda part, modes: self.render_views(part, modes)[0], cameras, mode, chunk)
 
     # --- the Generator protocol ---------------------------------------------------------------
 

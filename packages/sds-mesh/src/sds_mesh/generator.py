@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from sds_3d.background import build_background
+from sds_3d.export import render_chunked
 from sds_core.protocols import BuildContext, CameraBatch, ExportContext, Render
 from sds_core.shading import ShadingConfig, choose_shading, composite, shade
 from sds_mesh.config import MeshConfig
@@ -109,17 +110,9 @@ class MeshGenerator(nn.Module):
         alpha = color[..., 3:].permute(0, 3, 1, 2).clamp(0.0, 1.0)
         return Render(image=image, space="rgb", opacity=alpha, shading=list(modes), aux={"log": {}})
 
-    @torch.no_grad()
     def render_chunked(self, cameras: CameraBatch, mode: str, chunk: int = 4) -> tuple[Tensor, Tensor]:
         """Images (B, 3, H, W) and opacities (B, 1, H, W) without gradients, a few cameras at a time."""
-        images, opacities = [], []
-        for start in range(0, cameras.batch_size, chunk):
-            part = cameras[start : start + chunk]
-            render = self.render_views(part, [mode] * part.batch_size)
-            assert render.opacity is not None
-            images.append(render.image)
-            opacities.append(render.opacity)
-        return torch.cat(images), torch.cat(opacities)
+        return render_chunked(self.render_views, cameras, mode, chunk)
 
     # --- the Generator protocol ---------------------------------------------------------------
 
