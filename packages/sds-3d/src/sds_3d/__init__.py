@@ -2,8 +2,9 @@
 
 background.py (the paper's MLP background, solid and random colours) · encoding.py (positional
 encoding) · export.py (marching cubes, UV texture baking, GLB / OBJ / PLY, turntable, the
-`final/` writer, y-up conversion, requested formats) · viewer.py (the offline viewer page).
-`sds-nerf` and `sds-mesh` depend on it; neither depends on the other.
+`final/` writer, y-up conversion, requested formats, a run's mesh for `generator.init`, chunked
+renders) · viewer.py (the offline viewer page). `sds-nerf`, `sds-mesh` and `sds-gaussians` depend
+on it; none depends on another.
 """
 
 from __future__ import annotations
