@@ -46,6 +46,8 @@ class ShapesConfig:
 
 
 SHAPES_PRESETS: dict[str, dict[str, Any]] = {
+    # references at the renders' 32 x 32 (sds-nerf's paper-cpu preset)
+    "paper-cpu": {"guidance": {"resolution": 32}},
     "draft": {
         "guidance": {"resolution": 32, "views": 32},
         "cameras": {"width": 32, "height": 32},
