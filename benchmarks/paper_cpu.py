@@ -48,6 +48,20 @@ ROWS: dict[str, dict[str, Any]] = {
 }
 
 
+def scaled(steps: int) -> dict[str, Any]:
+    """The preset's run length and step-counted schedules at the paper's fractions (A.2: 15k
+    steps; 3k warm-up; 1k albedo-only; 5k for the IPE and orientation anneals)."""
+    return {
+        "run": {"steps": steps},
+        "optim": {"warmup_steps": steps // 5},
+        "generator": {
+            "albedo_only_steps": steps // 15,
+            "ipe_anneal_steps": steps // 3,
+            "orientation_anneal_steps": steps // 3,
+        },
+    }
+
+
 def load_nerf_shapes() -> Any:
     spec = importlib.util.spec_from_file_location("nerf_shapes", HERE / "nerf_shapes.py")
     assert spec is not None and spec.loader is not None
@@ -88,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", nargs="+", default=["base", "entropy"], help=f"'all' or of: {', '.join(ROWS)}")
     parser.add_argument("--objects", nargs="+", default=["a green cube"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=None, help="run length (the schedules keep the preset's)")
+    parser.add_argument("--steps", type=int, default=None, help="run length (schedules at the paper's fractions)")
+    parser.add_argument("--side", type=int, default=None, help="render and reference side (preset: 32)")
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -104,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         overrides = ROWS[name]
         if args.steps is not None:
-            overrides = deep_merge(overrides, {"run": {"steps": args.steps}})
+            overrides = deep_merge(scaled(args.steps), overrides)
+        if args.side is not None:
+            side = {"cameras": {"width": args.side, "height": args.side}, "guidance": {"resolution": args.side}}
+            overrides = deep_merge(overrides, side)
         for prompt in args.objects:
             folder = root / f"{len(rows):02d}"
             row = {"row": name, **run_row(nerf_shapes, prompt, folder, overrides, args.seed, args.eval_every)}

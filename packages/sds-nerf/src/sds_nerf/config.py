@@ -141,7 +141,7 @@ NERF_PRESETS: dict[str, dict[str, Any]] = {
         },
         # Adam at 1e-3 (the `paper` preset's; A.2: Shampoo at 1e-4); the core's paper-cpu preset
         # sets the length (sds_core.config.PAPER_CPU_STEPS; A.2: 15,000), the warm-up at the
-        # paper's fraction and the 32 x 32 renders (A.2: 64 x 64)
+        # paper's fraction and the side of the renders (PAPER_CPU_SIDE; A.2: 64 x 64)
         "optim": {"lr": 1e-3},
     },
     # What a 2-core CPU finishes in minutes (measured in benchmarks/nerf_shapes.py; README). Each

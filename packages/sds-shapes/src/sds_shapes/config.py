@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from sds_core.config import PAPER_CPU_SIDE
+
 
 @dataclass
 class ShapesConfig:
@@ -46,8 +48,8 @@ class ShapesConfig:
 
 
 SHAPES_PRESETS: dict[str, dict[str, Any]] = {
-    # references at the renders' 32 x 32 (sds-nerf's paper-cpu preset)
-    "paper-cpu": {"guidance": {"resolution": 32}},
+    # references at the side of the paper-cpu preset's renders
+    "paper-cpu": {"guidance": {"resolution": PAPER_CPU_SIDE}},
     "draft": {
         "guidance": {"resolution": 32, "views": 32},
         "cameras": {"width": 32, "height": 32},
