@@ -1,13 +1,14 @@
 """Why the paper's MLP field fails or succeeds on a CPU: one factor at a time, on the shapes world.
 
 Each row is a `nerf` run of the `paper-cpu` preset (the paper's components sized for a 2-core
-CPU: 32 x 32 renders, 32 samples a ray, schedules at the paper's fractions of a short run) with
+CPU: 16 x 16 renders, 32 samples a ray, schedules at the paper's fractions of a short run) with
 one factor moved towards the draft preset (or back to the paper preset's size), on one object
 with the camera-exact `shapes` prior and A.2's cameras. Printed per row: volumetric IoU at the
-export level every --eval-every steps (and at the end), mean opacity and samples per ray over the
-run, wall time, this process's CPU time and steps per second.
+export level every --eval-every steps (and at the end), samples per ray over the second half of
+the run, wall time, this process's CPU time and steps per second.
 
     python benchmarks/paper_cpu.py --rows base entropy --steps 300     # cube, seed 0
+    python benchmarks/paper_cpu.py --side 16 --steps 200 --eval-every 25 --rows all   # the README's table
     python benchmarks/paper_cpu.py --rows all --objects "a blue cone" --json rows.json
 """
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -92,8 +92,6 @@ def run_row(
     row = nerf_shapes.run_object(prompt, folder, "paper-cpu", overrides, seed, on_step=on_step)
     row["iou_curve"] = curve
     row["cpu_s"] = time.process_time() - cpu
-    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line]
-    row["mean_opacity"] = statistics.mean(r["opacity"] for r in records)
     return row
 
 
@@ -129,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             curve = " ".join(f"{step}:{iou:.2f}" for step, iou in row["iou_curve"])
             print(
-                f"{name:16s} {prompt:16s} IoU {row['iou']:.3f} [{curve}] opacity {row['mean_opacity']:.2f} "
+                f"{name:16s} {prompt:16s} IoU {row['iou']:.3f} [{curve}] "
                 f"samples/ray {row['samples_per_ray_train']:.1f} wall {row['wall_s']:.0f}s cpu {row['cpu_s']:.0f}s "
                 f"{row['it_per_s']:.2f} it/s",
                 flush=True,
