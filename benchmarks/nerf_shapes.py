@@ -35,8 +35,10 @@ def run_object(
     seed: int,
     device: str = "cpu",
     measure: Callable[[Any], dict[str, Any]] | None = None,
+    on_step: Callable[[Any, Any], None] | None = None,
 ) -> dict[str, Any]:
-    """Train, then measure; returns one result row (with `measure(trainer)`'s entries when given)."""
+    """Train, then measure; returns one result row (with `measure(trainer)`'s entries when given).
+    `on_step(trainer, event)` is called after every step while training."""
     import torch
 
     from sds_core.config import deep_merge
@@ -53,6 +55,8 @@ def run_object(
     def listener(event: Any) -> None:
         if isinstance(event, StepFinished):
             train_s.append(event.elapsed)  # seconds since the run started, export excluded
+            if on_step is not None:
+                on_step(trainer, event)
 
     trainer = start_run(prompt, out, preset, overrides, {"generator": "nerf", "guidance": "shapes"}, device, [listener])
     started = time.perf_counter()

@@ -268,6 +268,7 @@ def test_cost_notice_estimates_from_the_steps_after_the_first() -> None:
     text = out.getvalue()
     assert text.count("s a step") == 1 and "10.0 s a step" in text and "1,003 steps" in text
     assert "2.8 h" in text  # 10 s x 1,000 steps left (after step 3)
+    assert "--preset paper-cpu" in text and "--preset draft" in text
     quiet = io.StringIO()
     gpu = CostNotice(Console(file=quiet), "paper", warmup=1)
     gpu(RunStarted(Path("x"), 0, 10, "cuda"))

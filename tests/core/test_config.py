@@ -45,7 +45,7 @@ def test_presets_order_core_then_plugins_then_user(catalog) -> None:
     user = resolve_config(catalog, "draft", overrides={"run": {"steps": 7}}, names=NAMES)
     assert user.run.steps == 7
     assert user.tree["generator"]["name"] == "image" and user.tree["loss"]["name"] == "sds"
-    with pytest.raises(ConfigError, match="unknown preset 'fast'; available: paper, draft"):
+    with pytest.raises(ConfigError, match="unknown preset 'fast'; available: paper, paper-cpu, draft"):
         resolve_config(catalog, "fast", names=NAMES)
 
 

@@ -24,7 +24,8 @@ app = typer.Typer(
 app.add_typer(plugins_app, name="plugins")
 app.add_typer(eval_app, name="eval")
 
-Preset = Annotated[str, typer.Option("--preset", help="paper (DreamFusion's settings) or draft (fast on a CPU).")]
+PRESET_HELP = "paper (DreamFusion's settings), paper-cpu (the paper sized for a CPU) or draft (fast on a CPU)."
+Preset = Annotated[str, typer.Option("--preset", help=PRESET_HELP)]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 
 
@@ -78,9 +79,7 @@ def generate(
     steps: Annotated[int | None, typer.Option(help="Optimisation steps (overrides run.steps).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (overrides run.seed).")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default: runs/<prompt>).")] = None,
-    preset: Annotated[
-        str | None, typer.Option("--preset", help="paper (DreamFusion's settings; default) or draft (fast on a CPU).")
-    ] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help=PRESET_HELP + " Default: paper.")] = None,
     device: Device = "auto",
     config: Annotated[Path | None, typer.Option(help="Config file (JSON, TOML or YAML) of sections.")] = None,
     set_: Annotated[

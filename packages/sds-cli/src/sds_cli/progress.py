@@ -146,7 +146,7 @@ def _fmt_duration(seconds: float) -> str:
 
 class CostNotice:
     """One line, on a CPU, with what the preset chosen by default costs, measured on the first
-    steps (after `warmup` steps, which include one-off costs), and how to get a draft instead."""
+    steps (after `warmup` steps, which include one-off costs), and the presets sized for a CPU."""
 
     def __init__(self, console: Console, preset: str, warmup: int = 3) -> None:
         self.console, self.preset, self.warmup = console, preset, warmup
@@ -168,7 +168,8 @@ class CostNotice:
                 self.console.print(
                     f"the {self.preset} preset on this CPU: {per_step:.1f} s a step, "
                     f"{event.total_steps:,} steps, about {_fmt_duration(eta)} to go; "
-                    "--preset draft finishes in minutes (Ctrl-C stops with a checkpoint)."
+                    "--preset paper-cpu (the paper's components, sized for a CPU) or --preset draft "
+                    "finish in minutes (Ctrl-C stops with a checkpoint)."
                 )
                 self.done = True
 

@@ -21,7 +21,7 @@ from sds_core.errors import ConfigError
 
 T = TypeVar("T")
 SECTIONS = ("generator", "guidance", "loss", "cameras", "optim", "run")
-PRESETS = ("paper", "draft")
+PRESETS = ("paper", "paper-cpu", "draft")
 
 
 # --- the core's own sections -------------------------------------------------------------------
@@ -92,12 +92,25 @@ class PluginSection:
 
 CORE_SECTIONS: dict[str, type] = {"cameras": CameraConfig, "optim": OptimConfig, "run": RunConfig}
 
+# the length of a `paper-cpu` run (A.2: 15,000 steps); generators keep their schedules at the
+# paper's fractions of it; and the side of its renders and references (A.2: 64 px)
+PAPER_CPU_STEPS = 300
+PAPER_CPU_SIDE = 16
+
 # What each preset means for the core; plugins add what it means for them.
 CORE_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "optim": {"schedule": "warmup_cosine", "lr": 1e-4},
         "run": {"steps": 15000},
         "cameras": {"width": 64, "height": 64},
+    },
+    # The paper's settings sized for a 2-core CPU: PAPER_CPU_STEPS steps (A.2: 15,000) with the
+    # warm-up at the paper's fraction (3k of 15k), PAPER_CPU_SIDE-pixel renders (A.2: 64 x 64); a
+    # generator's own "paper-cpu" preset sets its schedule lengths and learning rate.
+    "paper-cpu": {
+        "optim": {"schedule": "warmup_cosine", "lr": 1e-4, "warmup_steps": PAPER_CPU_STEPS // 5},
+        "run": {"steps": PAPER_CPU_STEPS, "preview_every": 100, "checkpoint_every": 100},
+        "cameras": {"width": PAPER_CPU_SIDE, "height": PAPER_CPU_SIDE},
     },
     "draft": {
         "optim": {"schedule": "constant"},

@@ -41,7 +41,7 @@ class PluginSpec:
         called as factory(config, context) with the validated config dataclass and a
         `sds_core.protocols.BuildContext`.
     config: the dataclass of the component's options (defaults follow the paper).
-    presets: config-tree overrides by preset name ("paper", "draft"), plus "default" applied
+    presets: config-tree overrides by preset name ("paper", "paper-cpu", "draft"), plus "default" applied
         whatever the preset; they may touch any section (a generator sets its learning rate).
     """
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from sds_core.config import PAPER_CPU_SIDE
+
 
 @dataclass
 class ShapesConfig:
@@ -46,6 +48,8 @@ class ShapesConfig:
 
 
 SHAPES_PRESETS: dict[str, dict[str, Any]] = {
+    # references at the side of the paper-cpu preset's renders
+    "paper-cpu": {"guidance": {"resolution": PAPER_CPU_SIDE}},
     "draft": {
         "guidance": {"resolution": 32, "views": 32},
         "cameras": {"width": 32, "height": 32},
