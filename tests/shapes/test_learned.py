@@ -157,3 +157,21 @@ def test_shapes_learned_is_the_deepfloyd_if_backend_on_the_shipped_folder(tmp_pa
     assert config.model == str(tmp_path / "train" / "export") and isinstance(config, base.config)
     guidance = spec.build(config, context_factory("a red cube"))
     assert guidance.resolution == 16 and guidance.alphas_cumprod().shape == (1000,)
+
+
+def test_shipping_exports_the_saved_ema_weights_with_their_model_card(tmp_path) -> None:
+    from sds_core.errors import ConfigError
+    from sds_shapes.learned.train import ship
+
+    with pytest.raises(ConfigError, match="no training state"):
+        ship(_tiny(tmp_path), tmp_path / "shipped")
+    train(_tiny(tmp_path, steps=3))
+    shipped = tmp_path / "shipped"
+    ship(_tiny(tmp_path), shipped)
+    exported = tmp_path / "train" / "export"
+    for part in ("unet", "text_encoder"):
+        name = "diffusion_pytorch_model.safetensors" if part == "unet" else "model.safetensors"
+        assert (shipped / part / name).read_bytes() == (exported / part / name).read_bytes()
+    card = (shipped / "README.md").read_text()
+    assert "3 steps of batch 3" in card and "python -m sds_shapes.learned --out" in card
+    assert "| 1-1 |" in card and "| 3-3 |" in card  # the loss curve, one row a logged step here

@@ -1,5 +1,8 @@
 """`python -m sds_shapes.learned [--out DIR] [--steps N] [--FIELD VALUE ...]`: train or resume shapes-learned.
 
+`--ship FOLDER` writes the EMA weights saved in DIR, with their model card, to FOLDER instead
+(the package's `sds_shapes/models/shapes-learned` to ship them).
+
 Every field of `TrainConfig` is a flag (tuples as comma-separated values). Bad options: one
 sentence on stderr, exit status 2.
 """
@@ -10,6 +13,7 @@ import argparse
 import sys
 import typing
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from sds_core.errors import SdsError
@@ -23,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
         if f.name == "extra":
             continue
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, help=str(hints[f.name]))
+    parser.add_argument("--ship", default=None, help="export the saved EMA weights to this folder, no training")
     return parser
 
 
@@ -38,8 +43,9 @@ def _parse(value: str, hint: Any) -> Any:
     return hint(value)
 
 
-def config_from_args(argv: list[str] | None = None) -> TrainConfig:
+def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
     args = vars(_parser().parse_args(argv))
+    ship = args.pop("ship")
     hints = typing.get_type_hints(TrainConfig)
     values = {}
     for name, raw in args.items():
@@ -49,14 +55,18 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
             values[name] = _parse(raw, hints[name])
         except ValueError:
             raise SdsError(f"--{name.replace('_', '-')} takes {hints[name]}, not {raw!r}") from None
-    return TrainConfig(**values)
+    return TrainConfig(**values), ship
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        from sds_shapes.learned.train import train
+        from sds_shapes.learned.train import ship, train
 
-        train(config_from_args(argv))
+        cfg, folder = config_from_args(argv)
+        if folder:
+            ship(cfg, Path(folder))
+        else:
+            train(cfg)
     except SdsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ import torch
 from sds_core.errors import ConfigError
 from sds_core.files import atomic_write
 from sds_shapes.learned import data, model
+from sds_shapes.learned.card import model_card
 from sds_shapes.learned.config import TrainConfig
 from sds_shapes.learned.losses import HybridLoss
 
@@ -135,6 +136,7 @@ class Trainer:
         model.save_folder(tmp, self.tokenizer, encoder, unet, self.scheduler)
         info = {"step": self.step, "config": asdict(self.cfg), "elapsed_s": round(self.elapsed)}
         (tmp / "training.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+        (tmp / "README.md").write_text(model_card(self.cfg, self.step, self.log), encoding="utf-8")
         old = folder.with_name(f".{folder.name}.old")
         if folder.exists():
             folder.rename(old)
@@ -147,6 +149,24 @@ def save(trainer: Trainer, out: Path) -> None:
     atomic_write(out / "state.pt", lambda tmp: torch.save(trainer.state(), tmp))
     atomic_write(out / "losses.json", (json.dumps(trainer.log) + "\n").encode())
     trainer.export(out / "export")
+
+
+def resume(cfg: TrainConfig) -> Trainer:
+    """A trainer for cfg, at the state saved in cfg.out when there is one."""
+    trainer = Trainer(cfg)
+    state = Path(cfg.out) / "state.pt"
+    if state.is_file():
+        trainer.load(torch.load(state, map_location="cpu", weights_only=False))
+    return trainer
+
+
+def ship(cfg: TrainConfig, folder: Path) -> Trainer:
+    """Export the EMA weights saved in cfg.out, with their model card, to `folder` (no training)."""
+    if not (Path(cfg.out) / "state.pt").is_file():
+        raise ConfigError(f"{cfg.out} holds no training state (state.pt) to ship")
+    trainer = resume(cfg)
+    trainer.export(folder)
+    return trainer
 
 
 def train(cfg: TrainConfig, console: Any = None) -> Trainer:
@@ -164,9 +184,8 @@ def train(cfg: TrainConfig, console: Any = None) -> Trainer:
     console = console or Console()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(cfg)
-    if (out / "state.pt").is_file():
-        trainer.load(torch.load(out / "state.pt", map_location="cpu", weights_only=False))
+    trainer = resume(cfg)
+    if trainer.step:
         console.log(f"resumed {out / 'state.pt'} at step {trainer.step}")
     console.log(f"tracing / loading {cfg.cameras} A.2 cameras of {', '.join(cfg.primitives)}")
     bank = data.build_bank(cfg, cache=out)
