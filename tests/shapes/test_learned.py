@@ -175,3 +175,23 @@ def test_shipping_exports_the_saved_ema_weights_with_their_model_card(tmp_path) 
     card = (shipped / "README.md").read_text()
     assert "3 steps of batch 3" in card and "python -m sds_shapes.learned --out" in card
     assert "| 1-1 |" in card and "| 3-3 |" in card  # the loss curve, one row a logged step here
+
+
+def test_sds_generate_runs_with_shapes_learned(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("sds_cli")
+    from typer.testing import CliRunner
+
+    import sds_shapes.plugin
+    from sds_cli.app import app
+
+    train(_tiny(tmp_path))
+    folder = tmp_path / "train" / "export"
+    monkeypatch.setattr(sds_shapes.plugin, "SHAPES_LEARNED", folder)
+    out = tmp_path / "run"
+    args = ["generate", "a red cube", "--generator", "image", "--guidance", "shapes-learned", "--steps", "2"]
+    result = CliRunner().invoke(app, [*args, "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    guidance = json.loads((out / "config.json").read_text())["config"]["guidance"]
+    assert guidance["name"] == "shapes-learned" and guidance["model"] == str(folder)
+    assert guidance["guidance_scale"] == 100.0  # the deepfloyd-if defaults otherwise (§3.2)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
