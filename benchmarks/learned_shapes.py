@@ -121,8 +121,8 @@ def train_classifier(cfg: Any, cache: Path, steps: int, log: Any) -> tuple[Any, 
     return net, accuracy
 
 
-def sample_model(model: Path, prompt: str, n: int, steps: int, cfg_scale: float, seed: int) -> Any:
-    """n samples in [-1, 1] of the IF pipeline in `model` (its DDPM scheduler, learned variance)."""
+def sample_model(model: Path, prompts: list[str], steps: int, cfg_scale: float, seed: int) -> Any:
+    """One sample in [-1, 1] a prompt from the IF pipeline in `model` (its DDPM scheduler, learned variance)."""
     import torch
     from diffusers import IFPipeline
     from diffusers.utils import logging
@@ -132,7 +132,7 @@ def sample_model(model: Path, prompt: str, n: int, steps: int, cfg_scale: float,
     pipe.set_progress_bar_config(disable=True)
     generator = torch.Generator().manual_seed(seed)
     out = pipe(
-        [prompt] * n,
+        prompts,
         num_inference_steps=steps,
         guidance_scale=cfg_scale,
         generator=generator,
@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classifier-steps", type=int, default=1500)
     parser.add_argument("--samples", type=int, default=16, help="samples per prompt")
     parser.add_argument("--sampling-steps", type=int, default=50)
+    parser.add_argument("--plain", action="store_true", help="sample without the view suffixes")
     parser.add_argument("--cfg", type=float, nargs="+", default=[3.0, 7.0], help="classifier-free guidance scales")
     parser.add_argument("--sds", action="store_true", help="also run SDS on nerf and mesh (minutes per run)")
     parser.add_argument("--generators", nargs="+", default=["nerf", "mesh"])
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from sds_core.prompts import VIEWS, view_prompt
     from sds_shapes.world import ShapeObject
 
     def log(text: str) -> None:
@@ -198,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     for scale in args.cfg:
         rows = []
         for i, obj in enumerate(objects):
-            images = sample_model(args.model, obj.prompt, args.samples, args.sampling_steps, scale, seed=i)
+            # §3.2's view suffixes in turn (90% of the training captions carry one), or the plain prompt
+            prompts = [obj.prompt if args.plain else view_prompt(obj.prompt, VIEWS[k % 4]) for k in range(args.samples)]
+            images = sample_model(args.model, prompts, args.sampling_steps, scale, seed=i)
             p, c = classify(net, images)
             right_p = p == cfg.primitives.index(obj.primitive)
             right_c = c == cfg.colours.index(obj.colour)
@@ -212,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         share = [sum(r[k] for r in rows) / len(rows) for k in (1, 2, 3)]
         print(
-            f"samples at CFG {scale} ({args.samples} per prompt, {args.sampling_steps} DDPM steps): "
+            f"samples at CFG {scale} ({args.samples} per prompt{' without' if args.plain else ', with'} view suffixes, "
+            f"{args.sampling_steps} DDPM steps): "
             f"primitive {share[0]:.3f}, colour {share[1]:.3f}, both {share[2]:.3f}"
         )
         for prompt, sp, sc, sb in rows:
