@@ -165,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=16, help="samples per prompt")
     parser.add_argument("--sampling-steps", type=int, default=50)
     parser.add_argument("--plain", action="store_true", help="sample without the view suffixes")
-    parser.add_argument("--cfg", type=float, nargs="+", default=[3.0, 7.0], help="classifier-free guidance scales")
+    parser.add_argument(
+        "--cfg", type=float, nargs="*", default=[3.0, 7.0], help="CFG scales of the samples (none: no samples)"
+    )
     parser.add_argument("--sds", action="store_true", help="also run SDS on nerf and mesh (minutes per run)")
     parser.add_argument("--generators", nargs="+", default=["nerf", "mesh"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
