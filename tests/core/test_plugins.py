@@ -103,3 +103,43 @@ def test_a_factory_result_is_checked_against_its_protocol(catalog) -> None:
     message = str(info.value)
     assert message.startswith("generator 'half' from tests built a Incomplete that lacks ")
     assert "export" in message and "param_groups" in message and "render" not in message.split("lacks")[1]
+
+
+DERIVED = """
+from sds_core.hookspecs import hookimpl
+
+@hookimpl
+def sds_register_generators(registry):
+    registry.derive("fine-image", base=BASE, defaults={OPTION: 0.5}, description="The image, rougher.",
+                    presets={"draft": {"run": {"steps": 7}}})
+"""
+
+
+def _derived(base: str = "image", option: str = "init_std") -> str:
+    return DERIVED.replace("BASE", repr(base)).replace("OPTION", repr(option))
+
+
+def test_a_derived_component_is_its_base_with_other_defaults(install_entry_point) -> None:
+    import dataclasses
+
+    install_entry_point("sds-derived", "derived_image", _derived())
+    catalog = load_catalog()
+    base, derived = catalog.get("generator", "image"), catalog.get("generator", "fine-image")
+    assert derived.factory == base.factory and derived.provider == "sds-derived"
+    assert derived.description == "The image, rougher." and issubclass(derived.config, base.config)
+    assert derived.config().init_std == 0.5 and base.config().init_std == 0.1
+    others = {f.name: getattr(base.config(), f.name) for f in dataclasses.fields(base.config) if f.name != "init_std"}
+    assert all(getattr(derived.config(), k) == v for k, v in others.items())
+    # the base's presets, with the derived ones merged in section by section
+    assert derived.presets["draft"]["run"] == {**base.presets["draft"]["run"], "steps": 7}
+    assert derived.presets["default"] == base.presets["default"]
+
+
+def test_a_derived_component_names_its_missing_base_or_unknown_option(install_entry_point) -> None:
+    install_entry_point("sds-orphan", "orphan", _derived(base="nope"))
+    catalog = load_catalog()
+    assert "fine-image" not in catalog.registry("generator")
+    assert any(f.name == "fine-image" and "'nope' is not installed" in f.error for f in catalog.failures)
+    install_entry_point("sds-typo", "typo", _derived(option="no_such_option"))
+    with pytest.raises(PluginError, match="no_such_option"):
+        load_catalog()

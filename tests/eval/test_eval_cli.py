@@ -76,3 +76,27 @@ def test_eval_geometry_of_a_nerf_run_uses_the_export_level(tmp_path) -> None:
     step = 2 * config["radius"] / samples
     assert row["level"] == pytest.approx(-math.log(1 - alpha) / step, rel=1e-3)  # the level export uses
     assert 0.0 <= row["iou"] <= 1.0
+
+
+def test_eval_geometry_takes_the_truth_from_the_prompt_whatever_the_guidance(published_model, tmp_path) -> None:
+    pytest.importorskip("sds_nerf")
+    pytest.importorskip("sds_shapes")
+    pytest.importorskip("sds_guidance")
+    from tests.guidance.test_generate_published import NERF
+
+    runner = CliRunner()
+    model = ["--guidance", "deepfloyd-if", "--set", f"guidance.model={published_model('if-i-xl')}"]
+    rows = {}
+    for prompt in ("a blue torus, side view", "a red hamburger"):
+        out = tmp_path / prompt[:8].replace(" ", "-")
+        args = ["generate", prompt, *model, *NERF, "--steps", "2", "--device", "cpu", "--out", str(out)]
+        assert runner.invoke(app, args).exit_code == 0
+        rows[prompt] = runner.invoke(
+            app, ["eval", "geometry", str(out), "--resolution", "24", "--json", str(out / "g.json")]
+        )
+    torus = rows["a blue torus, side view"]
+    assert torus.exit_code == 0, torus.output
+    report = json.loads((tmp_path / "a-blue-t" / "g.json").read_text())["runs"][0]
+    assert report["object"] == "a blue torus" and 0.0 <= report["iou"] <= 1.0 and report["chamfer"] > 0
+    other = rows["a red hamburger"]
+    assert other.exit_code == 2 and "names no shapes-world object" in other.stderr

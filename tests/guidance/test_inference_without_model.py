@@ -39,4 +39,4 @@ def test_export_and_eval_of_a_stable_diffusion_run_do_not_load_the_unet(publishe
     renders = render_run(out, views=2, resolution=16, device="cpu")
     assert renders.color.shape == (2, 3, 16, 16) and renders.geometry is not None
     geometry = runner.invoke(app, ["eval", "geometry", str(out)])
-    assert geometry.exit_code == 2 and "not a shapes-world run" in geometry.stderr
+    assert geometry.exit_code == 2 and "names no shapes-world object" in geometry.stderr

@@ -8,8 +8,10 @@ others still load.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -86,12 +88,39 @@ class PluginSpec:
         return built
 
 
+@dataclass(frozen=True)
+class DerivedSpec:
+    """A component that is another package's component with other option defaults (`Registry.derive`)."""
+
+    name: str
+    base: str
+    defaults: Mapping[str, Any]
+    description: str
+    presets: Mapping[str, Mapping[str, Any]]
+    provider: str
+    version: str
+
+
+def config_with_defaults(base: type, defaults: Mapping[str, Any], name: str, doc: str) -> type:
+    """A subclass of the config dataclass `base` whose listed fields have other defaults."""
+    fields = {f.name for f in dataclasses.fields(base)}
+    unknown = sorted(set(defaults) - fields)
+    if unknown:
+        raise PluginError(f"{name!r} sets {', '.join(unknown)}, which {base.__name__} does not have")
+    hints = typing.get_type_hints(base)
+    new = [(key, hints[key], field(default=value)) for key, value in defaults.items()]
+    config = dataclasses.make_dataclass(name, new, bases=(base,))
+    config.__doc__ = doc
+    return config
+
+
 class Registry:
     """The components of one kind, by name."""
 
     def __init__(self, kind: Kind) -> None:
         self.kind = kind
         self._specs: dict[str, PluginSpec] = {}
+        self._derived: list[DerivedSpec] = []
         self._provider = ("", "")
 
     def _bind(self, provider: str, version: str) -> None:
@@ -117,6 +146,42 @@ class Registry:
                 f"and by {spec.provider}; uninstall one or block it with {BLOCK_ENV}"
             )
         self._specs[spec.name] = spec
+
+    def derive(
+        self,
+        name: str,
+        base: str,
+        defaults: Mapping[str, Any],
+        description: str,
+        presets: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Register `name` as the component `base` (which any package may provide) with other
+        option defaults and extra presets: its factory and options are the base's, so a package
+        can offer a configuration of another package's component without importing it. Resolved
+        once every package has registered (`resolve_derived`)."""
+        provider, version = self._provider
+        self._derived.append(DerivedSpec(name, base, dict(defaults), description, presets or {}, provider, version))
+
+    def resolve_derived(self) -> list[PluginFailure]:
+        """Add the derived components whose base is registered; the others are failures."""
+        failures = []
+        for derived in self._derived:
+            base = self._specs.get(derived.base)
+            if base is None:
+                error = f"it is {self.kind} {derived.base!r} with other defaults, and {derived.base!r} is not installed"
+                failures.append(PluginFailure(derived.name, derived.provider, error))
+                continue
+            title = "".join(part.title() for part in derived.name.replace("_", "-").split("-"))
+            config = config_with_defaults(base.config, derived.defaults, f"{title}Config", derived.description)
+            presets: dict[str, dict[str, Any]] = {key: dict(value) for key, value in base.presets.items()}
+            for key, sections in derived.presets.items():
+                preset = presets.setdefault(key, {})
+                for section, options in sections.items():
+                    preset[section] = {**preset.get(section, {}), **options}
+            self._bind(derived.provider, derived.version)
+            self.add(PluginSpec(derived.name, base.factory, config, derived.description, presets))
+        self._derived.clear()
+        return failures
 
     def get(self, name: str) -> PluginSpec:
         try:
@@ -243,4 +308,5 @@ def load_catalog(
                 raise
             except Exception as exc:  # noqa: BLE001
                 failures.append(PluginFailure(impl.plugin_name, provider, f"{type(exc).__name__}: {exc}"))
+        failures.extend(registries[kind].resolve_derived())
     return Catalog(registries=registries, failures=failures, manager=pm)

@@ -3,7 +3,8 @@
 A run's geometry comes from its generator, through one of two optional capabilities
 (`sds_core.protocols`): `DensityField` (the NeRF: density and albedo callables and the density
 level that mesh export uses) or `SurfaceMesh` (the mesh generator: a world-space mesh with vertex
-colours). The truth is the guidance's `GroundTruth` (the `shapes` prior's object).
+colours). The truth is the shapes-world object the run's prompt names ("a red cube, side view"),
+whatever the guidance: the `shapes` prior, or a learned prior such as `shapes-learned`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from torch import Tensor
 
 from sds_core.errors import SdsError
-from sds_core.protocols import DensityField, GroundTruth, SurfaceMesh
+from sds_core.protocols import DensityField, SurfaceMesh
 from sds_core.run import RunFolder
 
 
@@ -41,14 +42,16 @@ def run_geometry(run_dir: Path, resolution: int = 64, device: str = "cpu") -> di
         raise SdsError(f"{run_dir} has no checkpoint (ckpts/last.pt) to evaluate")
     run = load_run(Path(run_dir), device)  # read only: no lock, no writes
     generator = run.generator
-    if "ground_truth" not in run.facts.capabilities:  # decided without building the guidance
-        name = run.resolved.specs["guidance"].name
-        raise SdsError(f"{run_dir} is not a shapes-world run (guidance {name!r}); geometry needs the shapes prior")
     from sds_shapes.metrics import evaluate
+    from sds_shapes.world import parse_prompt, vocabulary
 
-    guidance = run.guidance()
-    assert isinstance(guidance, GroundTruth)
-    truth = guidance.ground_truth
+    try:
+        truth = parse_prompt(run.prompt).obj
+    except SdsError:
+        raise SdsError(
+            f"the prompt of {run_dir} ({run.prompt!r}) names no shapes-world object ({vocabulary()}); "
+            "geometry needs its ground truth"
+        ) from None
     metrics: dict[str, float | None]
     if isinstance(generator, DensityField):
         density, albedo, level = generator.density_field()

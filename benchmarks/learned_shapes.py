@@ -1,0 +1,261 @@
+"""The learned prior `shapes-learned` (an IF stage-I format model trained on the shapes world),
+judged against the world's ground truth (CPU).
+
+1. A small classifier (primitive, colour) trained on exact renders from A.2 cameras that the
+   model never saw; its held-out accuracy on other cameras is printed first (a judge weaker
+   than ~95% says little about the samples).
+2. Samples of the model (IF's DDPM sampler with learned variance, `--sampling-steps`, CFG
+   `--cfg`), `--samples` per prompt: the share that show the prompt's primitive, its colour, both.
+3. With `--sds`: `sds generate` with the model (the deepfloyd-if backend on the folder, which is
+   what `shapes-learned` is) on the nerf and mesh generators, draft preset (A.2's cameras), per
+   object and seed, then `sds eval geometry`; and the exact `shapes` prior beside it.
+
+    python benchmarks/learned_shapes.py --model /work/train15/export          # an intermediate checkpoint
+    python benchmarks/learned_shapes.py --sds --seeds 0 1                      # the shipped model, with SDS
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "packages/sds-shapes/src/sds_shapes/models/shapes-learned"
+
+
+def _training_config(model: Path) -> Any:
+    """The TrainConfig the model was trained with (its folder's training.json)."""
+    from sds_shapes.learned.config import TrainConfig
+
+    saved = json.loads((model / "training.json").read_text())["config"]
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+    return TrainConfig(**fields)
+
+
+def make_classifier(primitives: int, colours: int) -> Any:
+    """A small CNN with two heads: the primitive, and the colour (the last class: none, textureless)."""
+    import torch.nn as nn
+
+    def block(cin: int, cout: int) -> list[nn.Module]:
+        return [
+            nn.Conv2d(cin, cout, 3, padding=1),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(),
+            nn.Conv2d(cout, cout, 3, padding=1),
+        ]
+
+    layers: list[nn.Module] = []
+    for cin, cout in ((3, 24), (24, 48), (48, 96)):
+        layers += [*block(cin, cout), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2)]
+    trunk = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return nn.ModuleDict({"trunk": trunk, "primitive": nn.Linear(96, primitives), "colour": nn.Linear(96, colours + 1)})
+
+
+def _labelled(bank: Any, cfg: Any, size: int, generator: Any) -> tuple[Any, Any, Any]:
+    """Renders of random (camera, primitive, colour, mode) in [-1, 1] with their two labels."""
+    from sds_shapes.learned.data import sample_batch
+
+    batch = sample_batch(bank, replace(cfg, caption_dropout=0.0), size, generator)
+    textureless = batch.mode == 2  # SHADING_MODES: albedo, lambertian, textureless
+    colour = batch.colour.masked_fill(textureless, len(cfg.colours))
+    return batch.images, batch.primitive, colour
+
+
+def classify(net: Any, images: Any) -> tuple[Any, Any]:
+    import torch
+
+    net.eval()
+    with torch.no_grad():
+        features = torch.cat([net["trunk"](chunk) for chunk in images.split(256)])
+        return net["primitive"](features).argmax(1), net["colour"](features).argmax(1)
+
+
+def train_classifier(cfg: Any, cache: Path, steps: int, log: Any) -> tuple[Any, dict[str, float]]:
+    """Train on 8,192 A.2 cameras (seed 1000), test on 1,024 others (seed 2000); cached in `cache`."""
+    import torch
+    import torch.nn.functional as F
+
+    from sds_shapes.learned.data import build_bank
+
+    path = cache / f"classifier-{'-'.join(cfg.primitives)}-{'-'.join(cfg.colours)}-{cfg.resolution}px-{steps}.pt"
+    net = make_classifier(len(cfg.primitives), len(cfg.colours))
+    test_bank = build_bank(replace(cfg, seed=2000), cameras=1024, cache=cache)
+    if path.is_file():
+        net.load_state_dict(torch.load(path, weights_only=True))
+    else:
+        torch.manual_seed(0)
+        bank = build_bank(replace(cfg, seed=1000), cameras=8192, cache=cache)
+        generator = torch.Generator().manual_seed(0)
+        optimizer = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps)
+        for step in range(steps):
+            net.train()
+            images, primitive, colour = _labelled(bank, cfg, 64, generator)
+            # mild noise: samples of a diffusion model are not exact renders
+            images = images + 0.03 * torch.randn(images.shape, generator=generator)
+            features = net["trunk"](images)
+            loss = F.cross_entropy(net["primitive"](features), primitive) + F.cross_entropy(
+                net["colour"](features), colour
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            if (step + 1) % 200 == 0:
+                log(f"classifier step {step + 1}/{steps}: loss {loss.item():.4f}")
+        torch.save(net.state_dict(), path)
+    images, primitive, colour = _labelled(test_bank, cfg, 4096, torch.Generator().manual_seed(1))
+    p, c = classify(net, images)
+    accuracy = {
+        "primitive": (p == primitive).float().mean().item(),
+        "colour": (c == colour).float().mean().item(),
+        "both": ((p == primitive) & (c == colour)).float().mean().item(),
+    }
+    return net, accuracy
+
+
+def sample_model(model: Path, prompts: list[str], steps: int, cfg_scale: float, seed: int) -> Any:
+    """One sample in [-1, 1] a prompt from the IF pipeline in `model` (its DDPM scheduler, learned variance)."""
+    import torch
+    from diffusers import IFPipeline
+    from diffusers.utils import logging
+
+    logging.disable_progress_bar()
+    pipe = IFPipeline.from_pretrained(model, safety_checker=None, watermarker=None, feature_extractor=None)
+    pipe.set_progress_bar_config(disable=True)
+    generator = torch.Generator().manual_seed(seed)
+    out = pipe(
+        prompts,
+        num_inference_steps=steps,
+        guidance_scale=cfg_scale,
+        generator=generator,
+        output_type="pt",
+        clean_caption=False,
+    )
+    return out.images.clamp(-1, 1)
+
+
+def sds_geometry(
+    prompt: str, generator: str, guidance: list[str], seed: int, out: Path, extra: list[str]
+) -> dict[str, Any]:
+    """`sds generate` then `sds eval geometry`: one row (IoU, Chamfer, colour error, wall time)."""
+    args = ["sds", "generate", prompt, "--generator", generator, *guidance, "--preset", "draft"]
+    args += ["--seed", str(seed), "--device", "cpu", "--out", str(out), *extra]
+    started = time.perf_counter()
+    subprocess.run(args, check=True, capture_output=True)
+    wall = time.perf_counter() - started
+    report = out / "geometry.json"
+    subprocess.run(["sds", "eval", "geometry", str(out), "--json", str(report)], check=True, capture_output=True)
+    row = json.loads(report.read_text())["runs"][0]
+    return {**{k: row.get(k) for k in ("iou", "chamfer", "colour_error")}, "wall_s": round(wall, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=SHIPPED, help="an IF pipeline folder (default: the shipped one)")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sds-learned-bench")
+    parser.add_argument("--classifier-steps", type=int, default=1500)
+    parser.add_argument("--samples", type=int, default=16, help="samples per prompt")
+    parser.add_argument("--sampling-steps", type=int, default=50)
+    parser.add_argument("--plain", action="store_true", help="sample without the view suffixes")
+    parser.add_argument(
+        "--cfg", type=float, nargs="*", default=[3.0, 7.0], help="CFG scales of the samples (none: no samples)"
+    )
+    parser.add_argument("--sds", action="store_true", help="also run SDS on nerf and mesh (minutes per run)")
+    parser.add_argument("--generators", nargs="+", default=["nerf", "mesh"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--sds-objects", nargs="+", default=None, help="default: every primitive, first colour")
+    parser.add_argument("--set", action="append", default=[], help="extra sds generate --set for SDS runs")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from sds_core.prompts import VIEWS, view_prompt
+    from sds_shapes.world import ShapeObject
+
+    def log(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    if not (args.model / "model_index.json").is_file():
+        print(f"error: {args.model} is not a model folder (no model_index.json)", file=sys.stderr)
+        return 2
+    torch.set_num_threads(1)
+    cfg = _training_config(args.model)
+    step = json.loads((args.model / "training.json").read_text())["step"]
+    args.cache.mkdir(parents=True, exist_ok=True)
+    net, accuracy = train_classifier(cfg, args.cache, args.classifier_steps, log)
+    print(f"model {args.model} (step {step}); world {', '.join(cfg.primitives)} x {', '.join(cfg.colours)}")
+    print(
+        f"classifier held-out accuracy (1,024 unseen A.2 cameras, 4,096 renders): primitive "
+        f"{accuracy['primitive']:.3f}, colour {accuracy['colour']:.3f}, both {accuracy['both']:.3f}"
+    )
+    result: dict[str, Any] = {"model": str(args.model), "step": step, "classifier": accuracy, "samples": {}, "sds": []}
+    objects = [ShapeObject(p, c) for p in cfg.primitives for c in cfg.colours]
+    for scale in args.cfg:
+        rows = []
+        for i, obj in enumerate(objects):
+            # §3.2's view suffixes in turn (90% of the training captions carry one), or the plain prompt
+            prompts = [obj.prompt if args.plain else view_prompt(obj.prompt, VIEWS[k % 4]) for k in range(args.samples)]
+            images = sample_model(args.model, prompts, args.sampling_steps, scale, seed=i)
+            p, c = classify(net, images)
+            right_p = p == cfg.primitives.index(obj.primitive)
+            right_c = c == cfg.colours.index(obj.colour)
+            rows.append(
+                (
+                    obj.prompt,
+                    right_p.float().mean().item(),
+                    right_c.float().mean().item(),
+                    (right_p & right_c).float().mean().item(),
+                )
+            )
+        share = [sum(r[k] for r in rows) / len(rows) for k in (1, 2, 3)]
+        print(
+            f"samples at CFG {scale} ({args.samples} per prompt{' without' if args.plain else ', with'} view suffixes, "
+            f"{args.sampling_steps} DDPM steps): "
+            f"primitive {share[0]:.3f}, colour {share[1]:.3f}, both {share[2]:.3f}"
+        )
+        for prompt, sp, sc, sb in rows:
+            print(f"    {prompt:<22} primitive {sp:.2f} colour {sc:.2f} both {sb:.2f}")
+        result["samples"][str(scale)] = {
+            "primitive": share[0],
+            "colour": share[1],
+            "both": share[2],
+            "per_prompt": rows,
+        }
+
+    if args.sds:
+        sds_objects = args.sds_objects or [ShapeObject(p, cfg.colours[0]).prompt for p in cfg.primitives]
+        extra = [a for s in args.set for a in ("--set", s)]
+        priors = {
+            "learned": ["--guidance", "deepfloyd-if", "--set", f"guidance.model={args.model.resolve()}"],
+            "exact": ["--guidance", "shapes"],
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            for generator in args.generators:
+                for prompt in sds_objects:
+                    for seed in args.seeds:
+                        for prior, guidance in priors.items():
+                            out = Path(tmp) / f"{generator}-{prior}-{prompt.replace(' ', '-')}-{seed}"
+                            row = {"generator": generator, "prior": prior, "prompt": prompt, "seed": seed}
+                            row.update(sds_geometry(prompt, generator, guidance, seed, out, extra))
+                            result["sds"].append(row)
+                            print(
+                                f"SDS {generator:<5} {prior:<8} {prompt:<16} seed {seed}: IoU {row['iou']:.3f} Chamfer "
+                                f"{row['chamfer']:.4f} colour error {row['colour_error']:.3f} ({row['wall_s']} s)",
+                                flush=True,
+                            )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The model card written beside the weights (README.md of the exported folder)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sds_shapes.learned.config import TrainConfig
+
+COMMAND = "OMP_NUM_THREADS=1 python -m sds_shapes.learned --out {out}"
+
+
+def _curve(log: list[dict[str, float]], rows: int = 12) -> list[str]:
+    """The loss log thinned to about `rows` rows (means over each stretch of entries)."""
+    if not log:
+        return ["(no steps yet)"]
+    size = max(1, len(log) // rows)
+    lines = ["| steps | noise MSE | L_vlb term | seconds |", "| --- | --- | --- | --- |"]
+    for start in range(0, len(log), size):
+        part = log[start : start + size]
+        mse = sum(e["mse"] for e in part) / len(part)
+        vlb = sum(e["vlb"] for e in part) / len(part)
+        lines.append(f"| {part[0]['step']}-{part[-1]['step']} | {mse:.4f} | {vlb:.4f} | {part[-1]['elapsed_s']:.0f} |")
+    return lines
+
+
+def model_card(cfg: TrainConfig, step: int, log: list[dict[str, Any]]) -> str:
+    """Data, model, training, loss curve and the command that made the weights."""
+    unet = "/".join(str(c) for c in cfg.unet_channels)
+    lines = [
+        "# shapes-learned",
+        "",
+        "A DeepFloyd IF stage-I format pixel diffusion model (IFPipeline folder: T5 tokenizer and encoder,",
+        "UNet2DConditionModel with IF's block types and learned variance, IF's DDPM scheduler) trained on",
+        "renders of the sds-shapes world. Made by `sds_shapes.learned` (packages/sds-shapes).",
+        "",
+        "## Data",
+        f"- World (narrowed for the learned model): primitives {', '.join(cfg.primitives)}; colours "
+        f"{', '.join(cfg.colours)}; background {cfg.background}.",
+        f"- {cfg.cameras} cameras and lights from DreamFusion's A.2 distribution (seed {cfg.seed}), traced exactly at "
+        f"{cfg.resolution} x {cfg.resolution} ({cfg.supersample}x{cfg.supersample} supersampled), 8-bit.",
+        f"- Shading (albedo, lambertian, textureless) with probabilities {cfg.shading_probabilities}.",
+        f'- Captions: "a <colour> <primitive>", with the §3.2 view suffix (", front view" ...) of the camera with '
+        f"probability {cfg.view_suffix_probability}; empty with probability {cfg.caption_dropout} (CFG).",
+        "",
+        "## Model",
+        f"- UNet: {unet} channels, {cfg.layers_per_block} layer(s) per block, head size {cfg.attention_head_dim}, "
+        "6 output channels (epsilon, variance interpolation).",
+        f"- T5 v1.1-style encoder: width {cfg.t5_width}, {cfg.t5_layers} layers, {cfg.t5_heads} heads, "
+        f"trained with the UNet: {cfg.train_text_encoder}; {cfg.max_length} tokens as the IF pipeline.",
+        "",
+        "## Training",
+        f"- {step} steps of batch {cfg.batch_size}, AdamW lr {cfg.lr} (warm-up {cfg.warmup_steps} steps), gradient "
+        f"clip {cfg.grad_clip}, EMA {cfg.ema_decay} (weights here are the EMA), hybrid loss L_simple + "
+        f"{cfg.vlb_weight} L_vlb, seed {cfg.seed}.",
+        f"- Command: `{COMMAND.format(out=cfg.out)}` (resumable: the same command continues from the state in "
+        f"`{cfg.out}`; `--steps N` sets the total).",
+        "",
+        "## Loss curve",
+        *_curve(log),
+        "",
+    ]
+    return "\n".join(lines)
