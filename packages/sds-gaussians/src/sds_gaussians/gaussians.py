@@ -224,7 +224,10 @@ class GaussianModel(nn.Module):
         chosen = grads >= cfg.grad_threshold
         if cfg.max_gaussians > 0:  # keep the largest gradients within the budget
             cost = torch.where(large, cfg.split_into - 1, 1)
-            order = torch.argsort(torch.where(chosen, grads, torch.full_like(grads, -1.0)), descending=True)
+            # stable: ties (equal gradients, the -1 of the unchosen) keep index order, so the choice does
+            # not depend on the sort's threading and a resumed run densifies as an unbroken one
+            key = torch.where(chosen, grads, torch.full_like(grads, -1.0))
+            order = torch.argsort(key, descending=True, stable=True)
             room = max(cfg.max_gaussians - self.count, 0)
             within = (cost[order].cumsum(0) <= room) & chosen[order]
             chosen = torch.zeros_like(chosen)

@@ -168,6 +168,13 @@ def project(
     return Projection(means2d, conics, tz, radius.int())
 
 
+def _take(values: Tensor, index: Tensor) -> Tensor:
+    """`values[index]` along the first dimension, with a deterministic gradient: the backward of
+    advanced indexing accumulates repeated indices with threaded atomic adds on the CPU (bits vary
+    from run to run with more than one thread), index_select's backward (index_add) does not."""
+    return torch.index_select(values, 0, index)
+
+
 def _pixel_boxes(proj: Projection, width: int, height: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The drawn (camera, Gaussian) entries, front to back within each camera, and their pixel
     boxes clipped to the image: (entry index into B*N, x0, x1, y0, y1), bounds inclusive."""
@@ -215,12 +222,12 @@ def _composite_band(
     # a stable sort by pixel keeps each pixel's pairs front to back (entries are depth-sorted)
     key, perm = torch.sort(key, stable=True)
     flat, px, py = flat[perm], px[perm], py[perm]
-    mean = proj.means2d.reshape(-1, 2)[flat]
-    conic = proj.conics.reshape(-1, 3)[flat]
+    mean = _take(proj.means2d.reshape(-1, 2), flat)
+    conic = _take(proj.conics.reshape(-1, 3), flat)
     dx = mean[:, 0] - (px.to(mean.dtype) + 0.5)
     dy = mean[:, 1] - (py.to(mean.dtype) + 0.5)
     sigma = 0.5 * (conic[:, 0] * dx * dx + conic[:, 2] * dy * dy) + conic[:, 1] * dx * dy
-    alpha = torch.clamp(opacities[flat % n] * torch.exp(-sigma), max=MAX_ALPHA)
+    alpha = torch.clamp(_take(opacities, flat % n) * torch.exp(-sigma), max=MAX_ALPHA)
     skip = (sigma < 0) | (alpha < ALPHA_THRESHOLD)
     alpha = torch.where(skip, torch.zeros_like(alpha), alpha)
     # transmittance before each pair: exp of the exclusive per-pixel cumulative sum of log(1 - alpha)
@@ -228,11 +235,11 @@ def _composite_band(
     pixels, inverse, per_pixel = torch.unique_consecutive(key, return_inverse=True, return_counts=True)
     total = log_keep.cumsum(0)
     start = per_pixel.cumsum(0) - per_pixel
-    before = total - log_keep - (total - log_keep)[start][inverse]
+    before = total - log_keep - _take(_take(total - log_keep, start), inverse)
     with torch.no_grad():
         on = (before + log_keep).exp() > TRANSMITTANCE_MIN  # gsplat stops before T_next <= 1e-4
     weight = (alpha.double() * before.exp()).to(alpha.dtype) * on
-    color = colors.reshape(-1, colors.shape[-1])[flat]  # flat = camera * N + Gaussian
+    color = _take(colors.reshape(-1, colors.shape[-1]), flat)  # flat = camera * N + Gaussian
     out_color = torch.zeros(len(pixels), colors.shape[-1], device=colors.device, dtype=colors.dtype)
     out_color = out_color.index_add(0, inverse, weight[:, None] * color)
     out_alpha = torch.zeros(len(pixels), device=colors.device, dtype=colors.dtype).index_add(0, inverse, weight)
