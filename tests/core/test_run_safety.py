@@ -9,6 +9,7 @@ import random
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,6 +66,22 @@ def test_planted_pickle_never_runs(tmp_path, catalog) -> None:
     # the planted file is real: an unsafe load would have run it
     torch.load(folder.last_checkpoint, weights_only=False)
     assert marker.exists()
+
+
+UNSAFE_LOADS = ("weights_only=False", "pickle.load", "allow_pickle=True", "torch.load(")
+PACKAGES = Path(__file__).resolve().parents[2] / "packages"
+
+
+def test_no_package_unpickles_a_file() -> None:
+    """Every torch file is read through sds_core.checkpoint.load_plain (weights_only=True) or a
+    torch.load that says weights_only=True on the same line; nothing else unpickles."""
+    found = []
+    for source in sorted(PACKAGES.glob("*/src/**/*.py")):
+        for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+            unsafe = [p for p in UNSAFE_LOADS if p in line and not (p == "torch.load(" and "weights_only=True" in line)]
+            if unsafe:
+                found.append(f"{source.relative_to(PACKAGES)}:{number}: {line.strip()}")
+    assert not found, "unsafe loads:\n" + "\n".join(found)
 
 
 def test_old_format_checkpoint_is_refused(tmp_path) -> None:

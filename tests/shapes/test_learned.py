@@ -112,6 +112,29 @@ def test_training_resumes_exactly_where_it_stopped(tmp_path) -> None:
     assert [e["step"] for e in losses] == [1, 2, 3, 4]
 
 
+def test_data_parallel_workers_resume_exactly_and_keep_their_own_streams(tmp_path) -> None:
+    """Two worker processes (gloo): a run stopped and resumed ends where an uninterrupted one does."""
+    whole = train(_tiny(tmp_path / "a", steps=4, workers=2))
+    train(_tiny(tmp_path / "b", steps=2, workers=2))
+    resumed = train(_tiny(tmp_path / "b", steps=4, workers=2))
+    assert resumed.step == 4 and [e["step"] for e in resumed.log] == [1, 2, 3, 4]
+    for a, b in zip(whole.unet.parameters(), resumed.unet.parameters(), strict=True):
+        assert torch.equal(a, b)
+    state = torch.load(tmp_path / "b" / "train" / "state.pt", weights_only=True)
+    first, second = state["generators"]
+    assert not torch.equal(first, second)  # each worker draws its own images
+    # one worker resuming a two-worker state continues the first worker's stream
+    single = train(_tiny(tmp_path / "b", steps=5))
+    assert single.step == 5 and torch.equal(state["generator"], first)
+
+
+def test_worker_count_must_fit_the_batch(tmp_path) -> None:
+    from sds_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="workers must be between 1 and the batch size"):
+        train(_tiny(tmp_path, workers=4))
+
+
 def test_resuming_with_other_options_is_refused_in_one_sentence(tmp_path, capsys) -> None:
     train(_tiny(tmp_path, steps=1))
     capsys.readouterr()

@@ -67,22 +67,28 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     return atomic_write(Path(path), lambda tmp: torch.save({"format": FORMAT, **payload}, tmp))
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
-    """A checkpoint of this format, loaded without running any code it might carry.
+def load_plain(
+    path: Path,
+    map_location: str | torch.device = "cpu",
+    mmap: bool = False,
+    kind: str = "sds file",
+    older: str = "a file written by an older sds version",
+) -> Any:
+    """A torch file of tensors and plain data, loaded without running any code it might carry.
 
-    mmap: map the tensors instead of reading them (cheap when only the plain data is needed).
-    Every way a file can be wrong (damaged, truncated, foreign, older, tampered) is an SdsError."""
+    kind, older: how the messages name the file and the legitimate source of pickled objects.
+    Every way a file can be wrong (damaged, truncated, foreign, tampered) is an SdsError."""
     path = Path(path)
-    damaged = SdsError(f"{path} is not a readable sds checkpoint (empty, truncated, damaged or not written by sds)")
+    damaged = SdsError(f"{path} is not a readable {kind} (empty, truncated, damaged or not written by sds)")
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
             warnings.simplefilter("ignore")
-            payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         if "GLOBAL" in str(exc):  # a class or function the file asks to be called
             raise SdsError(
-                f"{path} holds pickled objects other than tensors and plain data (a checkpoint written by an "
-                f"sds version older than format {FORMAT}, or a tampered file) and is not loaded, for safety"
+                f"{path} holds pickled objects other than tensors and plain data ({older}, or a tampered "
+                f"file) and is not loaded, for safety"
             ) from None
         raise damaged from None
     except OSError as exc:
@@ -91,6 +97,16 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", mmap: 
         raise damaged from None
     except (RuntimeError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError):
         raise damaged from None
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """A checkpoint of this format, loaded without running any code it might carry (`load_plain`).
+
+    mmap: map the tensors instead of reading them (cheap when only the plain data is needed).
+    Every way a file can be wrong (damaged, truncated, foreign, older, tampered) is an SdsError."""
+    path = Path(path)
+    older = f"a checkpoint written by an sds version older than format {FORMAT}"
+    payload = load_plain(path, map_location=map_location, mmap=mmap, kind="sds checkpoint", older=older)
     if not isinstance(payload, dict) or "format" not in payload:
         raise SdsError(f"{path} is not an sds checkpoint")
     if payload["format"] != FORMAT:

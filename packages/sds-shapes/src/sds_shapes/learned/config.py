@@ -44,6 +44,11 @@ class TrainConfig:
     # improved DDPM's hybrid objective for learned variance: L_simple + lambda L_vlb (lambda 0.001)
     vlb_weight: float = 0.001
     steps: int = 40000  # total optimiser steps; a resumed run continues to this count
+    # data-parallel processes on this machine, one CPU thread each (torch.distributed, gloo): the
+    # batch is split between them and the gradients averaged, so the update is the batch's; the
+    # images drawn depend on the count (each worker has its own seeded stream), so changing it on
+    # resume changes the draws from that step on
+    workers: int = 1
     checkpoint_minutes: float = 5.0  # state written atomically this often (and at the end)
     log_every: int = 50
     extra: dict[str, str] = field(default_factory=dict)  # free notes copied into the model card

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from sds_core.cameras import CameraSampler
+from sds_core.checkpoint import load_plain
 from sds_core.config import CameraConfig
 from sds_core.files import atomic_write
 from sds_core.prompts import VIEWS, view_prompt
@@ -58,7 +59,7 @@ def build_bank(cfg: TrainConfig, cameras: int | None = None, cache: Path | None 
     if cache is not None:
         path = cache / f"bank-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
         if path.is_file():
-            return RenderBank(**torch.load(path, map_location="cpu", weights_only=True))
+            return RenderBank(**load_plain(path, kind="render bank cache"))
     sampler = CameraSampler(replace(CameraConfig(), width=cfg.resolution, height=cfg.resolution))
     generator = torch.Generator().manual_seed(cfg.seed)
     coverage: list[Tensor] = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import signal
 import tempfile
@@ -22,6 +23,7 @@ from typing import Any
 
 import torch
 
+from sds_core.checkpoint import load_plain
 from sds_core.errors import ConfigError
 from sds_core.files import atomic_write
 from sds_shapes.learned import data, model
@@ -30,16 +32,19 @@ from sds_shapes.learned.config import TrainConfig
 from sds_shapes.learned.losses import HybridLoss
 
 # options that may change between sessions without changing what is trained
-RESUMABLE = {"out", "steps", "checkpoint_minutes", "log_every", "extra"}
+RESUMABLE = {"out", "steps", "workers", "checkpoint_minutes", "log_every", "extra"}
+# each worker's data stream is seeded apart from the others'
+WORKER_SEED_STRIDE = 7919
 
 
 class Trainer:
     """The model, its optimiser and EMA, and the data generator: one step at a time."""
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: TrainConfig, rank: int = 0) -> None:
         from diffusers.training_utils import EMAModel
 
         self.cfg = cfg
+        self.rank = rank
         torch.manual_seed(cfg.seed)
         self.tokenizer, self.encoder, self.unet, self.scheduler = model.build(cfg)
         self.params = list(self.unet.parameters())
@@ -50,7 +55,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=0.0)
         self.ema = EMAModel(self.params, decay=cfg.ema_decay, use_ema_warmup=True)
         self.loss = HybridLoss(self.scheduler.alphas_cumprod, cfg.vlb_weight)
-        self.generator = torch.Generator().manual_seed(cfg.seed + 1)
+        self.generator = torch.Generator().manual_seed(cfg.seed + 1 + WORKER_SEED_STRIDE * rank)
+        torch.manual_seed(cfg.seed + WORKER_SEED_STRIDE * rank)  # dropout differs between workers
         self.step = 0
         self.log: list[dict[str, float]] = []
         self.elapsed = 0.0
@@ -75,7 +81,8 @@ class Trainer:
         self.encoder.train(cfg.train_text_encoder)
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * min(1.0, (self.step + 1) / max(1, cfg.warmup_steps))
-        batch = data.sample_batch(bank, cfg, cfg.batch_size, self.generator)
+        share = cfg.batch_size // cfg.workers + (self.rank < cfg.batch_size % cfg.workers)
+        batch = data.sample_batch(bank, cfg, share, self.generator)
         x0 = batch.images
         noise = torch.randn(x0.shape, generator=self.generator)
         t = torch.randint(0, self.loss.steps, (x0.shape[0],), generator=self.generator)
@@ -84,16 +91,50 @@ class Trainer:
         output = self.unet(x_t, t, encoder_hidden_states=states).sample
         mse, vlb = self.loss(output, x0, x_t, noise, t)
         self.optimizer.zero_grad(set_to_none=True)
-        (mse + vlb).backward()
+        # this worker's share of the batch's mean loss, scaled back by the average over workers
+        weight = share / cfg.batch_size * cfg.workers  # 1.0 with one worker
+        ((mse + vlb) * weight).backward()
+        stats = torch.stack([mse.detach(), vlb.detach()])
+        if cfg.workers > 1:
+            stats = self._average_gradients(stats * weight)
         torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
         self.optimizer.step()
         self.ema.step(self.params)
         self.step += 1
-        return {"mse": mse.item(), "vlb": vlb.item()}
+        return {"mse": stats[0].item(), "vlb": stats[1].item()}
+
+    def _average_gradients(self, stats: torch.Tensor) -> torch.Tensor:
+        """Average the workers' gradients (and their weighted loss statistics) in one all-reduce."""
+        import torch.distributed as dist
+
+        grads = [p.grad for p in self.params if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads] + [stats])
+        dist.all_reduce(flat)
+        flat /= self.cfg.workers
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+        return flat[offset:]
 
     # --- state -------------------------------------------------------------------------------
 
-    def state(self) -> dict[str, Any]:
+    def random_states(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Every worker's (data generator, torch RNG) states, in rank order (a collective call)."""
+        generator, rng = self.generator.get_state(), torch.get_rng_state()
+        if self.cfg.workers == 1:
+            return [generator], [rng]
+        import torch.distributed as dist
+
+        mine = torch.cat([generator, rng]).to(torch.int32)  # byte tensors travel as int32 under gloo
+        every = [torch.empty_like(mine) for _ in range(self.cfg.workers)]
+        dist.all_gather(every, mine)
+        every = [e.to(torch.uint8) for e in every]
+        # clones: a saved slice keeps its whole storage, and the RNGs read a state from its start
+        return [e[: generator.numel()].clone() for e in every], [e[generator.numel() :].clone() for e in every]
+
+    def state(self, generators: list[torch.Tensor], rngs: list[torch.Tensor]) -> dict[str, Any]:
+        """The whole training state; generators, rngs: every worker's (`random_states`)."""
         return {
             "config": asdict(self.cfg),
             "step": self.step,
@@ -102,8 +143,10 @@ class Trainer:
             "text_encoder": self.encoder.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "ema": self.ema.state_dict(),
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
+            "generator": generators[0],
+            "torch_rng": rngs[0],
+            "generators": generators,
+            "torch_rngs": rngs,
             "log": self.log,
         }
 
@@ -117,8 +160,13 @@ class Trainer:
         self.encoder.load_state_dict(state["text_encoder"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.ema.load_state_dict(state["ema"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        generators, rngs = state.get("generators", []), state.get("torch_rngs", [])
+        if len(generators) == self.cfg.workers:  # each worker continues its own stream
+            self.generator.set_state(generators[self.rank])
+            torch.set_rng_state(rngs[self.rank])
+        elif self.rank == 0:  # another worker count: the first continues, the others start afresh
+            self.generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
         self.step, self.elapsed, self.log = state["step"], state["elapsed"], state["log"]
 
     def ema_parts(self) -> tuple[Any, Any]:
@@ -146,17 +194,22 @@ class Trainer:
 
 
 def save(trainer: Trainer, out: Path) -> None:
-    atomic_write(out / "state.pt", lambda tmp: torch.save(trainer.state(), tmp))
+    """Write the state, the loss log and the exported folder (a collective call: every worker
+    takes part, the first writes)."""
+    generators, rngs = trainer.random_states()
+    if trainer.rank:
+        return
+    atomic_write(out / "state.pt", lambda tmp: torch.save(trainer.state(generators, rngs), tmp))
     atomic_write(out / "losses.json", (json.dumps(trainer.log) + "\n").encode())
     trainer.export(out / "export")
 
 
-def resume(cfg: TrainConfig) -> Trainer:
+def resume(cfg: TrainConfig, rank: int = 0) -> Trainer:
     """A trainer for cfg, at the state saved in cfg.out when there is one."""
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, rank)
     state = Path(cfg.out) / "state.pt"
     if state.is_file():
-        trainer.load(torch.load(state, map_location="cpu", weights_only=False))
+        trainer.load(load_plain(state, kind="shapes-learned training state", older="not written by sds_shapes.learned"))
     return trainer
 
 
@@ -170,7 +223,62 @@ def ship(cfg: TrainConfig, folder: Path) -> Trainer:
 
 
 def train(cfg: TrainConfig, console: Any = None) -> Trainer:
-    """Train (or resume) to cfg.steps, saving state to cfg.out; returns the trainer."""
+    """Train (or resume) to cfg.steps, saving state to cfg.out; returns the trainer at the saved state.
+
+    With cfg.workers > 1 the workers are processes of this machine (torch.distributed, gloo)."""
+    if cfg.workers < 1 or cfg.workers > cfg.batch_size:
+        raise ConfigError(f"workers must be between 1 and the batch size ({cfg.batch_size}), not {cfg.workers}")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.workers == 1:
+        return _train(cfg, 0, console)
+    import torch.multiprocessing as mp
+
+    resume(cfg)  # options that cannot resume are refused here, in one sentence
+    data.build_bank(cfg, cache=out)  # traced once, then read by every worker
+    rendezvous = Path(tempfile.mkdtemp(prefix="sds-learned-")) / "store"
+    context = mp.start_processes(_worker, args=(cfg, str(rendezvous)), nprocs=cfg.workers, join=False)
+
+    def forward(signum: int, frame: Any) -> None:  # a stop asked of this process stops the workers
+        for process in context.processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not context.join():
+            pass
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        shutil.rmtree(rendezvous.parent, ignore_errors=True)
+    return resume(cfg)
+
+
+def _worker(rank: int, cfg: TrainConfig, rendezvous: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)  # one core a worker (more threads per process were slower on 2 cores)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=cfg.workers)
+    try:
+        _train(cfg, rank, None)
+    finally:
+        dist.destroy_process_group()
+
+
+def _agree(flags: list[bool], workers: int) -> list[bool]:
+    """Each flag set on any worker (one all-reduce), so that every worker takes the same branch."""
+    if workers == 1:
+        return flags
+    import torch.distributed as dist
+
+    values = torch.tensor([float(f) for f in flags])
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in values]
+
+
+def _train(cfg: TrainConfig, rank: int, console: Any) -> Trainer:
+    """One worker's loop; the first logs, shows progress and writes."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -181,17 +289,16 @@ def train(cfg: TrainConfig, console: Any = None) -> Trainer:
         TimeRemainingColumn,
     )
 
-    console = console or Console()
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    trainer = resume(cfg)
+    console = console or Console(quiet=rank > 0)
+    trainer = resume(cfg, rank)
     if trainer.step:
         console.log(f"resumed {out / 'state.pt'} at step {trainer.step}")
     console.log(f"tracing / loading {cfg.cameras} A.2 cameras of {', '.join(cfg.primitives)}")
     bank = data.build_bank(cfg, cache=out)
     unet_size = sum(p.numel() for p in trainer.unet.parameters()) / 1e6
     t5_size = sum(p.numel() for p in trainer.encoder.parameters()) / 1e6
-    console.log(f"UNet {unet_size:.2f}M parameters, T5 {t5_size:.2f}M")
+    console.log(f"UNet {unet_size:.2f}M parameters, T5 {t5_size:.2f}M, {cfg.workers} worker(s)")
 
     stop = {"now": False}
 
@@ -210,9 +317,10 @@ def train(cfg: TrainConfig, console: Any = None) -> Trainer:
     last_save = time.monotonic()
     window: list[dict[str, float]] = []
     try:
-        with Progress(*columns, console=console) as progress:
+        with Progress(*columns, console=console, disable=rank > 0) as progress:
             task = progress.add_task("train", total=cfg.steps, completed=trainer.step, loss="")
-            while trainer.step < cfg.steps and not stop["now"]:
+            stopping = False
+            while trainer.step < cfg.steps and not stopping:
                 start = time.monotonic()
                 window.append(trainer.train_step(bank))
                 trainer.elapsed += time.monotonic() - start
@@ -225,7 +333,9 @@ def train(cfg: TrainConfig, console: Any = None) -> Trainer:
                     if not console.is_terminal:
                         console.log(f"step {trainer.step}: {text}, {trainer.elapsed / trainer.step:.2f} s/step")
                 progress.update(task, completed=trainer.step)
-                if time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
+                due = rank == 0 and time.monotonic() - last_save > cfg.checkpoint_minutes * 60
+                stopping, due = _agree([stop["now"], due], cfg.workers)
+                if due and not stopping:
                     save(trainer, out)
                     last_save = time.monotonic()
         save(trainer, out)
