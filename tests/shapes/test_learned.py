@@ -126,6 +126,9 @@ def test_data_parallel_workers_resume_exactly_and_keep_their_own_streams(tmp_pat
     # one worker resuming a two-worker state continues the first worker's stream
     single = train(_tiny(tmp_path / "b", steps=5))
     assert single.step == 5 and torch.equal(state["generator"], first)
+    # the model card gives the commands of each stretch with its worker count
+    card = (tmp_path / "b" / "train" / "export" / "README.md").read_text()
+    assert "--workers 2 --steps 4\n" in card and "--out runs/shapes-learned --steps 5\n" in card
 
 
 def test_worker_count_must_fit_the_batch(tmp_path) -> None:

@@ -7,6 +7,19 @@ from typing import Any
 from sds_shapes.learned.config import TrainConfig
 
 COMMAND = "OMP_NUM_THREADS=1 python -m sds_shapes.learned --out {out}"
+SHIP = "packages/sds-shapes/src/sds_shapes/models/shapes-learned"
+
+
+def _commands(cfg: TrainConfig, step: int, segments: list[dict[str, int]]) -> list[str]:
+    """The commands that trained these weights, one per stretch of one worker count, then the export."""
+    out = "runs/shapes-learned"
+    lines = []
+    for i, segment in enumerate(segments):
+        end = segments[i + 1]["step"] if i + 1 < len(segments) else step
+        workers = f" --workers {segment['workers']}" if segment["workers"] > 1 else ""
+        lines.append(f"{COMMAND.format(out=out)}{workers} --steps {end}")
+    lines.append(f"python -m sds_shapes.learned --out {out} --ship {SHIP}")
+    return ["```", *lines, "```"]
 
 
 def _curve(log: list[dict[str, float]], rows: int = 12) -> list[str]:
@@ -23,8 +36,11 @@ def _curve(log: list[dict[str, float]], rows: int = 12) -> list[str]:
     return lines
 
 
-def model_card(cfg: TrainConfig, step: int, log: list[dict[str, Any]]) -> str:
-    """Data, model, training, loss curve and the command that made the weights."""
+def model_card(
+    cfg: TrainConfig, step: int, log: list[dict[str, Any]], segments: list[dict[str, int]] | None = None
+) -> str:
+    """Data, model, training, loss curve and the commands that made the weights."""
+    segments = segments or [{"step": 0, "workers": cfg.workers}]
     unet = "/".join(str(c) for c in cfg.unet_channels)
     lines = [
         "# shapes-learned",
@@ -52,8 +68,10 @@ def model_card(cfg: TrainConfig, step: int, log: list[dict[str, Any]]) -> str:
         f"- {step} steps of batch {cfg.batch_size}, AdamW lr {cfg.lr} (warm-up {cfg.warmup_steps} steps), gradient "
         f"clip {cfg.grad_clip}, EMA {cfg.ema_decay} (weights here are the EMA), hybrid loss L_simple + "
         f"{cfg.vlb_weight} L_vlb, seed {cfg.seed}.",
-        f"- Command: `{COMMAND.format(out=cfg.out)}` (resumable: the same command continues from the state in "
-        f"`{cfg.out}`; `--steps N` sets the total).",
+        "- Commands (each resumes the state in the folder and trains to `--steps`; a worker is a process with",
+        "  its own seeded data stream, so the worker count of each stretch is part of what was trained):",
+        "",
+        *_commands(cfg, step, segments),
         "",
         "## Loss curve",
         *_curve(log),

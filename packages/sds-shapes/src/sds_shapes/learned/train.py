@@ -59,6 +59,9 @@ class Trainer:
         torch.manual_seed(cfg.seed + WORKER_SEED_STRIDE * rank)  # dropout differs between workers
         self.step = 0
         self.log: list[dict[str, float]] = []
+        # the worker count of each stretch of training ({"step": first step, "workers": n}), for
+        # the model card's commands (the data drawn depends on it)
+        self.segments: list[dict[str, int]] = [{"step": 0, "workers": cfg.workers}]
         self.elapsed = 0.0
         self._tokens: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -148,6 +151,7 @@ class Trainer:
             "generators": generators,
             "torch_rngs": rngs,
             "log": self.log,
+            "segments": self.segments,
         }
 
     def load(self, state: dict[str, Any]) -> None:
@@ -168,6 +172,10 @@ class Trainer:
             self.generator.set_state(state["generator"])
             torch.set_rng_state(state["torch_rng"])
         self.step, self.elapsed, self.log = state["step"], state["elapsed"], state["log"]
+        # states written before segments were recorded were trained by one worker
+        self.segments = state.get("segments", [{"step": 0, "workers": 1}])
+        if self.segments[-1]["workers"] != self.cfg.workers:
+            self.segments.append({"step": self.step, "workers": self.cfg.workers})
 
     def ema_parts(self) -> tuple[Any, Any]:
         """Copies of the UNet and T5 holding the EMA weights."""
@@ -184,7 +192,7 @@ class Trainer:
         model.save_folder(tmp, self.tokenizer, encoder, unet, self.scheduler)
         info = {"step": self.step, "config": asdict(self.cfg), "elapsed_s": round(self.elapsed)}
         (tmp / "training.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-        (tmp / "README.md").write_text(model_card(self.cfg, self.step, self.log), encoding="utf-8")
+        (tmp / "README.md").write_text(model_card(self.cfg, self.step, self.log, self.segments), encoding="utf-8")
         old = folder.with_name(f".{folder.name}.old")
         if folder.exists():
             folder.rename(old)
