@@ -45,3 +45,32 @@ def test_generate_runs_on_the_published_architecture(published_model, tmp_path, 
             assert image.size == (SIDE[name], SIDE[name])
     else:
         assert (out / "final" / "mesh.glb").stat().st_size > 0
+
+
+def test_a_declared_model_background_replaces_the_mlp(published_model, tmp_path) -> None:
+    """guidance.background (the backdrop of the model's training images) is what 3D generators with
+    background = auto render on; undeclared, they keep the paper's MLP; a bad value is one sentence."""
+    from sds_3d.background import MLPBackground, SolidBackground
+    from sds_core.inference import load_run
+
+    runner = CliRunner()
+    base = [
+        "generate",
+        "a red cube",
+        "--guidance",
+        "deepfloyd-if",
+        "--set",
+        f"guidance.model={published_model('if-i-xl')}",
+    ]
+    base += ["--steps", "1", "--device", "cpu", *NERF]
+    backgrounds = {}
+    for name, extra in (("declared", ["--set", "guidance.background=[0.0, 0.0, 1.0]"]), ("undeclared", [])):
+        out = tmp_path / name
+        result = runner.invoke(app, [*base, *extra, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        backgrounds[name] = load_run(out, "cpu").generator.background
+    assert isinstance(backgrounds["declared"], SolidBackground)
+    assert backgrounds["declared"].color.tolist() == [0.0, 0.0, 1.0]
+    assert isinstance(backgrounds["undeclared"], MLPBackground)
+    bad = runner.invoke(app, [*base, "--set", "guidance.background=[2, 0, 0]", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "guidance.background must be three numbers in [0, 1]" in bad.stderr

@@ -181,6 +181,7 @@ def test_shapes_learned_is_the_deepfloyd_if_backend_on_the_shipped_folder(tmp_pa
     assert spec.factory == base.factory and spec.provider == "sds-shapes"
     config = spec.config()
     assert config.model == str(tmp_path / "train" / "export") and isinstance(config, base.config)
+    assert config.background == (1.0, 1.0, 1.0)  # declared from the model's training.json
     guidance = spec.build(config, context_factory("a red cube"))
     assert guidance.resolution == 16 and guidance.alphas_cumprod().shape == (1000,)
 
@@ -219,5 +220,6 @@ def test_sds_generate_runs_with_shapes_learned(tmp_path, monkeypatch) -> None:
     assert result.exit_code == 0, result.output
     guidance = json.loads((out / "config.json").read_text())["config"]["guidance"]
     assert guidance["name"] == "shapes-learned" and guidance["model"] == str(folder)
+    assert guidance["background"] == [1.0, 1.0, 1.0]  # the backdrop of its training renders
     assert guidance["guidance_scale"] == 100.0  # the deepfloyd-if defaults otherwise (§3.2)
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2

@@ -174,3 +174,14 @@ def compile_for(fn: Callable[..., T], config: Any, wanted: bool) -> Callable[...
     """`fn` (the UNet, the VAE encoder) compiled when `wanted`, at fixed shapes: a run's batch and
     side do not change."""
     return compiled(fn, wanted, dynamic=False, mode=config.compile_mode, backend=config.compile_backend)
+
+
+def declare_background(guidance: Any, config: Any) -> None:
+    """Set `guidance.background` (the `DeclaresBackground` capability) from `config.background`,
+    only when the config gives one: an undeclared backdrop leaves generators on the paper's MLP."""
+    if config.background is None:
+        return
+    values = tuple(config.background)
+    if len(values) != 3 or not all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in values):
+        raise ConfigError(f"guidance.background must be three numbers in [0, 1] (RGB), not {config.background!r}")
+    guidance.background = tuple(float(v) for v in values)

@@ -49,7 +49,18 @@ class CompileOptions:
 
 
 @dataclass
-class StableDiffusionConfig(CompileOptions, PromptOptions):
+class BackgroundDeclaration:
+    """What the model's training images showed behind their objects, when that is known."""
+
+    # the solid RGB (in [0, 1]) behind every object the model was trained on, or None (unknown, as
+    # for the published models); 3D generators with `background = auto` then render on it instead
+    # of the paper's MLP (A.2), as they do for the `shapes` prior. A model trained on one backdrop
+    # never saw another: with the MLP, SDS paints the prompt's colour over the whole frame.
+    background: tuple[float, float, float] | None = None
+
+
+@dataclass
+class StableDiffusionConfig(BackgroundDeclaration, CompileOptions, PromptOptions):
     """Any diffusers Stable Diffusion 1.x / 2.x checkpoint as the prior (latent diffusion)."""
 
     # hub id or local folder; DreamFusion's open ports use SD 2.1-base (threestudio's dreamfusion-sd)
@@ -68,7 +79,7 @@ class StableDiffusionConfig(CompileOptions, PromptOptions):
 
 
 @dataclass
-class DeepFloydIFConfig(CompileOptions, PromptOptions):
+class DeepFloydIFConfig(BackgroundDeclaration, CompileOptions, PromptOptions):
     """DeepFloyd IF stage I: a 64 x 64 pixel diffusion model with a T5 text encoder."""
 
     model: str = "DeepFloyd/IF-I-XL-v1.0"  # hub id or local folder

@@ -19,6 +19,7 @@ from sds_guidance._diffusers import (
     compile_for,
     compile_wanted,
     conditioning_batch,
+    declare_background,
     epsilon_from_output,
     freeze,
     hub_kwargs,
@@ -47,6 +48,7 @@ class DeepFloydIFGuidance:
         what = "DeepFloyd IF stage I"
         self.scheduler, self.unet = load_scheduler_and_unet(model, what, config, self.device, self.dtype)
         self.channels = 3
+        declare_background(self, config)
         if int(self.unet.config.in_channels) != self.channels:
             raise ConfigError(
                 f"{model} is not an IF stage-I model: its UNet takes {self.unet.config.in_channels} channels"

@@ -23,6 +23,7 @@ from sds_guidance._diffusers import (
     compile_for,
     compile_wanted,
     conditioning_batch,
+    declare_background,
     epsilon_from_output,
     freeze,
     hub_kwargs,
@@ -52,6 +53,7 @@ class StableDiffusionGuidance:
         compiling = compile_wanted(config, self.device)
         model, extra = config.model, hub_kwargs(config.variant, config.revision)
         what = "Stable Diffusion"
+        declare_background(self, config)
 
         self.scheduler, self.unet = load_scheduler_and_unet(model, what, config, self.device, self.dtype)
         self.vae = load_component(

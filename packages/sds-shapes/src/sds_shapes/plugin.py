@@ -3,6 +3,7 @@ are shipped. Torch is imported only by the factories."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from sds_core.api import PluginSpec, Registry, hookimpl
@@ -10,6 +11,16 @@ from sds_shapes.config import SHAPES_PRESETS, ShapesConfig
 
 # the IF stage-I format model trained on this world (sds_shapes.learned, its model card in the folder)
 SHAPES_LEARNED = Path(__file__).parent / "models" / "shapes-learned"
+
+
+def _training_background(folder: Path) -> tuple[float, float, float]:
+    """The background of the model's training renders (its training.json), white if unreadable."""
+    try:
+        value = json.loads((folder / "training.json").read_text(encoding="utf-8"))["config"]["background"]
+        red, green, blue = (float(v) for v in value)
+    except (OSError, ValueError, KeyError, TypeError):
+        return (1.0, 1.0, 1.0)  # the world's default (TrainConfig.background)
+    return (red, green, blue)
 
 
 @hookimpl
@@ -25,10 +36,11 @@ def sds_register_guidance(registry: Registry) -> None:
     )
     if (SHAPES_LEARNED / "model_index.json").is_file():
         # the deepfloyd-if backend (sds-guidance) unchanged, pointed at the shipped folder: derived
-        # through the registry, so that this package does not import sds-guidance
+        # through the registry, so that this package does not import sds-guidance. The backdrop
+        # of its training renders is declared, as the exact prior declares its own.
         registry.derive(
             "shapes-learned",
             base="deepfloyd-if",
-            defaults={"model": str(SHAPES_LEARNED)},
+            defaults={"model": str(SHAPES_LEARNED), "background": _training_background(SHAPES_LEARNED)},
             description="A small DeepFloyd IF stage-I model trained on the shapes world (deepfloyd-if backend).",
         )
