@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -149,7 +151,8 @@ def sds_geometry(
     args = ["sds", "generate", prompt, "--generator", generator, *guidance, "--preset", "draft"]
     args += ["--seed", str(seed), "--device", "cpu", "--out", str(out), *extra]
     started = time.perf_counter()
-    subprocess.run(args, check=True, capture_output=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    subprocess.run(args, check=True, capture_output=True, env=env)
     wall = time.perf_counter() - started
     report = out / "geometry.json"
     subprocess.run(["sds", "eval", "geometry", str(out), "--json", str(report)], check=True, capture_output=True)
@@ -171,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sds", action="store_true", help="also run SDS on nerf and mesh (minutes per run)")
     parser.add_argument("--generators", nargs="+", default=["nerf", "mesh"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--priors", nargs="+", default=["learned", "exact"], choices=["learned", "exact"])
+    parser.add_argument("--jobs", type=int, default=1, help="SDS runs at once (one thread each)")
     parser.add_argument("--sds-objects", nargs="+", default=None, help="default: every primitive, first colour")
     parser.add_argument("--set", action="append", default=[], help="extra sds generate --set for SDS runs")
     parser.add_argument("--json", type=Path, default=None)
@@ -235,23 +240,42 @@ def main(argv: list[str] | None = None) -> int:
         sds_objects = args.sds_objects or [ShapeObject(p, cfg.colours[0]).prompt for p in cfg.primitives]
         extra = [a for s in args.set for a in ("--set", s)]
         priors = {
-            "learned": ["--guidance", "deepfloyd-if", "--set", f"guidance.model={args.model.resolve()}"],
+            # what `shapes-learned` is: the deepfloyd-if backend on the folder, with the backdrop of
+            # its training renders declared
+            "learned": [
+                "--guidance",
+                "deepfloyd-if",
+                "--set",
+                f"guidance.model={args.model.resolve()}",
+                "--set",
+                f"guidance.background={json.dumps(list(cfg.background))}",
+            ],
             "exact": ["--guidance", "shapes"],
         }
+        jobs = [
+            (generator, prompt, seed, prior)
+            for generator in args.generators
+            for prompt in sds_objects
+            for seed in args.seeds
+            for prior in args.priors
+        ]
         with tempfile.TemporaryDirectory() as tmp:
-            for generator in args.generators:
-                for prompt in sds_objects:
-                    for seed in args.seeds:
-                        for prior, guidance in priors.items():
-                            out = Path(tmp) / f"{generator}-{prior}-{prompt.replace(' ', '-')}-{seed}"
-                            row = {"generator": generator, "prior": prior, "prompt": prompt, "seed": seed}
-                            row.update(sds_geometry(prompt, generator, guidance, seed, out, extra))
-                            result["sds"].append(row)
-                            print(
-                                f"SDS {generator:<5} {prior:<8} {prompt:<16} seed {seed}: IoU {row['iou']:.3f} Chamfer "
-                                f"{row['chamfer']:.4f} colour error {row['colour_error']:.3f} ({row['wall_s']} s)",
-                                flush=True,
-                            )
+
+            def run(job: tuple[str, str, int, str]) -> dict[str, Any]:
+                generator, prompt, seed, prior = job
+                out = Path(tmp) / f"{generator}-{prior}-{prompt.replace(' ', '-')}-{seed}"
+                row = {"generator": generator, "prior": prior, "prompt": prompt, "seed": seed}
+                row.update(sds_geometry(prompt, generator, priors[prior], seed, out, extra))
+                print(
+                    f"SDS {generator:<5} {prior:<8} {prompt:<16} seed {seed}: IoU {row['iou']:.3f} Chamfer "
+                    f"{row['chamfer']:.4f} colour error {row['colour_error']:.3f} ({row['wall_s']} s)",
+                    flush=True,
+                )
+                return row
+
+            # --jobs runs at once, one CPU thread each (OMP_NUM_THREADS=1 in their environment)
+            with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+                result["sds"] = list(pool.map(run, jobs))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0
