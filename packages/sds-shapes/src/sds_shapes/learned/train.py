@@ -174,8 +174,6 @@ class Trainer:
         self.step, self.elapsed, self.log = state["step"], state["elapsed"], state["log"]
         # states written before segments were recorded were trained by one worker
         self.segments = state.get("segments", [{"step": 0, "workers": 1}])
-        if self.segments[-1]["workers"] != self.cfg.workers:
-            self.segments.append({"step": self.step, "workers": self.cfg.workers})
 
     def ema_parts(self) -> tuple[Any, Any]:
         """Copies of the UNet and T5 holding the EMA weights."""
@@ -302,6 +300,8 @@ def _train(cfg: TrainConfig, rank: int, console: Any) -> Trainer:
     trainer = resume(cfg, rank)
     if trainer.step:
         console.log(f"resumed {out / 'state.pt'} at step {trainer.step}")
+    if trainer.segments[-1]["workers"] != cfg.workers and trainer.step < cfg.steps:
+        trainer.segments.append({"step": trainer.step, "workers": cfg.workers})
     console.log(f"tracing / loading {cfg.cameras} A.2 cameras of {', '.join(cfg.primitives)}")
     bank = data.build_bank(cfg, cache=out)
     unet_size = sum(p.numel() for p in trainer.unet.parameters()) / 1e6
