@@ -44,6 +44,14 @@ TINY = TrainConfig(
 )
 
 
+# TINY's options as flags of `python -m sds_shapes.learned`
+TINY_FLAGS = [
+    *("--resolution", "16", "--cameras", "12", "--supersample", "1", "--unet-channels", "8,32"),
+    *("--attention-head-dim", "8", "--t5-width", "16", "--t5-heads", "2", "--t5-layers", "1"),
+    *("--batch-size", "3", "--warmup-steps", "2", "--log-every", "1", "--checkpoint-minutes", "60"),
+]
+
+
 def _tiny(tmp_path: Path, **options: object) -> TrainConfig:
     return replace(TINY, out=str(tmp_path / "train"), **options)  # type: ignore[arg-type]
 
@@ -202,6 +210,41 @@ def test_shipping_exports_the_saved_ema_weights_with_their_model_card(tmp_path) 
     card = (shipped / "README.md").read_text()
     assert "3 steps of batch 3" in card and "python -m sds_shapes.learned --out" in card
     assert "| 1-1 |" in card and "| 3-3 |" in card  # the loss curve, one row a logged step here
+    # figures measured on the weights go into the card with them
+    figures = tmp_path / "figures.md"
+    figures.write_text("## Figures\n- samples both 0.5\n", encoding="utf-8")
+    assert main(["--out", str(tmp_path / "train"), *TINY_FLAGS, "--ship", str(shipped), "--figures", str(figures)]) == 0
+    card = (shipped / "README.md").read_text()
+    assert card.rstrip().endswith("## Figures\n- samples both 0.5") and "## Loss curve" in card
+
+
+def test_figures_go_with_ship_and_must_be_readable(tmp_path, capsys) -> None:
+    train(_tiny(tmp_path, steps=1))
+    capsys.readouterr()
+    assert main(["--out", str(tmp_path / "train"), *TINY_FLAGS, "--figures", str(tmp_path / "f.md")]) == 2
+    assert "--figures goes with --ship" in capsys.readouterr().err
+    (tmp_path / "f.md").write_bytes(b"\xff\xfe not utf-8 \xff")
+    args = ["--out", str(tmp_path / "train"), *TINY_FLAGS, "--ship", str(tmp_path / "s"), "--figures"]
+    assert main([*args, str(tmp_path / "f.md")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a readable UTF-8 text file" in err and err.count("\n") == 1
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_fresh_first_worker_keeps_the_random_stream_after_initialisation(tmp_path) -> None:
+    """The first stretch of the shipped weights was trained by a trainer that did not re-seed the
+    global generator after building the model; the card's command must draw the same dropout."""
+    from sds_shapes.learned import model
+    from sds_shapes.learned.train import Trainer
+
+    cfg = _tiny(tmp_path)
+    Trainer(cfg, 0)
+    after_trainer = torch.get_rng_state()
+    torch.manual_seed(cfg.seed)
+    model.build(cfg)
+    assert torch.equal(after_trainer, torch.get_rng_state())
+    Trainer(cfg, 1)  # another worker draws its own dropout
+    assert not torch.equal(after_trainer, torch.get_rng_state())
 
 
 def test_sds_generate_runs_with_shapes_learned(tmp_path, monkeypatch) -> None:

@@ -1,7 +1,8 @@
 """`python -m sds_shapes.learned [--out DIR] [--steps N] [--FIELD VALUE ...]`: train or resume shapes-learned.
 
 `--ship FOLDER` writes the EMA weights saved in DIR, with their model card, to FOLDER instead
-(the package's `sds_shapes/models/shapes-learned` to ship them).
+(the package's `sds_shapes/models/shapes-learned` to ship them); `--figures FILE` adds a Markdown
+file of figures measured on those weights to the card.
 
 Every field of `TrainConfig` is a flag (tuples as comma-separated values). Bad options: one
 sentence on stderr, exit status 2.
@@ -28,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
             continue
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, help=str(hints[f.name]))
     parser.add_argument("--ship", default=None, help="export the saved EMA weights to this folder, no training")
+    parser.add_argument("--figures", default=None, help="with --ship: a Markdown file of figures for the model card")
     return parser
 
 
@@ -43,9 +45,12 @@ def _parse(value: str, hint: Any) -> Any:
     return hint(value)
 
 
-def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
+def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None, str | None]:
+    """The training options, the --ship folder and the --figures file."""
     args = vars(_parser().parse_args(argv))
-    ship = args.pop("ship")
+    ship, figures = args.pop("ship"), args.pop("figures")
+    if figures and not ship:
+        raise SdsError("--figures goes with --ship (it adds measured figures to the shipped model card)")
     hints = typing.get_type_hints(TrainConfig)
     values = {}
     for name, raw in args.items():
@@ -55,16 +60,16 @@ def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | 
             values[name] = _parse(raw, hints[name])
         except ValueError:
             raise SdsError(f"--{name.replace('_', '-')} takes {hints[name]}, not {raw!r}") from None
-    return TrainConfig(**values), ship
+    return TrainConfig(**values), ship, figures
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         from sds_shapes.learned.train import ship, train
 
-        cfg, folder = config_from_args(argv)
+        cfg, folder, figures = config_from_args(argv)
         if folder:
-            ship(cfg, Path(folder))
+            ship(cfg, Path(folder), Path(figures) if figures else None)
         else:
             train(cfg)
     except SdsError as error:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from sds_shapes.learned.config import TrainConfig
+from sds_shapes.plugin import SHAPES_LEARNED
 
 COMMAND = "OMP_NUM_THREADS=1 python -m sds_shapes.learned --out {out}"
-SHIP = "packages/sds-shapes/src/sds_shapes/models/shapes-learned"
+# where the registered `shapes-learned` folder lives in this repository's source tree
+SHIP = f"packages/sds-shapes/src/sds_shapes/{SHAPES_LEARNED.relative_to(SHAPES_LEARNED.parents[1]).as_posix()}"
 
 
 def _commands(cfg: TrainConfig, step: int, segments: list[dict[str, int]]) -> list[str]:
@@ -37,9 +39,14 @@ def _curve(log: list[dict[str, float]], rows: int = 12) -> list[str]:
 
 
 def model_card(
-    cfg: TrainConfig, step: int, log: list[dict[str, Any]], segments: list[dict[str, int]] | None = None
+    cfg: TrainConfig,
+    step: int,
+    log: list[dict[str, Any]],
+    segments: list[dict[str, int]] | None = None,
+    figures: str = "",
 ) -> str:
-    """Data, model, training, loss curve and the commands that made the weights."""
+    """Data, model, training, loss curve and the commands that made the weights; `figures`:
+    Markdown of measurements on these weights, appended as they are."""
     segments = segments or [{"step": 0, "workers": cfg.workers}]
     unet = "/".join(str(c) for c in cfg.unet_channels)
     lines = [
@@ -77,4 +84,6 @@ def model_card(
         *_curve(log),
         "",
     ]
+    if figures.strip():
+        lines += [figures.strip(), ""]
     return "\n".join(lines)

@@ -56,7 +56,10 @@ class Trainer:
         self.ema = EMAModel(self.params, decay=cfg.ema_decay, use_ema_warmup=True)
         self.loss = HybridLoss(self.scheduler.alphas_cumprod, cfg.vlb_weight)
         self.generator = torch.Generator().manual_seed(cfg.seed + 1 + WORKER_SEED_STRIDE * rank)
-        torch.manual_seed(cfg.seed + WORKER_SEED_STRIDE * rank)  # dropout differs between workers
+        if rank:  # dropout differs between workers; the first keeps the stream after the model's
+            # initialisation, as the one-worker trainer that made the first stretch of the shipped
+            # weights did (re-seeding it changed that stretch: step-50 noise MSE 0.95796, not 0.95841)
+            torch.manual_seed(cfg.seed + WORKER_SEED_STRIDE * rank)
         self.step = 0
         self.log: list[dict[str, float]] = []
         # the worker count of each stretch of training ({"step": first step, "workers": n}), for
@@ -155,11 +158,7 @@ class Trainer:
         }
 
     def load(self, state: dict[str, Any]) -> None:
-        saved = {k: v for k, v in state["config"].items() if k not in RESUMABLE}
-        ours = {k: v for k, v in asdict(self.cfg).items() if k not in RESUMABLE}
-        changed = sorted(k for k in ours if json.dumps(ours[k]) != json.dumps(saved.get(k)))
-        if changed:
-            raise ConfigError(f"the state in {self.cfg.out} was trained with other options ({', '.join(changed)})")
+        check_options(self.cfg, state)
         self.unet.load_state_dict(state["unet"])
         self.encoder.load_state_dict(state["text_encoder"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -182,15 +181,17 @@ class Trainer:
         self.ema.copy_to(params)
         return unet.eval(), encoder.eval()
 
-    def export(self, folder: Path) -> Path:
-        """The EMA weights as an IF pipeline folder, replacing `folder` whole (written beside it, then renamed)."""
+    def export(self, folder: Path, figures: str = "") -> Path:
+        """The EMA weights as an IF pipeline folder, replacing `folder` whole (written beside it, then
+        renamed); `figures`: Markdown for the model card (`model_card`)."""
         unet, encoder = self.ema_parts()
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
         model.save_folder(tmp, self.tokenizer, encoder, unet, self.scheduler)
         info = {"step": self.step, "config": asdict(self.cfg), "elapsed_s": round(self.elapsed)}
         (tmp / "training.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-        (tmp / "README.md").write_text(model_card(self.cfg, self.step, self.log, self.segments), encoding="utf-8")
+        card = model_card(self.cfg, self.step, self.log, self.segments, figures)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
         old = folder.with_name(f".{folder.name}.old")
         if folder.exists():
             folder.rename(old)
@@ -210,21 +211,45 @@ def save(trainer: Trainer, out: Path) -> None:
     trainer.export(out / "export")
 
 
+def check_options(cfg: TrainConfig, state: dict[str, Any]) -> None:
+    """Refuse, in one sentence, options that differ from those the saved state was trained with."""
+    saved = {k: v for k, v in state["config"].items() if k not in RESUMABLE}
+    ours = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE}
+    changed = sorted(k for k in ours if json.dumps(ours[k]) != json.dumps(saved.get(k)))
+    if changed:
+        raise ConfigError(f"the state in {cfg.out} was trained with other options ({', '.join(changed)})")
+
+
+def saved_state(cfg: TrainConfig) -> dict[str, Any] | None:
+    """The training state saved in cfg.out (tensors and plain data only), or None."""
+    path = Path(cfg.out) / "state.pt"
+    if not path.is_file():
+        return None
+    return load_plain(path, kind="shapes-learned training state", older="not written by sds_shapes.learned")
+
+
 def resume(cfg: TrainConfig, rank: int = 0) -> Trainer:
     """A trainer for cfg, at the state saved in cfg.out when there is one."""
     trainer = Trainer(cfg, rank)
-    state = Path(cfg.out) / "state.pt"
-    if state.is_file():
-        trainer.load(load_plain(state, kind="shapes-learned training state", older="not written by sds_shapes.learned"))
+    state = saved_state(cfg)
+    if state is not None:
+        trainer.load(state)
     return trainer
 
 
-def ship(cfg: TrainConfig, folder: Path) -> Trainer:
-    """Export the EMA weights saved in cfg.out, with their model card, to `folder` (no training)."""
+def ship(cfg: TrainConfig, folder: Path, figures: Path | None = None) -> Trainer:
+    """Export the EMA weights saved in cfg.out, with their model card, to `folder` (no training);
+    `figures`: a Markdown file of measurements on these weights, added to the card."""
     if not (Path(cfg.out) / "state.pt").is_file():
         raise ConfigError(f"{cfg.out} holds no training state (state.pt) to ship")
+    text = ""
+    if figures is not None:
+        try:
+            text = figures.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"--figures {figures} is not a readable UTF-8 text file ({error})") from None
     trainer = resume(cfg)
-    trainer.export(folder)
+    trainer.export(folder, text)
     return trainer
 
 
@@ -240,7 +265,10 @@ def train(cfg: TrainConfig, console: Any = None) -> Trainer:
         return _train(cfg, 0, console)
     import torch.multiprocessing as mp
 
-    resume(cfg)  # options that cannot resume are refused here, in one sentence
+    state = saved_state(cfg)
+    if state is not None:  # options that cannot resume are refused here, in one sentence
+        check_options(cfg, state)
+    del state
     data.build_bank(cfg, cache=out)  # traced once, then read by every worker
     rendezvous = Path(tempfile.mkdtemp(prefix="sds-learned-")) / "store"
     context = mp.start_processes(_worker, args=(cfg, str(rendezvous)), nprocs=cfg.workers, join=False)
