@@ -4,7 +4,7 @@ folder it exports, and the `shapes-learned` guidance (the deepfloyd-if backend o
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -44,12 +44,18 @@ TINY = TrainConfig(
 )
 
 
-# TINY's options as flags of `python -m sds_shapes.learned`
-TINY_FLAGS = [
-    *("--resolution", "16", "--cameras", "12", "--supersample", "1", "--unet-channels", "8,32"),
-    *("--attention-head-dim", "8", "--t5-width", "16", "--t5-heads", "2", "--t5-layers", "1"),
-    *("--batch-size", "3", "--warmup-steps", "2", "--log-every", "1", "--checkpoint-minutes", "60"),
-]
+def _flags(cfg: TrainConfig) -> list[str]:
+    """cfg's options that differ from the defaults, as flags of `python -m sds_shapes.learned`."""
+    flags = []
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name != "out" and value != getattr(TrainConfig(), f.name):
+            text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            flags += [f"--{f.name.replace('_', '-')}", text]
+    return flags
+
+
+TINY_FLAGS = _flags(TINY)
 
 
 def _tiny(tmp_path: Path, **options: object) -> TrainConfig:
