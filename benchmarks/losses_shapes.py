@@ -5,11 +5,16 @@ For each loss (sds, csd, nfsd, ism, sjc, vsd) and seed, two runs with the exact 
 - the `nerf` generator (draft preset): IoU, Chamfer distance and colour error against the true
   object (sds_shapes.metrics, at the density level mesh export uses, as nerf_shapes.py);
 plus seconds per step, prior calls (`predict_noise`) per step, and for VSD eps_phi's trainable
-parameters. Each run is a fresh process, so its peak RSS is its own. With --sd-memory it also
-counts what VSD's LoRA copy costs on Stable Diffusion 2.1's UNet (published architecture, built
-on the meta device: no weights, no memory).
+parameters. Each run is a fresh process, so its peak RSS is its own. `--guidance shapes-learned`
+runs the same comparison on the learned prior (nerf only: the image PSNR needs the exact prior's
+reference views; the truth comes from the prompt), with `--set` for the settings its README names.
+With --sd-memory it also counts what VSD's LoRA copy costs on Stable Diffusion 2.1's UNet
+(published architecture, built on the meta device: no weights, no memory).
 
     OMP_NUM_THREADS=1 python benchmarks/losses_shapes.py                      # the README table
+    python benchmarks/losses_shapes.py --guidance shapes-learned --generators nerf --nerf-steps 6000 \
+        --jobs 2 --set generator.blob=magic3d --set optim.schedule=warmup_cosine \
+        --set optim.warmup_steps=0 --set optim.lr_final=5e-4
     python benchmarks/losses_shapes.py --losses sds vsd --seeds 0 --nerf-steps 300 --image-steps 100
 """
 
@@ -54,7 +59,8 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     overrides: dict[str, Any] = {"run": {"seed": seed, "steps": steps, "preview_every": 0, "checkpoint_every": 0}}
     if generator == "nerf":
         overrides = deep_merge(overrides, {"generator": {"export_formats": ["ply"]}})
-    names = {"generator": generator, "guidance": "shapes", "loss": loss}
+    overrides = deep_merge(overrides, job["overrides"])
+    names = {"generator": generator, "guidance": job["guidance"], "loss": loss}
     out = Path(job["out"])
     trainer = start_run(job["prompt"], out, preset="draft", overrides=overrides, names=names, device="cpu")
     calls = _counting(trainer.guidance)
@@ -80,10 +86,11 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         row["psnr"] = float(-10 * torch.log10(mse.min()))
     else:
         from sds_shapes.metrics import evaluate
+        from sds_shapes.world import parse_prompt
 
         density, albedo, level = trainer.generator.density_field()
         trainer.generator.eval()
-        metrics = evaluate(density, trainer.guidance.ground_truth, albedo, threshold=level)
+        metrics = evaluate(density, parse_prompt(job["prompt"]).obj, albedo, threshold=level)
         row.update(iou=metrics["iou"], chamfer=metrics["chamfer"], colour_error=metrics.get("colour_error"))
     row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return row
@@ -155,8 +162,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nerf-steps", type=int, default=1500, help="the nerf draft preset's 1,500")
     parser.add_argument("--generators", nargs="+", default=["image", "nerf"])
     parser.add_argument("--sd-memory", action="store_true", help="also count VSD's LoRA copy on SD 2.1's UNet")
+    parser.add_argument("--guidance", default="shapes", help="shapes (exact) or shapes-learned (nerf only)")
+    parser.add_argument("--set", action="append", default=[], help="a config override key.path=value, every run")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (one thread each)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.guidance != "shapes" and "image" in args.generators:
+        parser.error("the image PSNR needs the exact prior's reference views: use --generators nerf")
+
+    from sds_core.config import parse_sets
+
+    overrides = parse_sets(args.set)
 
     steps = {"image": args.image_steps, "nerf": args.nerf_steps}
     rows: list[dict[str, Any]] = []
@@ -170,11 +186,17 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for i, job in enumerate(jobs):
             job["out"] = str(Path(tmp) / f"{i:03d}-{job['generator']}-{job['loss']}-{job['seed']}")
-            with context.Pool(1) as pool:  # a fresh process per run: its own peak RSS
-                row = pool.apply(run_one, (job,))
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    print(f"\n{args.prompt!r}, shapes prior, draft presets, CPU 1 thread, seeds {args.seeds}; mean ±std over seeds")
+            job.update(guidance=args.guidance, overrides=overrides)
+        # a fresh process per run (maxtasksperchild=1): its own peak RSS
+        with context.Pool(args.jobs, maxtasksperchild=1) as pool:
+            for row in pool.imap(run_one, jobs):
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    sets = f" {' '.join(args.set)};" if args.set else ""
+    print(
+        f"\n{args.prompt!r}, {args.guidance} prior, draft presets,{sets} CPU 1 thread a run, {args.jobs} at once, "
+        f"seeds {args.seeds}; mean ±std over seeds"
+    )
     print(table(rows, args.losses))
     if args.sd_memory:
         cost = sd_lora_cost(4)
