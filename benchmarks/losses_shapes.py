@@ -12,9 +12,9 @@ With --sd-memory it also counts what VSD's LoRA copy costs on Stable Diffusion 2
 (published architecture, built on the meta device: no weights, no memory).
 
     OMP_NUM_THREADS=1 python benchmarks/losses_shapes.py                      # the README table
-    python benchmarks/losses_shapes.py --guidance shapes-learned --generators nerf --nerf-steps 6000 \
-        --jobs 2 --set generator.blob=magic3d --set optim.schedule=warmup_cosine \
-        --set optim.warmup_steps=0 --set optim.lr_final=5e-4
+    OMP_NUM_THREADS=1 python benchmarks/losses_shapes.py --guidance shapes-learned --generators nerf \
+        --seeds 0 --jobs 2 --set generator.blob=magic3d --set optim.schedule=warmup_cosine \
+        --set optim.warmup_steps=0 --set optim.lr_final=5e-4                 # its README table
     python benchmarks/losses_shapes.py --losses sds vsd --seeds 0 --nerf-steps 300 --image-steps 100
 """
 
