@@ -180,13 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="losses-shapes-") as tmp:
         jobs = [
             {"generator": g, "loss": loss, "seed": seed, "steps": steps[g], "prompt": args.prompt}
+            | {"guidance": args.guidance, "overrides": overrides}
             for g in args.generators
             for loss in args.losses
             for seed in args.seeds
         ]
         for i, job in enumerate(jobs):
             job["out"] = str(Path(tmp) / f"{i:03d}-{job['generator']}-{job['loss']}-{job['seed']}")
-            job.update(guidance=args.guidance, overrides=overrides)
         # a fresh process per run (maxtasksperchild=1): its own peak RSS
         with context.Pool(args.jobs, maxtasksperchild=1) as pool:
             for row in pool.imap(run_one, jobs):

@@ -46,10 +46,10 @@ TINY = TrainConfig(
 
 def _flags(cfg: TrainConfig) -> list[str]:
     """cfg's options that differ from the defaults, as flags of `python -m sds_shapes.learned`."""
-    flags = []
+    flags, default = [], TrainConfig()
     for f in fields(cfg):
         value = getattr(cfg, f.name)
-        if f.name != "out" and value != getattr(TrainConfig(), f.name):
+        if f.name != "out" and value != getattr(default, f.name):
             text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
             flags += [f"--{f.name.replace('_', '-')}", text]
     return flags

@@ -31,7 +31,7 @@ MIN_GAIN = 0.1
 # The nerf command the README names for this model: the draft preset with Magic3D's blob and
 # A.2's cosine decay. Measured (sphere, seed 0): IoU 0.436 after one step (the blob), 0.834 after
 # 300 (about 25 s on one core with the other busy), 0.829 after 6,000.
-README_NERF = ["generator.blob=magic3d", "optim.schedule=warmup_cosine", "optim.warmup_steps=0", "optim.lr_final=5e-4"]
+README_NERF = ("generator.blob=magic3d", "optim.schedule=warmup_cosine", "optim.warmup_steps=0", "optim.lr_final=5e-4")
 NERF_MIN_GAIN = 0.2
 
 
@@ -72,6 +72,6 @@ def test_sds_with_the_shipped_model_moves_the_blob_towards_the_object(tmp_path) 
 
 def test_the_readme_nerf_command_lifts_the_sphere(tmp_path) -> None:
     pytest.importorskip("sds_nerf")
-    start = _iou(tmp_path, 1, "nerf", tuple(README_NERF))
-    end = _iou(tmp_path, STEPS, "nerf", tuple(README_NERF))
+    start = _iou(tmp_path, 1, "nerf", README_NERF)
+    end = _iou(tmp_path, STEPS, "nerf", README_NERF)
     assert end > start + NERF_MIN_GAIN, f"IoU {end:.3f} after {STEPS} steps, {start:.3f} after one"
