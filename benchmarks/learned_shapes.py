@@ -1,17 +1,21 @@
-"""The learned prior `shapes-learned` (an IF stage-I format model trained on the shapes world),
-judged against the world's ground truth (CPU).
+"""The learned priors `shapes-learned` (an IF stage-I format model trained on the shapes world) and
+`shapes-learned-sd` (a Stable Diffusion 1.x format one, `--model` its folder), judged against the
+world's ground truth (CPU).
 
 1. A small classifier (primitive, colour) trained on exact renders from A.2 cameras that the
    model never saw; its held-out accuracy on other cameras is printed first (a judge weaker
    than ~95% says little about the samples).
-2. Samples of the model (IF's DDPM sampler with learned variance, `--sampling-steps`, CFG
-   `--cfg`), `--samples` per prompt: the share that show the prompt's primitive, its colour, both.
-3. With `--sds`: `sds generate` with the model (the deepfloyd-if backend on the folder, which is
-   what `shapes-learned` is) on the nerf and mesh generators, draft preset (A.2's cameras), per
-   object and seed, then `sds eval geometry`; and the exact `shapes` prior beside it.
+2. Samples of the model (its DDPM scheduler: IF's with learned variance, SD's with fixed variance
+   in latent space, decoded by its autoencoder; `--sampling-steps`, CFG `--cfg`), `--samples`
+   per prompt: the share that show the prompt's primitive, its colour, both.
+3. With `--sds`: `sds generate` with the model (the deepfloyd-if or stable-diffusion backend on
+   the folder, which is what `shapes-learned` / `shapes-learned-sd` is) on the nerf and mesh
+   generators, draft preset (A.2's cameras), per object and seed, then `sds eval geometry`; and
+   the exact `shapes` prior beside it.
 
     python benchmarks/learned_shapes.py --model /work/train15/export          # an intermediate checkpoint
     python benchmarks/learned_shapes.py --sds --seeds 0 1                      # the shipped model, with SDS
+    python benchmarks/learned_shapes.py --model packages/sds-shapes/src/sds_shapes/models/shapes-learned-sd
 """
 
 from __future__ import annotations
@@ -147,16 +151,37 @@ def train_classifier(cfg: Any, cache: Path, steps: int, log: Any) -> tuple[Any, 
     return net, accuracy
 
 
+def is_stable_diffusion(model: Path) -> bool:
+    """Whether the folder is a Stable Diffusion pipeline (else an IF one), from its model_index.json."""
+    return bool(json.loads((model / "model_index.json").read_text())["_class_name"] == "StableDiffusionPipeline")
+
+
 def sample_model(model: Path, prompts: list[str], steps: int, cfg_scale: float, seed: int) -> Any:
-    """One sample in [-1, 1] a prompt from the IF pipeline in `model` (its DDPM scheduler, learned variance)."""
+    """One sample in [-1, 1] a prompt from the pipeline in `model`: IF's with its DDPM scheduler
+    (learned variance), or SD's with the DDPM scheduler of its betas, decoded by its autoencoder."""
     import torch
-    from diffusers import IFPipeline
+    from diffusers import DDPMScheduler, IFPipeline, StableDiffusionPipeline
     from diffusers.utils import logging
 
     logging.disable_progress_bar()
+    generator = torch.Generator().manual_seed(seed)
+    if is_stable_diffusion(model):
+        pipe: Any = StableDiffusionPipeline.from_pretrained(model, safety_checker=None, feature_extractor=None)
+        pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        pipe.set_progress_bar_config(disable=True)
+        side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        out = pipe(
+            prompts,
+            height=side,
+            width=side,
+            num_inference_steps=steps,
+            guidance_scale=cfg_scale,
+            generator=generator,
+            output_type="pt",
+        )
+        return (out.images * 2 - 1).clamp(-1, 1)
     pipe = IFPipeline.from_pretrained(model, safety_checker=None, watermarker=None, feature_extractor=None)
     pipe.set_progress_bar_config(disable=True)
-    generator = torch.Generator().manual_seed(seed)
     out = pipe(
         prompts,
         num_inference_steps=steps,
@@ -186,7 +211,9 @@ def sds_geometry(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=SHIPPED, help="an IF pipeline folder (default: the shipped one)")
+    parser.add_argument(
+        "--model", type=Path, default=SHIPPED, help="an IF or SD pipeline folder (default: the shipped IF one)"
+    )
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sds-learned-bench")
     parser.add_argument("--classifier-steps", type=int, default=4000)
     parser.add_argument("--samples", type=int, default=16, help="samples per prompt")
@@ -264,12 +291,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.sds:
         sds_objects = args.sds_objects or [ShapeObject(p, cfg.colours[0]).prompt for p in cfg.primitives]
         extra = [a for s in args.set for a in ("--set", s)]
+        # what `shapes-learned` / `shapes-learned-sd` is: the deepfloyd-if / stable-diffusion backend
+        # on the folder, with the backdrop of its training renders declared (SD: renders encoded at
+        # the model's side, not the draft preset's 256)
+        sd = is_stable_diffusion(args.model)
+        backend = ["stable-diffusion", "--set", f"guidance.resolution={cfg.resolution}"] if sd else ["deepfloyd-if"]
         priors = {
-            # what `shapes-learned` is: the deepfloyd-if backend on the folder, with the backdrop of
-            # its training renders declared
             "learned": [
                 "--guidance",
-                "deepfloyd-if",
+                *backend,
                 "--set",
                 f"guidance.model={args.model.resolve()}",
                 "--set",

@@ -163,6 +163,19 @@ def test_resuming_with_other_options_is_refused_in_one_sentence(tmp_path, capsys
     assert "--steps takes" in capsys.readouterr().err
 
 
+def test_a_state_saved_before_the_sd_format_options_existed_resumes(tmp_path) -> None:
+    """The shipped weights' state was written before `format`, `clip_*` and `vae_*` were options:
+    options missing from a saved state hold their defaults."""
+    train(_tiny(tmp_path, steps=1))
+    path = tmp_path / "train" / "state.pt"
+    state = torch.load(path, weights_only=True)
+    new = [k for k in state["config"] if k == "format" or k.startswith(("clip_", "vae_"))]
+    assert len(new) == 9
+    state["config"] = {k: v for k, v in state["config"].items() if k not in new}
+    torch.save(state, path)
+    assert train(_tiny(tmp_path, steps=2)).step == 2
+
+
 def test_the_exported_folder_is_an_if_stage_one_pipeline(tmp_path) -> None:
     from diffusers import IFPipeline
 

@@ -4,7 +4,8 @@
 (the package's `sds_shapes/models/shapes-learned` to ship them); `--figures FILE` adds a Markdown
 file of figures measured on those weights to the card.
 
-Every field of `TrainConfig` is a flag (tuples as comma-separated values). Bad options: one
+Every field of `TrainConfig` is a flag (tuples as comma-separated values); `--format sd` trains the
+Stable Diffusion format model, with `SD_DEFAULTS` for the options not given. Bad options: one
 sentence on stderr, exit status 2.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sds_core.errors import SdsError
-from sds_shapes.learned.config import TrainConfig
+from sds_shapes.learned.config import FORMATS, SD_DEFAULTS, TrainConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,6 +61,10 @@ def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | 
             values[name] = _parse(raw, hints[name])
         except ValueError:
             raise SdsError(f"--{name.replace('_', '-')} takes {hints[name]}, not {raw!r}") from None
+    if values.get("format", "if") not in FORMATS:
+        raise SdsError(f"--format takes one of {', '.join(FORMATS)}, not {values['format']!r}")
+    if values.get("format") == "sd":
+        values = {**SD_DEFAULTS, **values}
     return TrainConfig(**values), ship, figures
 
 

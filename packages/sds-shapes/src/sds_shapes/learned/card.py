@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sds_shapes.learned.config import TrainConfig
-from sds_shapes.plugin import SHAPES_LEARNED
+from sds_shapes.plugin import SHAPES_LEARNED, SHAPES_LEARNED_SD
 
-COMMAND = "OMP_NUM_THREADS=1 python -m sds_shapes.learned --out {out}"
-# where the registered `shapes-learned` folder lives in this repository's source tree
-SHIP = f"packages/sds-shapes/src/sds_shapes/{SHAPES_LEARNED.relative_to(SHAPES_LEARNED.parents[1]).as_posix()}"
+COMMAND = "OMP_NUM_THREADS=1 python -m sds_shapes.learned{format} --out {out}"
+
+
+def _source_path(folder: Path) -> str:
+    """Where a registered model folder lives in this repository's source tree."""
+    return f"packages/sds-shapes/src/sds_shapes/{folder.relative_to(folder.parents[1]).as_posix()}"
 
 
 def _commands(cfg: TrainConfig, step: int, segments: list[dict[str, int]]) -> list[str]:
     """The commands that trained these weights, one per stretch of one worker count, then the export."""
-    out = "runs/shapes-learned"
+    sd = cfg.format == "sd"
+    out = "runs/shapes-learned-sd" if sd else "runs/shapes-learned"
+    command = COMMAND.format(format=" --format sd" if sd else "", out=out)
     lines = []
     for i, segment in enumerate(segments):
         end = segments[i + 1]["step"] if i + 1 < len(segments) else step
         workers = f" --workers {segment['workers']}" if segment["workers"] > 1 else ""
-        lines.append(f"{COMMAND.format(out=out)}{workers} --steps {end}")
-    lines.append(f"python -m sds_shapes.learned --out {out} --ship {SHIP}")
+        lines.append(f"{command}{workers} --steps {end}")
+    ship = _source_path(SHAPES_LEARNED_SD if sd else SHAPES_LEARNED)
+    lines.append(f"{command.removeprefix('OMP_NUM_THREADS=1 ')} --ship {ship}")
     return ["```", *lines, "```"]
 
 
@@ -29,12 +36,13 @@ def _curve(log: list[dict[str, float]], rows: int = 12) -> list[str]:
     if not log:
         return ["(no steps yet)"]
     size = max(1, len(log) // rows)
-    lines = ["| steps | noise MSE | L_vlb term | seconds |", "| --- | --- | --- | --- |"]
+    names = {"mse": "noise MSE", "vlb": "L_vlb term", "l1": "L1 per pixel", "kl": "KL"}
+    keys = [k for k in names if k in log[0] and (k != "vlb" or any(e[k] for e in log))]
+    lines = ["| steps | " + " | ".join(names[k] for k in keys) + " | seconds |", "| --- " * (len(keys) + 2) + "|"]
     for start in range(0, len(log), size):
         part = log[start : start + size]
-        mse = sum(e["mse"] for e in part) / len(part)
-        vlb = sum(e["vlb"] for e in part) / len(part)
-        lines.append(f"| {part[0]['step']}-{part[-1]['step']} | {mse:.4f} | {vlb:.4f} | {part[-1]['elapsed_s']:.0f} |")
+        means = " | ".join(f"{sum(e[k] for e in part) / len(part):.4f}" for k in keys)
+        lines.append(f"| {part[0]['step']}-{part[-1]['step']} | {means} | {part[-1]['elapsed_s']:.0f} |")
     return lines
 
 
@@ -44,17 +52,17 @@ def model_card(
     log: list[dict[str, Any]],
     segments: list[dict[str, int]] | None = None,
     figures: str = "",
+    vae_log: list[dict[str, Any]] | None = None,
+    scaling_factor: float | None = None,
 ) -> str:
     """Data, model, training, loss curve and the commands that made the weights; `figures`:
     Markdown of measurements on these weights, appended as they are."""
     segments = segments or [{"step": 0, "workers": cfg.workers}]
-    unet = "/".join(str(c) for c in cfg.unet_channels)
+    sd = cfg.format == "sd"
     lines = [
-        "# shapes-learned",
+        f"# {SHAPES_LEARNED_SD.name if sd else SHAPES_LEARNED.name}",
         "",
-        "A DeepFloyd IF stage-I format pixel diffusion model (IFPipeline folder: T5 tokenizer and encoder,",
-        "UNet2DConditionModel with IF's block types and learned variance, IF's DDPM scheduler) trained on",
-        "renders of the sds-shapes world. Made by `sds_shapes.learned` (packages/sds-shapes).",
+        *_intro(sd),
         "",
         "## Data",
         f"- World (narrowed for the learned model): primitives {', '.join(cfg.primitives)}; colours "
@@ -66,24 +74,73 @@ def model_card(
         f"probability {cfg.view_suffix_probability}; empty with probability {cfg.caption_dropout} (CFG).",
         "",
         "## Model",
-        f"- UNet: {unet} channels, {cfg.layers_per_block} layer(s) per block, head size {cfg.attention_head_dim}, "
-        "6 output channels (epsilon, variance interpolation).",
-        f"- T5 v1.1-style encoder: width {cfg.t5_width}, {cfg.t5_layers} layers, {cfg.t5_heads} heads, "
-        f"trained with the UNet: {cfg.train_text_encoder}; {cfg.max_length} tokens as the IF pipeline.",
+        *(_sd_model(cfg, scaling_factor) if sd else _if_model(cfg)),
         "",
         "## Training",
+        *(_sd_training(cfg, vae_log or []) if sd else []),
         f"- {step} steps of batch {cfg.batch_size}, AdamW lr {cfg.lr} (warm-up {cfg.warmup_steps} steps), gradient "
-        f"clip {cfg.grad_clip}, EMA {cfg.ema_decay} (weights here are the EMA), hybrid loss L_simple + "
-        f"{cfg.vlb_weight} L_vlb, seed {cfg.seed}.",
+        f"clip {cfg.grad_clip}, EMA {cfg.ema_decay} (weights here are the EMA), "
+        + ("the noise MSE (SD's fixed variance)" if sd else f"hybrid loss L_simple + {cfg.vlb_weight} L_vlb")
+        + f", seed {cfg.seed}.",
         "- Commands (each resumes the state in the folder and trains to `--steps`; a worker is a process with",
         "  its own seeded data stream, so the worker count of each stretch is part of what was trained):",
         "",
         *_commands(cfg, step, segments),
         "",
-        "## Loss curve",
+        "## Loss curve" + (" (the latent UNet)" if sd else ""),
         *_curve(log),
         "",
     ]
     if figures.strip():
         lines += [figures.strip(), ""]
     return "\n".join(lines)
+
+
+def _intro(sd: bool) -> list[str]:
+    if sd:
+        return [
+            "A Stable Diffusion 1.x format latent diffusion model (StableDiffusionPipeline folder: CLIP tokenizer",
+            "and text encoder, KL autoencoder, UNet2DConditionModel with SD 1.5's block types, SD's PNDM scheduler",
+            "config) trained on renders of the sds-shapes world. Made by `sds_shapes.learned --format sd`",
+            "(packages/sds-shapes).",
+        ]
+    return [
+        "A DeepFloyd IF stage-I format pixel diffusion model (IFPipeline folder: T5 tokenizer and encoder,",
+        "UNet2DConditionModel with IF's block types and learned variance, IF's DDPM scheduler) trained on",
+        "renders of the sds-shapes world. Made by `sds_shapes.learned` (packages/sds-shapes).",
+    ]
+
+
+def _if_model(cfg: TrainConfig) -> list[str]:
+    unet = "/".join(str(c) for c in cfg.unet_channels)
+    return [
+        f"- UNet: {unet} channels, {cfg.layers_per_block} layer(s) per block, head size {cfg.attention_head_dim}, "
+        "6 output channels (epsilon, variance interpolation).",
+        f"- T5 v1.1-style encoder: width {cfg.t5_width}, {cfg.t5_layers} layers, {cfg.t5_heads} heads, "
+        f"trained with the UNet: {cfg.train_text_encoder}; {cfg.max_length} tokens as the IF pipeline.",
+    ]
+
+
+def _sd_model(cfg: TrainConfig, scaling_factor: float | None) -> list[str]:
+    unet = "/".join(str(c) for c in cfg.unet_channels)
+    vae = "/".join(str(c) for c in cfg.vae_channels)
+    side = cfg.resolution // 2 ** (len(cfg.vae_channels) - 1)
+    scale = f"{scaling_factor:.5f}" if scaling_factor is not None else "not set yet"
+    return [
+        f"- KL autoencoder: {vae} channels, 1 layer per block, 4 latent channels: {cfg.resolution} x "
+        f"{cfg.resolution} images to {side} x {side} x 4 latents; scaling factor {scale} (1 / std of the latents).",
+        f"- UNet: {unet} channels, {cfg.layers_per_block} layer(s) per block, {cfg.attention_head_dim} heads, "
+        "4 output channels (epsilon).",
+        f"- CLIP text transformer: width {cfg.clip_width}, {cfg.clip_layers} layers, {cfg.clip_heads} heads, trained "
+        "with the UNet; a byte-level BPE whose merges spell the world's words as one token each; 77 tokens.",
+    ]
+
+
+def _sd_training(cfg: TrainConfig, vae_log: list[dict[str, Any]]) -> list[str]:
+    last = vae_log[-1] if vae_log else None
+    reached = f" (last logged: L1 {last['l1']:.4f} a pixel, KL {last['kl']:.1f})" if last else ""
+    return [
+        f"- First the autoencoder: {cfg.vae_steps} steps of batch {cfg.vae_batch_size}, AdamW lr {cfg.vae_lr}, "
+        f"L1 + {cfg.vae_kl_weight} KL (LDM's kl-f8 objective without its LPIPS and GAN terms){reached}; then frozen.",
+        "- Then the UNet and the text encoder on the autoencoder's latents:",
+    ]

@@ -7,9 +7,14 @@ from dataclasses import dataclass, field
 
 @dataclass
 class TrainConfig:
-    """A DeepFloyd IF stage-I format model trained on renders of the shapes world (docs/design.md)."""
+    """A DeepFloyd IF stage-I (or, `format` "sd", Stable Diffusion 1.x) format model trained on
+    renders of the shapes world (docs/design.md)."""
 
     out: str = "runs/shapes-learned"  # state (checkpoint, loss log, data cache, exported folder)
+    # "if": IF stage I, a pixel model (shapes-learned); "sd": SD 1.x, a KL autoencoder trained
+    # first, then a latent UNet (shapes-learned-sd; `--format sd` takes SD_DEFAULTS for the
+    # options not given)
+    format: str = "if"
     seed: int = 0
     # The world narrowed for the learned model (the issue allows it; see the model card): the
     # four primitives of the geometry targets and four well separated colours.
@@ -35,6 +40,18 @@ class TrainConfig:
     t5_layers: int = 2
     t5_heads: int = 4
     train_text_encoder: bool = True
+    # format "sd": the CLIP text transformer (SD 1.5's ViT-L/14 text tower), trained with the UNet
+    clip_width: int = 64
+    clip_layers: int = 2
+    clip_heads: int = 4
+    # format "sd": the KL autoencoder (SD 1.5's four levels, a downscale of 8, widths / 8), trained
+    # first for `vae_steps` on L1 + KL (LDM's kl-f8 weight 1e-6; its LPIPS and GAN terms need
+    # pretrained or adversarial networks: left out, a deviation), then frozen
+    vae_channels: tuple[int, ...] = (16, 32, 64, 64)
+    vae_steps: int = 2000
+    vae_batch_size: int = 16
+    vae_lr: float = 1e-3
+    vae_kl_weight: float = 1e-6
     max_length: int = 77
     batch_size: int = 32
     lr: float = 5e-4
@@ -52,3 +69,16 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0  # state written atomically this often (and at the end)
     log_every: int = 50
     extra: dict[str, str] = field(default_factory=dict)  # free notes copied into the model card
+
+
+# `--format sd`: the options of the Stable Diffusion format model that differ from IF's defaults
+# (64 x 64 renders, 8 x 8 x 4 latents; SD 1.5's four UNet levels at its 1:2:4:4 ratio, 320 / 24
+# times narrower, so that the weights stay under 25 MB; SD 1.5's attention_head_dim 8, which
+# diffusers reads as a head count)
+SD_DEFAULTS: dict[str, object] = {
+    "out": "runs/shapes-learned-sd",
+    "resolution": 64,
+    "unet_channels": (24, 48, 96, 96),
+    "attention_head_dim": 8,
+}
+FORMATS = ("if", "sd")

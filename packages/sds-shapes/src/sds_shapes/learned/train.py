@@ -1,11 +1,12 @@
-"""Seeded, resumable training of the `shapes-learned` model (`python -m sds_shapes.learned --out DIR`).
+"""Seeded, resumable training of the `shapes-learned` models (`python -m sds_shapes.learned --out DIR`).
 
-Everything the run needs to continue lives in DIR: `state.pt` (UNet, T5, EMA, optimiser, RNG
-states, step, loss log; written atomically every `checkpoint_minutes` and on SIGTERM/SIGINT),
-`losses.json` (the loss log), the traced camera bank, and `export/` (the EMA weights as an IF
-pipeline folder). Running the same command again resumes where the state stops; the data
-order and noise come from one seeded generator saved with the state, so a resumed run draws
-what an uninterrupted one would have drawn.
+Everything the run needs to continue lives in DIR: `state.pt` (UNet, text encoder, EMA,
+optimiser, RNG states, step, loss log; written atomically every `checkpoint_minutes` and on
+SIGTERM/SIGINT), `losses.json` (the loss log), the traced camera bank, and `export/` (the EMA
+weights as an IF pipeline folder, or with `--format sd` a Stable Diffusion one, whose frozen
+autoencoder is trained first, `vae.pt`, by `sds_shapes.learned.vae`). Running the same command
+again resumes where the state stops; the data order and noise come from one seeded generator
+saved with the state, so a resumed run draws what an uninterrupted one would have drawn.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ import torch
 from sds_core.checkpoint import load_plain
 from sds_core.errors import ConfigError
 from sds_core.files import atomic_write
-from sds_shapes.learned import data, model
+from sds_shapes.learned import data, model, sd_model, vae
 from sds_shapes.learned.card import model_card
-from sds_shapes.learned.config import TrainConfig
+from sds_shapes.learned.config import FORMATS, TrainConfig
 from sds_shapes.learned.losses import HybridLoss
 
 # options that may change between sessions without changing what is trained
@@ -45,8 +46,12 @@ class Trainer:
 
         self.cfg = cfg
         self.rank = rank
+        self.sd = cfg.format == "sd"
+        # the SD format's trained autoencoder stage (its frozen model, log and scaling factor)
+        self.vae_stage = vae.trained(cfg) if self.sd else None
+        self.vae = self.vae_stage.vae if self.vae_stage is not None else None
         torch.manual_seed(cfg.seed)
-        self.tokenizer, self.encoder, self.unet, self.scheduler = model.build(cfg)
+        self.tokenizer, self.encoder, self.unet, self.scheduler = (sd_model if self.sd else model).build(cfg)
         self.params = list(self.unet.parameters())
         if cfg.train_text_encoder:
             self.params += list(self.encoder.parameters())
@@ -69,7 +74,8 @@ class Trainer:
         self._tokens: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def encode(self, captions: list[str]) -> torch.Tensor:
-        """T5 states of the captions, tokenised as the deepfloyd-if backend does (padded to max_length)."""
+        """Text states of the captions, tokenised as the backend does (padded to max_length): T5 with
+        its attention mask (deepfloyd-if), CLIP without one (stable-diffusion)."""
         missing = [c for c in dict.fromkeys(captions) if c not in self._tokens]
         if missing:
             tokens = self.tokenizer(
@@ -79,6 +85,8 @@ class Trainer:
                 self._tokens[c] = (tokens.input_ids[i], tokens.attention_mask[i])
         ids = torch.stack([self._tokens[c][0] for c in captions])
         mask = torch.stack([self._tokens[c][1] for c in captions])
+        if self.sd:
+            return self.encoder(ids)[0]  # type: ignore[no-any-return]
         return self.encoder(ids, attention_mask=mask)[0]  # type: ignore[no-any-return]
 
     def train_step(self, bank: data.RenderBank) -> dict[str, float]:
@@ -89,13 +97,16 @@ class Trainer:
             group["lr"] = cfg.lr * min(1.0, (self.step + 1) / max(1, cfg.warmup_steps))
         share = cfg.batch_size // cfg.workers + (self.rank < cfg.batch_size % cfg.workers)
         batch = data.sample_batch(bank, cfg, share, self.generator)
-        x0 = batch.images
+        x0 = self.latents(batch.images)
         noise = torch.randn(x0.shape, generator=self.generator)
         t = torch.randint(0, self.loss.steps, (x0.shape[0],), generator=self.generator)
         x_t = self.scheduler.add_noise(x0, noise, t)
         states = self.encode(batch.captions)
         output = self.unet(x_t, t, encoder_hidden_states=states).sample
-        mse, vlb = self.loss(output, x0, x_t, noise, t)
+        if self.sd:  # SD's fixed variance: the noise MSE alone (LDM's objective)
+            mse, vlb = (output - noise).pow(2).mean(), torch.zeros(())
+        else:
+            mse, vlb = self.loss(output, x0, x_t, noise, t)
         self.optimizer.zero_grad(set_to_none=True)
         # this worker's share of the batch's mean loss, scaled back by the average over workers
         weight = share / cfg.batch_size * cfg.workers  # 1.0 with one worker
@@ -108,6 +119,15 @@ class Trainer:
         self.ema.step(self.params)
         self.step += 1
         return {"mse": stats[0].item(), "vlb": stats[1].item()}
+
+    @torch.no_grad()
+    def latents(self, images: torch.Tensor) -> torch.Tensor:
+        """What the UNet models: the images themselves (IF), or the frozen autoencoder's scaled
+        latents of them, drawn from its posterior (SD, as LDM trains)."""
+        if self.vae is None:
+            return images
+        posterior = self.vae.encode(images).latent_dist
+        return posterior.sample(generator=self.generator) * self.vae.config.scaling_factor
 
     def _average_gradients(self, stats: torch.Tensor) -> torch.Tensor:
         """Average the workers' gradients (and their weighted loss statistics) in one all-reduce."""
@@ -187,10 +207,22 @@ class Trainer:
         unet, encoder = self.ema_parts()
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-        model.save_folder(tmp, self.tokenizer, encoder, unet, self.scheduler)
+        if self.vae is not None:
+            sd_model.save_folder(tmp, self.tokenizer, encoder, unet, self.vae)
+        else:
+            model.save_folder(tmp, self.tokenizer, encoder, unet, self.scheduler)
         info = {"step": self.step, "config": asdict(self.cfg), "elapsed_s": round(self.elapsed)}
         (tmp / "training.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-        card = model_card(self.cfg, self.step, self.log, self.segments, figures)
+        stage = self.vae_stage
+        card = model_card(
+            self.cfg,
+            self.step,
+            self.log,
+            self.segments,
+            figures,
+            vae_log=stage.log if stage is not None else None,
+            scaling_factor=stage.scaling_factor if stage is not None else None,
+        )
         (tmp / "README.md").write_text(card, encoding="utf-8")
         old = folder.with_name(f".{folder.name}.old")
         if folder.exists():
@@ -215,7 +247,9 @@ def check_options(cfg: TrainConfig, state: dict[str, Any]) -> None:
     """Refuse, in one sentence, options that differ from those the saved state was trained with."""
     saved = {k: v for k, v in state["config"].items() if k not in RESUMABLE}
     ours = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE}
-    changed = sorted(k for k in ours if json.dumps(ours[k]) != json.dumps(saved.get(k)))
+    # options added after a state was written hold their defaults in it
+    defaults = asdict(TrainConfig())
+    changed = sorted(k for k in ours if json.dumps(ours[k]) != json.dumps(saved.get(k, defaults[k])))
     if changed:
         raise ConfigError(f"the state in {cfg.out} was trained with other options ({', '.join(changed)})")
 
@@ -253,14 +287,26 @@ def ship(cfg: TrainConfig, folder: Path, figures: Path | None = None) -> Trainer
     return trainer
 
 
-def train(cfg: TrainConfig, console: Any = None) -> Trainer:
-    """Train (or resume) to cfg.steps, saving state to cfg.out; returns the trainer at the saved state.
+def train(cfg: TrainConfig, console: Any = None) -> Trainer | None:
+    """Train (or resume) to cfg.steps, saving state to cfg.out; returns the trainer at the saved
+    state (None when stopped before the SD format's autoencoder was trained).
 
     With cfg.workers > 1 the workers are processes of this machine (torch.distributed, gloo)."""
     if cfg.workers < 1 or cfg.workers > cfg.batch_size:
         raise ConfigError(f"workers must be between 1 and the batch size ({cfg.batch_size}), not {cfg.workers}")
+    if cfg.format not in FORMATS:
+        raise ConfigError(f"format must be one of {', '.join(FORMATS)}, not {cfg.format!r}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.format == "sd":
+        from rich.console import Console
+
+        state = saved_state(cfg)
+        if state is not None:  # options that cannot resume are refused before the first stage
+            check_options(cfg, state)
+        del state
+        if not vae.train_vae(cfg, console or Console()):
+            return None  # stopped while training the autoencoder (its state is saved)
     if cfg.workers == 1:
         return _train(cfg, 0, console)
     import torch.multiprocessing as mp
@@ -333,8 +379,9 @@ def _train(cfg: TrainConfig, rank: int, console: Any) -> Trainer:
     console.log(f"tracing / loading {cfg.cameras} A.2 cameras of {', '.join(cfg.primitives)}")
     bank = data.build_bank(cfg, cache=out)
     unet_size = sum(p.numel() for p in trainer.unet.parameters()) / 1e6
-    t5_size = sum(p.numel() for p in trainer.encoder.parameters()) / 1e6
-    console.log(f"UNet {unet_size:.2f}M parameters, T5 {t5_size:.2f}M, {cfg.workers} worker(s)")
+    text_size = sum(p.numel() for p in trainer.encoder.parameters()) / 1e6
+    encoder_name = "CLIP" if trainer.sd else "T5"
+    console.log(f"UNet {unet_size:.2f}M parameters, {encoder_name} {text_size:.2f}M, {cfg.workers} worker(s)")
 
     stop = {"now": False}
 
@@ -364,7 +411,7 @@ def _train(cfg: TrainConfig, rank: int, console: Any) -> Trainer:
                     entry = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
                     trainer.log.append({"step": trainer.step, **entry, "elapsed_s": round(trainer.elapsed, 1)})
                     window.clear()
-                    text = f"mse {entry['mse']:.4f} vlb {entry['vlb']:.4f}"
+                    text = f"mse {entry['mse']:.4f}" + ("" if trainer.sd else f" vlb {entry['vlb']:.4f}")
                     progress.update(task, loss=text)
                     if not console.is_terminal:
                         console.log(f"step {trainer.step}: {text}, {trainer.elapsed / trainer.step:.2f} s/step")
