@@ -162,8 +162,10 @@ def sample_model(model: Path, prompts: list[str], steps: int, cfg_scale: float, 
     import torch
     from diffusers import DDPMScheduler, IFPipeline, StableDiffusionPipeline
     from diffusers.utils import logging
+    from transformers.utils import logging as transformers_logging
 
     logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
     generator = torch.Generator().manual_seed(seed)
     if is_stable_diffusion(model):
         pipe: Any = StableDiffusionPipeline.from_pretrained(model, safety_checker=None, feature_extractor=None)
@@ -216,6 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sds-learned-bench")
     parser.add_argument("--classifier-steps", type=int, default=4000)
+    parser.add_argument(
+        "--judge-resolution",
+        type=int,
+        default=32,
+        help="the classifier's side; samples of another side are area-resampled to it (the SD model's 64 px to 32)",
+    )
     parser.add_argument("--samples", type=int, default=16, help="samples per prompt")
     parser.add_argument("--sampling-steps", type=int, default=50)
     parser.add_argument("--plain", action="store_true", help="sample without the view suffixes")
@@ -247,10 +255,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = _training_config(args.model)
     step = json.loads((args.model / "training.json").read_text())["step"]
     args.cache.mkdir(parents=True, exist_ok=True)
-    net, accuracy = train_classifier(cfg, args.cache, args.classifier_steps, log)
+    # the judge sees renders at its own side, whatever the model's (one judge for both models)
+    judge_cfg = replace(cfg, resolution=args.judge_resolution)
+    net, accuracy = train_classifier(judge_cfg, args.cache, args.classifier_steps, log)
     print(f"model {args.model} (step {step}); world {', '.join(cfg.primitives)} x {', '.join(cfg.colours)}")
     print(
-        f"classifier held-out accuracy (1,024 unseen A.2 cameras, 4,096 renders): primitive "
+        f"classifier held-out accuracy (1,024 unseen A.2 cameras, 4,096 renders at {args.judge_resolution} px): "
+        "primitive "
         f"{accuracy['primitive']:.3f}, colour {accuracy['colour']:.3f}, both {accuracy['both']:.3f}; per primitive "
         + ", ".join(f"{name} {accuracy[f'primitive {name}']:.3f}" for name in cfg.primitives)
     )
@@ -262,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
             # §3.2's view suffixes in turn (90% of the training captions carry one), or the plain prompt
             prompts = [obj.prompt if args.plain else view_prompt(obj.prompt, VIEWS[k % 4]) for k in range(args.samples)]
             images = sample_model(args.model, prompts, args.sampling_steps, scale, seed=i)
+            if images.shape[-1] != args.judge_resolution:
+                side = (args.judge_resolution, args.judge_resolution)
+                images = torch.nn.functional.interpolate(images, side, mode="area")
             p, c = classify(net, images)
             right_p = p == cfg.primitives.index(obj.primitive)
             right_c = c == cfg.colours.index(obj.colour)

@@ -1,7 +1,7 @@
-"""The shipped `shapes-learned` model: in the package, registered, and lifted to 3D: a short SDS
-run with it (the mesh generator's draft preset, and the nerf draft with the options the README
-names for this model; A.2's cameras) moves the initial blob towards the prompt's object, judged
-against the true shape by `sds eval geometry`."""
+"""The shipped `shapes-learned` and `shapes-learned-sd` models: in the package, registered, and
+lifted to 3D: a short SDS run with each (the mesh generator's draft preset, and the nerf draft
+with the options the README names for these models; A.2's cameras) moves the initial blob
+towards the prompt's object, judged against the true shape by `sds eval geometry`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ pytest.importorskip("sds_cli")
 from typer.testing import CliRunner
 
 from sds_cli.app import app
-from sds_shapes.plugin import SHAPES_LEARNED
+from sds_shapes.plugin import SHAPES_LEARNED, SHAPES_LEARNED_SD
 
 # only the size of what final/ holds is shrunk; the run is the draft preset's
 SMALL_EXPORT = {"texture_size": 128, "video_frames": 4, "video_resolution": 32}
@@ -35,33 +35,43 @@ README_NERF = ("generator.blob=magic3d", "optim.schedule=warmup_cosine", "optim.
 NERF_MIN_GAIN = 0.2
 
 
-def test_the_model_ships_in_the_package_and_is_registered() -> None:
+@pytest.mark.parametrize(
+    ("name", "folder"), [("shapes-learned", SHAPES_LEARNED), ("shapes-learned-sd", SHAPES_LEARNED_SD)]
+)
+def test_the_model_ships_in_the_package_and_is_registered(name: str, folder: Path) -> None:
     from sds_core.plugins import load_catalog
 
-    assert (SHAPES_LEARNED / "model_index.json").is_file(), "the shapes-learned folder is missing from sds-shapes"
-    weights = sum(f.stat().st_size for f in SHAPES_LEARNED.rglob("*.safetensors"))
+    assert (folder / "model_index.json").is_file(), f"the {name} folder is missing from sds-shapes"
+    weights = sum(f.stat().st_size for f in folder.rglob("*.safetensors"))
     assert 0 < weights < 25 * 2**20  # the issue's bound: under 25 MB
-    assert (SHAPES_LEARNED / "README.md").read_text().startswith("# shapes-learned")  # the model card
-    spec = load_catalog().get("guidance", "shapes-learned")
+    assert (folder / "README.md").read_text().startswith(f"# {name}\n")  # the model card
+    spec = load_catalog().get("guidance", name)
     config = spec.config()
-    assert config.model == str(SHAPES_LEARNED) and config.background == (1.0, 1.0, 1.0)
+    assert config.model == str(folder) and config.background == (1.0, 1.0, 1.0)
 
 
-def _iou(tmp_path: Path, steps: int, generator: str = "mesh", sets: tuple[str, ...] = ()) -> float:
+def _iou(
+    tmp_path: Path,
+    steps: int,
+    generator: str = "mesh",
+    sets: tuple[str, ...] = (),
+    guidance: str = "shapes-learned",
+    prompt: str = PROMPT,
+) -> float:
     runner = CliRunner()
-    out = tmp_path / f"{generator}-steps-{steps}"
-    args = ["generate", PROMPT, "--generator", generator, "--guidance", "shapes-learned", "--preset", "draft"]
+    out = tmp_path / f"{guidance}-{generator}-steps-{steps}"
+    args = ["generate", prompt, "--generator", generator, "--guidance", guidance, "--preset", "draft"]
     args += ["--seed", "0"]
     args += ["--steps", str(steps), "--device", "cpu", "--out", str(out)]
     args += [a for k, v in SMALL_EXPORT.items() for a in ("--set", f"generator.{k}={v}")]
     args += [a for item in sets for a in ("--set", item)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    report = tmp_path / f"geometry-{generator}-{steps}.json"
+    report = tmp_path / f"geometry-{guidance}-{generator}-{steps}.json"
     result = runner.invoke(app, ["eval", "geometry", str(out), "--json", str(report)])
     assert result.exit_code == 0, result.output
     row = json.loads(report.read_text())["runs"][0]
-    assert row["object"] == PROMPT
+    assert row["object"] == prompt
     return float(row["iou"])
 
 

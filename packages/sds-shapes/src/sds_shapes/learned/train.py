@@ -31,6 +31,7 @@ from sds_shapes.learned import data, model, sd_model, vae
 from sds_shapes.learned.card import model_card
 from sds_shapes.learned.config import FORMATS, TrainConfig
 from sds_shapes.learned.losses import HybridLoss
+from sds_shapes.learned.steps import logged_step
 
 # options that may change between sessions without changing what is trained
 RESUMABLE = {"out", "steps", "workers", "checkpoint_minutes", "log_every", "extra"}
@@ -404,13 +405,8 @@ def _train(cfg: TrainConfig, rank: int, console: Any) -> Trainer:
             task = progress.add_task("train", total=cfg.steps, completed=trainer.step, loss="")
             stopping = False
             while trainer.step < cfg.steps and not stopping:
-                start = time.monotonic()
-                window.append(trainer.train_step(bank))
-                trainer.elapsed += time.monotonic() - start
-                if trainer.step % cfg.log_every == 0:
-                    entry = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
-                    trainer.log.append({"step": trainer.step, **entry, "elapsed_s": round(trainer.elapsed, 1)})
-                    window.clear()
+                entry = logged_step(trainer, bank, window, cfg.log_every)
+                if entry is not None:
                     text = f"mse {entry['mse']:.4f}" + ("" if trainer.sd else f" vlb {entry['vlb']:.4f}")
                     progress.update(task, loss=text)
                     if not console.is_terminal:

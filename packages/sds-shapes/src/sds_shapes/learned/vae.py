@@ -26,6 +26,7 @@ from sds_core.errors import ConfigError
 from sds_core.files import atomic_write
 from sds_shapes.learned import data, sd_model
 from sds_shapes.learned.config import TrainConfig
+from sds_shapes.learned.steps import logged_step
 
 STATE = "vae.pt"
 SEED_OFFSET = 2  # the stage's data stream: seed + 2 (the UNet stage's is seed + 1)
@@ -166,21 +167,16 @@ def train_vae(cfg: TrainConfig, console: Any) -> bool:
         stop["now"] = True
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    last_save, window = time.monotonic(), []
+    last_save = time.monotonic()
+    window: list[dict[str, float]] = []
     columns = (TextColumn("autoencoder"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console) as progress:
             task = progress.add_task("vae", total=cfg.vae_steps, completed=trainer.step)
             while trainer.step < cfg.vae_steps and not stop["now"]:
-                start = time.monotonic()
-                window.append(trainer.train_step(bank))
-                trainer.elapsed += time.monotonic() - start
-                if trainer.step % cfg.log_every == 0:
-                    entry = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
-                    trainer.log.append({"step": trainer.step, **entry, "elapsed_s": round(trainer.elapsed, 1)})
-                    window.clear()
-                    if not console.is_terminal:
-                        console.log(f"autoencoder step {trainer.step}: L1 {entry['l1']:.4f} KL {entry['kl']:.1f}")
+                entry = logged_step(trainer, bank, window, cfg.log_every)
+                if entry is not None and not console.is_terminal:
+                    console.log(f"autoencoder step {trainer.step}: L1 {entry['l1']:.4f} KL {entry['kl']:.1f}")
                 progress.update(task, completed=trainer.step)
                 if time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
                     write()
