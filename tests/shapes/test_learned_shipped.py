@@ -80,8 +80,11 @@ def test_sds_with_the_shipped_model_moves_the_blob_towards_the_object(tmp_path) 
     assert end > start + MIN_GAIN, f"IoU {end:.3f} after {STEPS} steps, {start:.3f} after one"
 
 
-def test_the_readme_nerf_command_lifts_the_sphere(tmp_path) -> None:
+# Measured for shapes-learned-sd (sphere, seed 0, the same options; the README's command for it is
+# these 300 steps): IoU 0.440 after one step, 0.864 after 300 (about 25 s on one core).
+@pytest.mark.parametrize("guidance", ["shapes-learned", "shapes-learned-sd"])
+def test_the_readme_nerf_command_lifts_the_sphere(tmp_path, guidance: str) -> None:
     pytest.importorskip("sds_nerf")
-    start = _iou(tmp_path, 1, "nerf", README_NERF)
-    end = _iou(tmp_path, STEPS, "nerf", README_NERF)
-    assert end > start + NERF_MIN_GAIN, f"IoU {end:.3f} after {STEPS} steps, {start:.3f} after one"
+    start = _iou(tmp_path, 1, "nerf", README_NERF, guidance)
+    end = _iou(tmp_path, STEPS, "nerf", README_NERF, guidance)
+    assert end > start + NERF_MIN_GAIN, f"{guidance}: IoU {end:.3f} after {STEPS} steps, {start:.3f} after one"

@@ -138,9 +138,14 @@ def _sd_model(cfg: TrainConfig, scaling_factor: float | None) -> list[str]:
 
 def _sd_training(cfg: TrainConfig, vae_log: list[dict[str, Any]]) -> list[str]:
     last = vae_log[-1] if vae_log else None
-    reached = f" (last logged: L1 {last['l1']:.4f} a pixel, KL {last['kl']:.1f})" if last else ""
+    reached = (
+        f" (last logged: L1 {last['l1']:.4f} a pixel in [-1, 1], KL {last['kl']:.1f}; {last['elapsed_s']:.0f} s)"
+        if last
+        else ""
+    )
     return [
         f"- First the autoencoder: {cfg.vae_steps} steps of batch {cfg.vae_batch_size}, AdamW lr {cfg.vae_lr}, "
-        f"L1 + {cfg.vae_kl_weight} KL (LDM's kl-f8 objective without its LPIPS and GAN terms){reached}; then frozen.",
-        "- Then the UNet and the text encoder on the autoencoder's latents:",
+        f"L1 + {cfg.vae_kl_weight} KL (LDM's kl-f8 objective without its LPIPS and GAN terms){reached}, in one "
+        "process with as many threads as `--workers`; then frozen. The UNet and the text encoder are then trained "
+        "on its latents (drawn from its posterior, times the scaling factor):",
     ]
