@@ -36,8 +36,8 @@ def _curve(log: list[dict[str, float]], rows: int = 12) -> list[str]:
     if not log:
         return ["(no steps yet)"]
     size = max(1, len(log) // rows)
-    names = {"mse": "noise MSE", "vlb": "L_vlb term", "l1": "L1 per pixel", "kl": "KL"}
-    keys = [k for k in names if k in log[0] and (k != "vlb" or any(e[k] for e in log))]
+    names = {"mse": "noise MSE", "vlb": "L_vlb term"}
+    keys = [k for k in names if any(e[k] for e in log)]  # SD's fixed variance logs no L_vlb
     lines = ["| steps | " + " | ".join(names[k] for k in keys) + " | seconds |", "| --- " * (len(keys) + 2) + "|"]
     for start in range(0, len(log), size):
         part = log[start : start + size]
