@@ -60,7 +60,9 @@ class Trainer:
             self.encoder.requires_grad_(False)
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=0.0)
         self.ema = EMAModel(self.params, decay=cfg.ema_decay, use_ema_warmup=True)
-        self.loss = HybridLoss(self.scheduler.alphas_cumprod, cfg.vlb_weight)
+        self.timesteps = int(self.scheduler.config.num_train_timesteps)
+        # IF's learned variance trains on the hybrid objective; SD's fixed variance on the noise MSE alone
+        self.loss = None if self.sd else HybridLoss(self.scheduler.alphas_cumprod, cfg.vlb_weight)
         self.generator = torch.Generator().manual_seed(cfg.seed + 1 + WORKER_SEED_STRIDE * rank)
         if rank:  # dropout differs between workers; the first keeps the stream after the model's
             # initialisation, as the one-worker trainer that made the first stretch of the shipped
@@ -100,11 +102,11 @@ class Trainer:
         batch = data.sample_batch(bank, cfg, share, self.generator)
         x0 = self.latents(batch.images)
         noise = torch.randn(x0.shape, generator=self.generator)
-        t = torch.randint(0, self.loss.steps, (x0.shape[0],), generator=self.generator)
+        t = torch.randint(0, self.timesteps, (x0.shape[0],), generator=self.generator)
         x_t = self.scheduler.add_noise(x0, noise, t)
         states = self.encode(batch.captions)
         output = self.unet(x_t, t, encoder_hidden_states=states).sample
-        if self.sd:  # SD's fixed variance: the noise MSE alone (LDM's objective)
+        if self.loss is None:  # SD's fixed variance: the noise MSE alone (LDM's objective)
             mse, vlb = (output - noise).pow(2).mean(), torch.zeros(())
         else:
             mse, vlb = self.loss(output, x0, x_t, noise, t)
