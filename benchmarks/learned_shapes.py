@@ -12,6 +12,7 @@ world's ground truth (CPU).
    the folder, which is what `shapes-learned` / `shapes-learned-sd` is) on the nerf and mesh
    generators, draft preset (A.2's cameras), per object and seed, then `sds eval geometry`; and
    the exact `shapes` prior beside it.
+4. With `--autoencoder` (SD folders): the autoencoder's PSNR on renders from unseen A.2 cameras.
 
     python benchmarks/learned_shapes.py --model /work/train15/export          # an intermediate checkpoint
     python benchmarks/learned_shapes.py --sds --seeds 0 1                      # the shipped model, with SDS
@@ -156,6 +157,24 @@ def is_stable_diffusion(model: Path) -> bool:
     return bool(json.loads((model / "model_index.json").read_text())["_class_name"] == "StableDiffusionPipeline")
 
 
+def autoencoder_psnr(model: Path, cfg: Any, cache: Path, count: int = 64) -> dict[str, float]:
+    """PSNR in dB (mean and worst) of the SD model's autoencoder, its posterior mean decoded, on
+    `count` exact renders (random primitive, colour, shading) from 256 A.2 cameras it never saw."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from sds_shapes.learned.data import build_bank
+
+    vae = AutoencoderKL.from_pretrained(model / "vae").eval()
+    bank = build_bank(replace(cfg, seed=3000), cameras=256, cache=cache)
+    images, _, _ = _labelled(bank, cfg, count, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        decoded = vae.decode(vae.encode(images).latent_dist.mode()).sample.clamp(-1, 1)
+    mse = ((decoded - images) / 2).pow(2).flatten(1).mean(1)  # images in [-1, 1]: errors on [0, 1]
+    psnr = -10 * torch.log10(mse)
+    return {"mean": psnr.mean().item(), "worst": psnr.min().item()}
+
+
 def sample_model(model: Path, prompts: list[str], steps: int, cfg_scale: float, seed: int) -> Any:
     """One sample in [-1, 1] a prompt from the pipeline in `model`: IF's with its DDPM scheduler
     (learned variance), or SD's with the DDPM scheduler of its betas, decoded by its autoencoder."""
@@ -230,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cfg", type=float, nargs="*", default=[3.0, 7.0], help="CFG scales of the samples (none: no samples)"
     )
+    parser.add_argument(
+        "--autoencoder", action="store_true", help="the SD model's autoencoder: PSNR on renders from unseen cameras"
+    )
     parser.add_argument("--sds", action="store_true", help="also run SDS on nerf and mesh (minutes per run)")
     parser.add_argument("--generators", nargs="+", default=["nerf", "mesh"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -251,21 +273,32 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.model / "model_index.json").is_file():
         print(f"error: {args.model} is not a model folder (no model_index.json)", file=sys.stderr)
         return 2
+    if args.autoencoder and not is_stable_diffusion(args.model):
+        print(f"error: {args.model} is an IF folder, which has no autoencoder", file=sys.stderr)
+        return 2
     torch.set_num_threads(1)
     cfg = _training_config(args.model)
     step = json.loads((args.model / "training.json").read_text())["step"]
     args.cache.mkdir(parents=True, exist_ok=True)
     # the judge sees renders at its own side, whatever the model's (one judge for both models)
     judge_cfg = replace(cfg, resolution=args.judge_resolution)
-    net, accuracy = train_classifier(judge_cfg, args.cache, args.classifier_steps, log)
     print(f"model {args.model} (step {step}); world {', '.join(cfg.primitives)} x {', '.join(cfg.colours)}")
-    print(
-        f"classifier held-out accuracy (1,024 unseen A.2 cameras, 4,096 renders at {args.judge_resolution} px): "
-        "primitive "
-        f"{accuracy['primitive']:.3f}, colour {accuracy['colour']:.3f}, both {accuracy['both']:.3f}; per primitive "
-        + ", ".join(f"{name} {accuracy[f'primitive {name}']:.3f}" for name in cfg.primitives)
-    )
-    result: dict[str, Any] = {"model": str(args.model), "step": step, "classifier": accuracy, "samples": {}, "sds": []}
+    result: dict[str, Any] = {"model": str(args.model), "step": step, "classifier": None, "samples": {}, "sds": []}
+    if args.autoencoder:
+        result["autoencoder"] = psnr = autoencoder_psnr(args.model, cfg, args.cache)
+        print(
+            f"autoencoder PSNR (64 renders from 256 unseen A.2 cameras, posterior mean): "
+            f"mean {psnr['mean']:.1f} dB, worst {psnr['worst']:.1f} dB"
+        )
+    if args.cfg:  # the judge is for the samples only (minutes to train when not cached)
+        net, accuracy = train_classifier(judge_cfg, args.cache, args.classifier_steps, log)
+        result["classifier"] = accuracy
+        print(
+            f"classifier held-out accuracy (1,024 unseen A.2 cameras, 4,096 renders at {args.judge_resolution} px): "
+            "primitive "
+            f"{accuracy['primitive']:.3f}, colour {accuracy['colour']:.3f}, both {accuracy['both']:.3f}; per "
+            "primitive " + ", ".join(f"{name} {accuracy[f'primitive {name}']:.3f}" for name in cfg.primitives)
+        )
     objects = [ShapeObject(p, c) for p in cfg.primitives for c in cfg.colours]
     for scale in args.cfg:
         rows = []
