@@ -16,7 +16,8 @@ world's ground truth (CPU).
 
     python benchmarks/learned_shapes.py --model /work/train15/export          # an intermediate checkpoint
     python benchmarks/learned_shapes.py --sds --seeds 0 1                      # the shipped model, with SDS
-    python benchmarks/learned_shapes.py --model packages/sds-shapes/src/sds_shapes/models/shapes-learned-sd
+    SD=packages/sds-shapes/src/sds_shapes/models/shapes-learned-sd
+    python benchmarks/learned_shapes.py --model $SD --autoencoder             # the shipped SD model
 """
 
 from __future__ import annotations
