@@ -23,6 +23,7 @@ world's ground truth (CPU).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -176,21 +177,33 @@ def autoencoder_psnr(model: Path, cfg: Any, cache: Path, count: int = 64) -> dic
     return {"mean": psnr.mean().item(), "worst": psnr.min().item()}
 
 
-def sample_model(model: Path, prompts: list[str], steps: int, cfg_scale: float, seed: int) -> Any:
-    """One sample in [-1, 1] a prompt from the pipeline in `model`: IF's with its DDPM scheduler
-    (learned variance), or SD's with the DDPM scheduler of its betas, decoded by its autoencoder."""
-    import torch
+@functools.cache
+def load_pipeline(model: Path) -> Any:
+    """The pipeline in `model`, loaded once: IF's with its DDPM scheduler (learned variance), or
+    SD's with the DDPM scheduler of its betas (its folder holds PNDM's config)."""
     from diffusers import DDPMScheduler, IFPipeline, StableDiffusionPipeline
     from diffusers.utils import logging
     from transformers.utils import logging as transformers_logging
 
     logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
-    generator = torch.Generator().manual_seed(seed)
+    pipe: Any
     if is_stable_diffusion(model):
-        pipe: Any = StableDiffusionPipeline.from_pretrained(model, safety_checker=None, feature_extractor=None)
+        pipe = StableDiffusionPipeline.from_pretrained(model, safety_checker=None, feature_extractor=None)
         pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-        pipe.set_progress_bar_config(disable=True)
+    else:
+        pipe = IFPipeline.from_pretrained(model, safety_checker=None, watermarker=None, feature_extractor=None)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def sample_model(model: Path, prompts: list[str], steps: int, cfg_scale: float, seed: int) -> Any:
+    """One sample in [-1, 1] a prompt from the pipeline in `model` (SD's decoded by its autoencoder)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    pipe = load_pipeline(model)
+    if is_stable_diffusion(model):
         side = pipe.unet.config.sample_size * pipe.vae_scale_factor
         out = pipe(
             prompts,
@@ -202,8 +215,6 @@ def sample_model(model: Path, prompts: list[str], steps: int, cfg_scale: float, 
             output_type="pt",
         )
         return (out.images * 2 - 1).clamp(-1, 1)
-    pipe = IFPipeline.from_pretrained(model, safety_checker=None, watermarker=None, feature_extractor=None)
-    pipe.set_progress_bar_config(disable=True)
     out = pipe(
         prompts,
         num_inference_steps=steps,
