@@ -11,7 +11,9 @@ world's ground truth (CPU).
 3. With `--sds`: `sds generate` with the model (the deepfloyd-if or stable-diffusion backend on
    the folder, which is what `shapes-learned` / `shapes-learned-sd` is) on the nerf and mesh
    generators, draft preset (A.2's cameras), per object and seed, then `sds eval geometry`; and
-   the exact `shapes` prior beside it.
+   the exact `shapes` prior beside it. A cube's row also gives its yaw-free IoU (the best over
+   turns about z: view-captioned images cannot fix the yaw of a shape a quarter turn leaves
+   unchanged; `sds_shapes.metrics.yaw_free_iou`).
 4. With `--autoencoder` (SD folders): the autoencoder's PSNR on renders from unseen A.2 cameras.
 
     python benchmarks/learned_shapes.py --model /work/train15/export          # an intermediate checkpoint
@@ -229,7 +231,7 @@ def sample_model(model: Path, prompts: list[str], steps: int, cfg_scale: float, 
 def sds_geometry(
     prompt: str, generator: str, guidance: list[str], seed: int, out: Path, extra: list[str]
 ) -> dict[str, Any]:
-    """`sds generate` then `sds eval geometry`: one row (IoU, Chamfer, colour error, wall time)."""
+    """`sds generate` then `sds eval geometry`: one row (IoU plain and yaw-free, Chamfer, colour error, wall time)."""
     args = ["sds", "generate", prompt, "--generator", generator, *guidance, "--preset", "draft"]
     args += ["--seed", str(seed), "--device", "cpu", "--out", str(out), *extra]
     started = time.perf_counter()
@@ -239,7 +241,8 @@ def sds_geometry(
     report = out / "geometry.json"
     subprocess.run(["sds", "eval", "geometry", str(out), "--json", str(report)], check=True, capture_output=True)
     row = json.loads(report.read_text())["runs"][0]
-    return {**{k: row.get(k) for k in ("iou", "chamfer", "colour_error")}, "wall_s": round(wall, 1)}
+    keys = ("iou", "iou_yaw_free", "yaw_degrees", "chamfer", "colour_error")
+    return {**{k: row.get(k) for k in keys}, "wall_s": round(wall, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -380,9 +383,11 @@ def main(argv: list[str] | None = None) -> int:
                 out = Path(tmp) / f"{generator}-{prior}-{prompt.replace(' ', '-')}-{seed}"
                 row = {"generator": generator, "prior": prior, "prompt": prompt, "seed": seed}
                 row.update(sds_geometry(prompt, generator, priors[prior], seed, out, extra))
+                turned = f" (yaw-free {row['iou_yaw_free']:.3f} at {row['yaw_degrees']:g} deg)"
                 print(
-                    f"SDS {generator:<5} {prior:<8} {prompt:<16} seed {seed}: IoU {row['iou']:.3f} Chamfer "
-                    f"{row['chamfer']:.4f} colour error {row['colour_error']:.3f} ({row['wall_s']} s)",
+                    f"SDS {generator:<5} {prior:<8} {prompt:<16} seed {seed}: IoU {row['iou']:.3f}"
+                    f"{turned if row['yaw_degrees'] else ''} Chamfer {row['chamfer']:.4f} colour error "
+                    f"{row['colour_error']:.3f} ({row['wall_s']} s)",
                     flush=True,
                 )
                 return row

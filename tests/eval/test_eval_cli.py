@@ -53,6 +53,7 @@ def test_eval_geometry_of_a_mesh_run(tmp_path) -> None:
     row = json.loads(report.read_text())["runs"][0]
     assert row["object"] == "a red cube" and row["level"] is None
     assert 0.2 < row["iou"] < 1.0 and 0.0 < row["chamfer"] < 0.5 and 0.0 <= row["colour_error"] <= 1.0
+    assert row["iou"] <= row["iou_yaw_free"] <= 1.0 and 0.0 <= row["yaw_degrees"] < 90.0
     image_run = tmp_path / "image"
     args = ["generate", "a red cube", "--generator", "image", "--guidance", "shapes", "--preset", "draft"]
     assert runner.invoke(app, [*args, "--steps", "2", "--out", str(image_run), "--device", "cpu"]).exit_code == 0

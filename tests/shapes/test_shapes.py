@@ -254,6 +254,36 @@ def test_metrics_against_the_truth() -> None:
     assert empty["iou"] == 0.0 and empty["chamfer"] == float("inf")
 
 
+def test_yaw_free_iou_forgives_a_turn_only_where_views_cannot_fix_the_yaw() -> None:
+    cube, torus, cone = ShapeObject("cube", "red"), ShapeObject("torus", "blue"), ShapeObject("cone", "green")
+    assert metrics.quarter_turn_symmetric(cube) and metrics.quarter_turn_symmetric(cone)
+    assert not metrics.quarter_turn_symmetric(torus)
+
+    def turned(obj: ShapeObject, degrees: float):
+        return lambda p: -obj.sdf(metrics.turned_about_z(p, -degrees))
+
+    plain = metrics.volumetric_iou(turned(cube, 30.0), cube, resolution=32, threshold=0.0)
+    best, turn = metrics.yaw_free_iou(turned(cube, 30.0), cube, resolution=32, threshold=0.0)
+    assert plain < 0.8 and best == 1.0 and abs(turn - 30.0) <= 2.0  # a 32-voxel grid cannot tell 29 from 30
+    # a 45-degree turn is the worst: the two squares' overlap is a regular octagon
+    assert metrics.volumetric_iou(turned(cube, 45.0), cube, resolution=48, threshold=0.0) == pytest.approx(
+        0.707, abs=0.03
+    )
+    # the torus's yaw is fixed by its views (the front looks through the hole): no turn is forgiven
+    torus_plain = metrics.volumetric_iou(turned(torus, 30.0), torus, resolution=32, threshold=0.0)
+    assert torus_plain < 0.5
+    assert metrics.yaw_free_iou(turned(torus, 30.0), torus, resolution=32, threshold=0.0) == (torus_plain, 0.0)
+    # a round object needs no search, and a wrong shape is not rescued by one
+    assert metrics.yaw_free_iou(lambda p: -cone.sdf(p), cone, resolution=32, threshold=0.0) == (1.0, 0.0)
+    sphere = ShapeObject("sphere", "red")
+    wrong, _ = metrics.yaw_free_iou(lambda p: -sphere.sdf(p), cube, resolution=32, threshold=0.0)
+    assert wrong == pytest.approx(
+        metrics.volumetric_iou(lambda p: -sphere.sdf(p), cube, resolution=32, threshold=0.0), abs=0.02
+    )
+    row = metrics.evaluate(turned(cube, 30.0), cube, resolution=32, threshold=0.0)
+    assert row["iou"] == plain and row["iou_yaw_free"] == 1.0 and row["yaw_degrees"] == turn
+
+
 def test_sds_on_an_image_converges_to_a_reference_view_of_the_red_cube(tmp_path) -> None:
     """start_run("a red cube", generator image, guidance shapes, preset draft) on CPU."""
     from sds_core.loop import start_run

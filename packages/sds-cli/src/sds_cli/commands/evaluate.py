@@ -105,7 +105,11 @@ def geometry_command(
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
 ) -> None:
-    """IoU, Chamfer distance and colour error of shapes-world runs against the true object."""
+    """IoU, Chamfer distance and colour error of shapes-world runs against the true object.
+
+    "IoU yaw-free" is the best IoU over turns about z for an object a quarter turn leaves unchanged
+    (the cube), whose yaw view-captioned training images cannot fix; the turn is shown beside it.
+    """
     with user_errors():
         _require_eval()
         from sds_eval.geometry import run_geometry
@@ -113,7 +117,7 @@ def geometry_command(
         _check_outputs(json_path, resolution=(resolution, 2))
         rows = [run_geometry(run, resolution, device) for run in runs]
     table = Table(title="shapes-world geometry")
-    for column in ("run", "object", "IoU", "Chamfer", "colour error", "level"):
+    for column in ("run", "object", "IoU", "IoU yaw-free", "Chamfer", "colour error", "level"):
         table.add_column(column, overflow="fold")
     for row in rows:
         colour = row.get("colour_error")
@@ -121,6 +125,7 @@ def geometry_command(
             escape(row["run"]),
             escape(row["object"]),
             f"{row['iou']:.3f}",
+            f"{row['iou_yaw_free']:.3f}" + (f" at {row['yaw_degrees']:g} deg" if row["yaw_degrees"] else ""),
             f"{row['chamfer']:.4f}",
             "n/a" if colour is None else f"{colour:.3f}",
             "mesh" if row["level"] is None else f"{row['level']:.3g}",
