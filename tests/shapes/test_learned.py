@@ -3,6 +3,7 @@ folder it exports, and the `shapes-learned` guidance (the deepfloyd-if backend o
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import fields, replace
 from pathlib import Path
@@ -228,6 +229,9 @@ def test_shipping_exports_the_saved_ema_weights_with_their_model_card(tmp_path) 
         assert (shipped / part / name).read_bytes() == (exported / part / name).read_bytes()
     card = (shipped / "README.md").read_text()
     assert "3 steps of batch 3" in card and "python -m sds_shapes.learned --out" in card
+    # the weight files' SHA-256 lines, for `sha256sum -c` against a re-run's export
+    for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        assert f"{hashlib.sha256((shipped / part).read_bytes()).hexdigest()}  {part}\n" in card
     assert "| 1-1 |" in card and "| 3-3 |" in card  # the loss curve, one row a logged step here
     # figures measured on the weights go into the card with them
     figures = tmp_path / "figures.md"

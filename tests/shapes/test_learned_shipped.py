@@ -5,7 +5,9 @@ towards the prompt's object, judged against the true shape by `sds eval geometry
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -46,7 +48,13 @@ def test_the_model_ships_in_the_package_and_is_registered(name: str, folder: Pat
     assert (folder / "model_index.json").is_file(), f"the {name} folder is missing from sds-shapes"
     weights = sum(f.stat().st_size for f in folder.rglob("*.safetensors"))
     assert 0 < weights < 25 * 2**20  # the bound: under 25 MB
-    assert (folder / "README.md").read_text().startswith(f"# {name}\n")  # the model card
+    card = (folder / "README.md").read_text()
+    assert card.startswith(f"# {name}\n")  # the model card
+    # its SHA-256 lines (`sha256sum` format) name every weight file and match it byte for byte
+    listed = dict((path, digest) for digest, path in re.findall(r"^([0-9a-f]{64})  (\S+)$", card, re.M))
+    files = {f.relative_to(folder).as_posix(): f for f in folder.rglob("*.safetensors")}
+    assert set(listed) == set(files)
+    assert all(hashlib.sha256(f.read_bytes()).hexdigest() == listed[path] for path, f in files.items())
     spec = load_catalog().get("guidance", name)
     config = spec.config()
     assert config.model == str(folder) and config.background == (1.0, 1.0, 1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,29 @@ def _commands(cfg: TrainConfig, step: int, segments: list[dict[str, int]]) -> li
     return ["```", *lines, "```"]
 
 
+def weight_digests(folder: Path) -> list[str]:
+    """`sha256sum` lines (digest, two spaces, relative path) of the weight files in `folder`, sorted
+    by path, so that a re-run's export can be compared with `sha256sum -c`."""
+    files = sorted(folder.rglob("*.safetensors"), key=lambda f: f.relative_to(folder).as_posix())
+    return [f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.relative_to(folder).as_posix()}" for f in files]
+
+
+def _digests(lines: list[str]) -> list[str]:
+    if not lines:
+        return []
+    return [
+        "## Weight files (SHA-256)",
+        "To compare a re-run of the commands above with these weights, run `sha256sum -c` on these lines in its",
+        "exported folder. Floats round differently on another CPU from the first steps, so there only the figures",
+        "can compare.",
+        "",
+        "```",
+        *lines,
+        "```",
+        "",
+    ]
+
+
 def _curve(log: list[dict[str, float]], rows: int = 12) -> list[str]:
     """The loss log thinned to about `rows` rows (means over each stretch of entries)."""
     if not log:
@@ -54,9 +78,11 @@ def model_card(
     figures: str = "",
     vae_log: list[dict[str, Any]] | None = None,
     scaling_factor: float | None = None,
+    digests: list[str] | None = None,
 ) -> str:
-    """Data, model, training, loss curve and the commands that made the weights; `figures`:
-    Markdown of measurements on these weights, appended as they are."""
+    """Data, model, training, loss curve and the commands that made the weights; `digests`:
+    `weight_digests` of the exported folder; `figures`: Markdown of measurements on these weights,
+    appended as they are."""
     segments = segments or [{"step": 0, "workers": cfg.workers}]
     sd = cfg.format == "sd"
     lines = [
@@ -90,6 +116,7 @@ def model_card(
         "## Loss curve" + (" (the latent UNet)" if sd else ""),
         *_curve(log),
         "",
+        *_digests(digests or []),
     ]
     if figures.strip():
         lines += [figures.strip(), ""]

@@ -28,7 +28,7 @@ from sds_core.checkpoint import load_plain
 from sds_core.errors import ConfigError
 from sds_core.files import atomic_write
 from sds_shapes.learned import data, model, sd_model, vae
-from sds_shapes.learned.card import model_card
+from sds_shapes.learned.card import model_card, weight_digests
 from sds_shapes.learned.config import FORMATS, TrainConfig
 from sds_shapes.learned.losses import HybridLoss
 from sds_shapes.learned.steps import logged_step
@@ -225,6 +225,7 @@ class Trainer:
             figures,
             vae_log=stage.log if stage is not None else None,
             scaling_factor=stage.scaling_factor if stage is not None else None,
+            digests=weight_digests(tmp),
         )
         (tmp / "README.md").write_text(card, encoding="utf-8")
         old = folder.with_name(f".{folder.name}.old")
