@@ -11,18 +11,17 @@ import shutil
 
 import nox
 
-# CI's default: the light packages alone and the mesh draft without sds-nerf or diffusers (which
-# installs sds-core, sds-3d, sds-mesh, sds-shapes and sds-cli alone); `nox -s package` runs every
-# package alone (about 1 to 2 minutes each here, mostly installing).
+# CI's default. Each virtualenv costs 1 to 2 minutes of installing here (torch alone 40 s), so CI
+# makes four: sds-core alone, sds-shapes alone, the offline mesh draft (which first checks sds-3d
+# alone in the same environment) and the whole suite (which also runs mypy and the Ray tests).
+# `nox -s typecheck`, `nox -s ray` and `nox -s package` (every package alone, about 1 to 2 minutes
+# each) run those parts on their own.
 nox.options.sessions = [
     "lint",
-    "typecheck",
     "package(name='core')",
     "package(name='shapes')",
-    "package(name='3d')",
     "offline_mesh",
     "tests",
-    "ray",
 ]
 nox.options.reuse_existing_virtualenvs = True
 
@@ -66,21 +65,36 @@ def install_all(session: nox.Session, *extra: str) -> None:
     session.install(*CONSTRAINTS, *PACKAGES, *extra)
 
 
+TYPECHECK = ("mypy", *(f"{p}/src" for p in PACKAGES))
+# peft: VSD's LoRA tests; ray and psutil: the Ray executor's tests
+TEST_EXTRAS = ("./packages/sds-guidance[vsd]", "./packages/sds-cli[ray]", "pytest", "pytest-xdist", "psutil")
+RAY_TESTS = "tests/ray"
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The whole test suite against the installed packages (not the source tree)."""
-    install_all(session, "./packages/sds-guidance[vsd]", "pytest", "pytest-xdist")  # peft: VSD's LoRA tests
+    """mypy, every test against the installed packages (not the source tree), then the Ray tests.
+
+    The Ray tests run after the rest, in one process: they start a one-machine cluster.
+    `nox -s tests -- ARGS` runs only `pytest ARGS`.
+    """
+    install_all(session, *TEST_EXTRAS, "mypy")
     # one pytest worker a core, one thread a worker (two threads a process on two cores oversubscribe):
     # measured here, the suite takes 2 min 18 s this way
     env = {**ENV, **install_gltf_validator(session), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    session.run("pytest", "-q", "-p", "no:cacheprovider", "-n", "auto", *session.posargs, env=env)
+    if session.posargs:
+        session.run("pytest", "-q", "-p", "no:cacheprovider", "-n", "auto", *session.posargs, env=env)
+        return
+    session.run(*TYPECHECK)
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "-n", "auto", f"--ignore={RAY_TESTS}", env=env)
+    session.run("pytest", "-q", "-p", "no:cacheprovider", RAY_TESTS, env=ENV)
 
 
 @nox.session(python=PYTHON)
 def ray(session: nox.Session) -> None:
     """`sds batch --executor ray` on a real one-machine Ray cluster, a killed worker included."""
     install_all(session, "./packages/sds-cli[ray]", "pytest", "psutil")
-    session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/ray", *session.posargs, env=ENV)
+    session.run("pytest", "-q", "-p", "no:cacheprovider", RAY_TESTS, *session.posargs, env=ENV)
 
 
 # Each package with only its declared dependencies: the sds packages it requires (installed from
@@ -122,6 +136,18 @@ ALONE: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
+def check_alone(session: nox.Session, name: str) -> None:
+    """sds_NAME imports in the session's environment and none of ALONE[name]["absent"] is there."""
+    module = "sds_" + name
+    session.run(
+        "python",
+        "-c",
+        f"import importlib.util as u, {module};"
+        f"extra = [m for m in {ALONE[name]['absent']!r} if u.find_spec(m)];"
+        f"assert not extra, extra; print({module!r}, 'imports alone')",
+    )
+
+
 @nox.session(python=PYTHON)
 @nox.parametrize("name", list(ALONE))
 def package(session: nox.Session, name: str) -> None:
@@ -129,24 +155,22 @@ def package(session: nox.Session, name: str) -> None:
     spec = ALONE[name]
     session.install(*CONSTRAINTS, "torch==2.13.0")
     session.install(*CONSTRAINTS, *(f"./packages/{p}" for p in spec["install"]), "pytest")
-    module = "sds_" + name
-    session.run(
-        "python",
-        "-c",
-        f"import importlib.util as u, {module};"
-        f"extra = [m for m in {spec['absent']!r} if u.find_spec(m)];"
-        f"assert not extra, extra; print({module!r}, 'imports alone')",
-    )
+    check_alone(session, name)
     if spec["tests"]:
         session.run("pytest", "-q", "-p", "no:cacheprovider", *spec["tests"], *session.posargs, env=ENV)
 
 
 @nox.session(python=PYTHON)
 def offline_mesh(session: nox.Session) -> None:
-    """A mesh draft on the `shapes` prior with sds-core, sds-3d, sds-mesh, sds-shapes and sds-cli only."""
+    """A mesh draft on the `shapes` prior with sds-core, sds-3d, sds-mesh, sds-shapes and sds-cli only.
+
+    First, with only sds-core and sds-3d installed, the check of `nox -s "package(name='3d')"`.
+    """
     session.install(*CONSTRAINTS, "torch==2.13.0")
-    names = ("sds-core", "sds-3d", "sds-mesh", "sds-shapes", "sds-cli")
-    session.install(*CONSTRAINTS, *(f"./packages/{p}" for p in names))
+    session.install(*CONSTRAINTS, *(f"./packages/{p}" for p in ALONE["3d"]["install"]))
+    assert not ALONE["3d"]["tests"], "sds-3d alone has tests now: run them here"
+    check_alone(session, "3d")
+    session.install(*CONSTRAINTS, *(f"./packages/{p}" for p in ("sds-mesh", "sds-shapes", "sds-cli")))
     session.run(
         "python",
         "-c",
@@ -170,9 +194,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """mypy over the packages."""
+    """mypy over the packages (CI runs it in the tests session, whose environment it shares)."""
     install_all(session, "mypy")
-    session.run("mypy", *(f"{p}/src" for p in PACKAGES))
+    session.run(*TYPECHECK)
 
 
 @nox.session(python=PYTHON)
