@@ -11,18 +11,12 @@ import shutil
 
 import nox
 
-# CI's default. Each virtualenv costs 1 to 2 minutes of installing here (torch alone 40 s), so CI
-# makes four: sds-core alone, sds-shapes alone, the offline mesh draft (which first checks sds-3d
-# alone in the same environment) and the whole suite (which also runs mypy and the Ray tests).
-# `nox -s typecheck`, `nox -s ray` and `nox -s package` (every package alone, about 1 to 2 minutes
-# each) run those parts on their own.
-nox.options.sessions = [
-    "lint",
-    "package(name='core')",
-    "package(name='shapes')",
-    "offline_mesh",
-    "tests",
-]
+# CI's default. Each virtualenv costs about a minute of installing here (torch alone 40 s), so CI
+# makes three: sds-shapes alone; the light stack built up one package at a time (sds-core alone with
+# its tests, then sds-3d alone, then the offline mesh draft); and every package, where mypy, the
+# tests and the Ray tests run. `nox -s typecheck`, `nox -s ray` and `nox -s package` (every package
+# alone, about 1 to 2 minutes each) run those parts on their own.
+nox.options.sessions = ["lint", "package(name='shapes')", "offline_mesh", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
@@ -136,40 +130,45 @@ ALONE: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
-def check_alone(session: nox.Session, name: str) -> None:
-    """sds_NAME imports in the session's environment and none of ALONE[name]["absent"] is there."""
+def add_package(
+    session: nox.Session, name: str, present: tuple[str, ...] = (), pytest_args: tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """Install ALONE[name] (less the `present` sds packages), check that sds_NAME imports and that none
+    of its `absent` modules is there, run its tests; returns the sds packages now installed."""
+    spec = ALONE[name]
+    session.install(*CONSTRAINTS, *(f"./packages/{p}" for p in spec["install"] if p not in present), "pytest")
     module = "sds_" + name
     session.run(
         "python",
         "-c",
         f"import importlib.util as u, {module};"
-        f"extra = [m for m in {ALONE[name]['absent']!r} if u.find_spec(m)];"
+        f"extra = [m for m in {spec['absent']!r} if u.find_spec(m)];"
         f"assert not extra, extra; print({module!r}, 'imports alone')",
     )
+    if spec["tests"]:
+        session.run("pytest", "-q", "-p", "no:cacheprovider", *spec["tests"], *pytest_args, env=ENV)
+    return (*present, *(p for p in spec["install"] if p not in present))
 
 
 @nox.session(python=PYTHON)
 @nox.parametrize("name", list(ALONE))
 def package(session: nox.Session, name: str) -> None:
     """One package alone: it imports, what it must not pull in is absent, its tests pass."""
-    spec = ALONE[name]
     session.install(*CONSTRAINTS, "torch==2.13.0")
-    session.install(*CONSTRAINTS, *(f"./packages/{p}" for p in spec["install"]), "pytest")
-    check_alone(session, name)
-    if spec["tests"]:
-        session.run("pytest", "-q", "-p", "no:cacheprovider", *spec["tests"], *session.posargs, env=ENV)
+    add_package(session, name, pytest_args=tuple(session.posargs))
 
 
 @nox.session(python=PYTHON)
 def offline_mesh(session: nox.Session) -> None:
-    """A mesh draft on the `shapes` prior with sds-core, sds-3d, sds-mesh, sds-shapes and sds-cli only.
+    """sds-core alone, sds-3d added, then a mesh draft on `shapes` with sds-mesh, sds-shapes, sds-cli.
 
-    First, with only sds-core and sds-3d installed, the check of `nox -s "package(name='3d')"`.
+    The first two stages are the checks of `nox -s package` for core and 3d, in one environment
+    that grows: each package meets only what it declares. The draft runs with no sds-nerf,
+    diffusers or transformers installed.
     """
     session.install(*CONSTRAINTS, "torch==2.13.0")
-    session.install(*CONSTRAINTS, *(f"./packages/{p}" for p in ALONE["3d"]["install"]))
-    assert not ALONE["3d"]["tests"], "sds-3d alone has tests now: run them here"
-    check_alone(session, "3d")
+    present = add_package(session, "core")
+    add_package(session, "3d", present)
     session.install(*CONSTRAINTS, *(f"./packages/{p}" for p in ("sds-mesh", "sds-shapes", "sds-cli")))
     session.run(
         "python",
