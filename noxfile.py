@@ -158,7 +158,7 @@ def package(session: nox.Session, name: str) -> None:
     add_package(session, name, pytest_args=tuple(session.posargs))
 
 
-@nox.session(python=PYTHON)
+@nox.session(python=PYTHON, reuse_venv=False)  # a reused environment holds the whole stack already
 def offline_mesh(session: nox.Session) -> None:
     """sds-core alone, sds-3d added, then a mesh draft on `shapes` with sds-mesh, sds-shapes, sds-cli.
 
