@@ -127,6 +127,16 @@ def test_training_resumes_exactly_where_it_stopped(tmp_path) -> None:
     assert [e["step"] for e in losses] == [1, 2, 3, 4]
 
 
+def test_a_run_resumed_between_logged_steps_logs_the_means_of_an_uninterrupted_one(tmp_path) -> None:
+    whole = train(_tiny(tmp_path / "a", steps=4, log_every=2))
+    train(_tiny(tmp_path / "b", steps=3, log_every=2))  # stops inside the second logging window
+    resumed = train(_tiny(tmp_path / "b", steps=4, log_every=2))
+    assert [e["step"] for e in resumed.log] == [2, 4]
+    for key in ("mse", "vlb"):
+        assert [e[key] for e in whole.log] == [e[key] for e in resumed.log]
+    assert resumed.window == []  # emptied at the logged step
+
+
 def test_data_parallel_workers_resume_exactly_and_keep_their_own_streams(tmp_path) -> None:
     """Two worker processes (gloo): a run stopped and resumed ends where an uninterrupted one does."""
     whole = train(_tiny(tmp_path / "a", steps=4, workers=2))
@@ -227,6 +237,10 @@ def test_shipping_exports_the_saved_ema_weights_with_their_model_card(tmp_path) 
     for part in ("unet", "text_encoder"):
         name = "diffusion_pytorch_model.safetensors" if part == "unet" else "model.safetensors"
         assert (shipped / part / name).read_bytes() == (exported / part / name).read_bytes()
+    # the tokenizer too: the export of a training process writes the tokenizer as built, not the
+    # one its steps called with padding (which keeps those settings in tokenizer.json)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (shipped / "tokenizer" / name).read_bytes() == (exported / "tokenizer" / name).read_bytes()
     card = (shipped / "README.md").read_text()
     assert "3 steps of batch 3" in card and "python -m sds_shapes.learned --out" in card
     # the weight files' SHA-256 lines, for `sha256sum -c` against a re-run's export

@@ -70,6 +70,7 @@ class Trainer:
             torch.manual_seed(cfg.seed + WORKER_SEED_STRIDE * rank)
         self.step = 0
         self.log: list[dict[str, float]] = []
+        self.window: list[dict[str, float]] = []  # losses since the last logged step
         # the worker count of each stretch of training ({"step": first step, "workers": n}), for
         # the model card's commands (the data drawn depends on it)
         self.segments: list[dict[str, int]] = [{"step": 0, "workers": cfg.workers}]
@@ -177,6 +178,7 @@ class Trainer:
             "generators": generators,
             "torch_rngs": rngs,
             "log": self.log,
+            "window": self.window,
             "segments": self.segments,
         }
 
@@ -194,6 +196,7 @@ class Trainer:
             self.generator.set_state(state["generator"])
             torch.set_rng_state(state["torch_rng"])
         self.step, self.elapsed, self.log = state["step"], state["elapsed"], state["log"]
+        self.window = state.get("window", [])  # states written before it was saved: an empty window
         # states written before segments were recorded were trained by one worker
         self.segments = state.get("segments", [{"step": 0, "workers": 1}])
 
@@ -210,10 +213,13 @@ class Trainer:
         unet, encoder = self.ema_parts()
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+        # a fresh tokenizer: the one `encode` has called keeps its padding and truncation settings
+        # in tokenizer.json, so an export after training steps would differ in bytes from `--ship`'s
+        tok = (sd_model if self.sd else model).tokenizer()
         if self.vae is not None:
-            sd_model.save_folder(tmp, self.tokenizer, encoder, unet, self.vae)
+            sd_model.save_folder(tmp, tok, encoder, unet, self.vae)
         else:
-            model.save_folder(tmp, self.tokenizer, encoder, unet, self.scheduler)
+            model.save_folder(tmp, tok, encoder, unet, self.scheduler)
         info = {"step": self.step, "config": asdict(self.cfg), "elapsed_s": round(self.elapsed)}
         (tmp / "training.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
         stage = self.vae_stage
@@ -402,13 +408,12 @@ def _train(cfg: TrainConfig, rank: int, console: Any) -> Trainer:
         TextColumn("{task.fields[loss]}"),
     )
     last_save = time.monotonic()
-    window: list[dict[str, float]] = []
     try:
         with Progress(*columns, console=console, disable=rank > 0) as progress:
             task = progress.add_task("train", total=cfg.steps, completed=trainer.step, loss="")
             stopping = False
             while trainer.step < cfg.steps and not stopping:
-                entry = logged_step(trainer, bank, window, cfg.log_every)
+                entry = logged_step(trainer, bank, cfg.log_every)
                 if entry is not None:
                     text = f"mse {entry['mse']:.4f}" + ("" if trainer.sd else f" vlb {entry['vlb']:.4f}")
                     progress.update(task, loss=text)

@@ -62,6 +62,7 @@ class VaeTrainer:
         self.step = 0
         self.elapsed = 0.0
         self.log: list[dict[str, float]] = []
+        self.window: list[dict[str, float]] = []  # losses since the last logged step
         self.scaling_factor: float | None = None
 
     def train_step(self, bank: data.RenderBank) -> dict[str, float]:
@@ -102,6 +103,7 @@ class VaeTrainer:
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "log": self.log,
+            "window": self.window,
             "scaling_factor": self.scaling_factor,
         }
 
@@ -115,6 +117,7 @@ class VaeTrainer:
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self.step, self.elapsed, self.log = state["step"], state["elapsed"], state["log"]
+        self.window = state.get("window", [])  # states written before it was saved: an empty window
         self.scaling_factor = state["scaling_factor"]
         if self.scaling_factor is not None:
             self.vae.register_to_config(scaling_factor=self.scaling_factor)
@@ -168,13 +171,12 @@ def train_vae(cfg: TrainConfig, console: Any) -> bool:
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     last_save = time.monotonic()
-    window: list[dict[str, float]] = []
     columns = (TextColumn("autoencoder"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console) as progress:
             task = progress.add_task("vae", total=cfg.vae_steps, completed=trainer.step)
             while trainer.step < cfg.vae_steps and not stop["now"]:
-                entry = logged_step(trainer, bank, window, cfg.log_every)
+                entry = logged_step(trainer, bank, cfg.log_every)
                 if entry is not None and not console.is_terminal:
                     console.log(f"autoencoder step {trainer.step}: L1 {entry['l1']:.4f} KL {entry['kl']:.1f}")
                 progress.update(task, completed=trainer.step)
