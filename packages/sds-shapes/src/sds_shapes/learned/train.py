@@ -352,6 +352,8 @@ def _worker(rank: int, cfg: TrainConfig, rendezvous: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=cfg.workers)
     try:
         _train(cfg, rank, None)
+        # the workers leave together: the others wait here while the first writes the state and export
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
