@@ -17,6 +17,17 @@ class SteppedTrainer(Protocol):
     def train_step(self, bank: Any) -> dict[str, float]: ...
 
 
+def progress_state(trainer: SteppedTrainer) -> dict[str, Any]:
+    """The step, time and losses of a trainer's state (`load_progress` reads them back)."""
+    return {"step": trainer.step, "elapsed": trainer.elapsed, "log": trainer.log, "window": trainer.window}
+
+
+def load_progress(trainer: SteppedTrainer, state: dict[str, Any]) -> None:
+    """Set the step, time and losses saved by `progress_state`."""
+    trainer.step, trainer.elapsed, trainer.log = state["step"], state["elapsed"], state["log"]
+    trainer.window = state.get("window", [])  # states written before it was saved: an empty window
+
+
 def logged_step(trainer: SteppedTrainer, bank: Any, every: int) -> dict[str, float] | None:
     """One training step, its time added to `trainer.elapsed` and its losses to `trainer.window`;
     every `every` steps the window's means are appended to `trainer.log` (with the step and the time so

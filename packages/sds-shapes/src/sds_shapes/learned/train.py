@@ -31,7 +31,7 @@ from sds_shapes.learned import data, model, sd_model, vae
 from sds_shapes.learned.card import model_card, weight_digests
 from sds_shapes.learned.config import FORMATS, TrainConfig
 from sds_shapes.learned.losses import HybridLoss
-from sds_shapes.learned.steps import logged_step
+from sds_shapes.learned.steps import load_progress, logged_step, progress_state
 
 # options that may change between sessions without changing what is trained
 RESUMABLE = {"out", "steps", "workers", "checkpoint_minutes", "log_every", "extra"}
@@ -167,8 +167,7 @@ class Trainer:
         """The whole training state; generators, rngs: every worker's (`random_states`)."""
         return {
             "config": asdict(self.cfg),
-            "step": self.step,
-            "elapsed": self.elapsed,
+            **progress_state(self),
             "unet": self.unet.state_dict(),
             "text_encoder": self.encoder.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -177,8 +176,6 @@ class Trainer:
             "torch_rng": rngs[0],
             "generators": generators,
             "torch_rngs": rngs,
-            "log": self.log,
-            "window": self.window,
             "segments": self.segments,
         }
 
@@ -195,8 +192,7 @@ class Trainer:
         elif self.rank == 0:  # another worker count: the first continues, the others start afresh
             self.generator.set_state(state["generator"])
             torch.set_rng_state(state["torch_rng"])
-        self.step, self.elapsed, self.log = state["step"], state["elapsed"], state["log"]
-        self.window = state.get("window", [])  # states written before it was saved: an empty window
+        load_progress(self, state)
         # states written before segments were recorded were trained by one worker
         self.segments = state.get("segments", [{"step": 0, "workers": 1}])
 

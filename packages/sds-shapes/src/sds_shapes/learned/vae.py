@@ -26,7 +26,7 @@ from sds_core.errors import ConfigError
 from sds_core.files import atomic_write
 from sds_shapes.learned import data, sd_model
 from sds_shapes.learned.config import TrainConfig
-from sds_shapes.learned.steps import logged_step
+from sds_shapes.learned.steps import load_progress, logged_step, progress_state
 
 STATE = "vae.pt"
 SEED_OFFSET = 2  # the stage's data stream: seed + 2 (the UNet stage's is seed + 1)
@@ -96,14 +96,11 @@ class VaeTrainer:
     def state(self) -> dict[str, Any]:
         return {
             "config": asdict(self.cfg),
-            "step": self.step,
-            "elapsed": self.elapsed,
+            **progress_state(self),
             "vae": self.vae.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "log": self.log,
-            "window": self.window,
             "scaling_factor": self.scaling_factor,
         }
 
@@ -116,8 +113,7 @@ class VaeTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
-        self.step, self.elapsed, self.log = state["step"], state["elapsed"], state["log"]
-        self.window = state.get("window", [])  # states written before it was saved: an empty window
+        load_progress(self, state)
         self.scaling_factor = state["scaling_factor"]
         if self.scaling_factor is not None:
             self.vae.register_to_config(scaling_factor=self.scaling_factor)
