@@ -208,19 +208,42 @@ def test_files_honour_the_umask(tmp_path, catalog, umask, mode) -> None:
 
 def test_stale_temp_files_are_removed_at_the_next_start(tmp_path, catalog) -> None:
     folder = finished_run(tmp_path, catalog)
-    stale = [folder.ckpt_dir / ".last.pt.k3j2h1.tmp", folder.root / ".config.json.a1b2.tmp"]
-    stale.append(folder.final / ".turntable.mp4.x9y8.tmp.mp4")
+    stale = [
+        folder.ckpt_dir / ".last.pt.sds-0123456789abcdef.tmp",
+        folder.root / ".config.json.sds-a1b2a1b2a1b2a1b2.tmp",
+    ]
+    stale.append(folder.final / ".turntable.mp4.sds-99aa99aa99aa99aa.tmp.mp4")
     for path in stale:
         path.write_bytes(b"half a file")
-    keep = folder.root / "notes.tmp"  # not a name the atomic writer uses
-    keep.write_text("mine")
+    (folder.root / ".final.sds-0000000000000000.tmp").mkdir()  # a staged final/ of a killed export
+    stale.append(folder.root / ".final.sds-0000000000000000.tmp")
+    keep = [folder.root / "notes.tmp", folder.root / ".notes.k3j2h1.tmp"]  # not names the atomic writer uses
+    keep.append(folder.root / "sub" / ".x.sds-0123456789abcdef.tmp")  # in a folder sds does not write
+    keep[-1].parent.mkdir()
+    for path in keep:
+        path.write_text("mine")
     resume_run(folder.root, "cpu", catalog=catalog)
-    assert not any(p.exists() for p in stale) and keep.exists()
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)
     empty = tmp_path / "fresh"
     empty.mkdir()
-    (empty / ".config.json.zz.tmp").write_bytes(b"")  # a killed start: the folder still counts as empty
+    (empty / ".config.json.sds-zzzzzzzzzzzzzzzz.tmp").write_bytes(b"")  # not the writer's pattern: foreign
+    with pytest.raises(ConfigError, match="is not empty"):
+        start_run("x", empty, "draft", overrides(1), NAMES, "cpu", [], catalog)
+    (empty / ".config.json.sds-zzzzzzzzzzzzzzzz.tmp").unlink()
+    (empty / ".config.json.sds-00000000ffffffff.tmp").write_bytes(b"")  # a killed start: still empty
     start_run("x", empty, "draft", overrides(1), NAMES, "cpu", [], catalog).run()
-    assert not (empty / ".config.json.zz.tmp").exists()
+    assert not (empty / ".config.json.sds-00000000ffffffff.tmp").exists()
+
+
+def test_a_temp_looking_file_of_another_user_is_foreign_and_kept(tmp_path, catalog) -> None:
+    out = tmp_path / "shared"
+    out.mkdir()
+    theirs = out / ".config.json.sds-0123456789abcdef.tmp"
+    theirs.write_bytes(b"someone else's")
+    os.chown(theirs, 12345, 12345)
+    with pytest.raises(ConfigError, match="is not empty"):
+        start_run("x", out, "draft", overrides(1), NAMES, "cpu", [], catalog)
+    assert theirs.read_bytes() == b"someone else's"
 
 
 def test_resume_with_fewer_steps_than_done_is_refused_and_writes_nothing(tmp_path, catalog) -> None:
@@ -265,6 +288,6 @@ def test_a_planted_lock_symlink_is_not_followed(tmp_path) -> None:
     victim.write_text("precious")
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / ".sds.lock").symlink_to(victim)
-    with pytest.raises(SdsError, match="cannot write to the run folder"):
+    with pytest.raises(SdsError, match="is not a lock file sds made"):
         RunLock(tmp_path / "run").acquire()
     assert victim.read_text() == "precious"

@@ -22,7 +22,7 @@ class PluginError(SdsError):
 class RunInterrupted(Exception):
     """Raised by the loop after it saved a checkpoint on SIGINT or SIGTERM."""
 
-    def __init__(self, step: int, checkpoint: str) -> None:
-        super().__init__(f"interrupted at step {step}; checkpoint written to {checkpoint}")
+    def __init__(self, step: int, checkpoint: str, detail: str | None = None) -> None:
+        super().__init__(detail or f"interrupted at step {step}; checkpoint written to {checkpoint}")
         self.step = step
         self.checkpoint = checkpoint

@@ -23,15 +23,15 @@ def to_uint8(image: Tensor) -> np.ndarray:
     return (image.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
-def save_image(image: Tensor, path: Path) -> None:
-    """Save one RGB image tensor as PNG, atomically."""
+def save_image(image: Tensor, path: Path, root: Path | None = None) -> None:
+    """Save one RGB image tensor as PNG, atomically (root: the run folder it is in)."""
     import io
 
     from PIL import Image
 
     buffer = io.BytesIO()
     Image.fromarray(to_uint8(image)).save(buffer, format="PNG")
-    atomic_write(Path(path), buffer.getvalue())
+    atomic_write(Path(path), buffer.getvalue(), root=root)
 
 
 def grid(images: Tensor, columns: int | None = None, pad: int = 2) -> Tensor:

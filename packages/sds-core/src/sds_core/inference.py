@@ -16,7 +16,7 @@ from sds_core.cameras import CameraSampler
 from sds_core.checkpoint import rng_state, set_rng_state
 from sds_core.errors import SdsError
 from sds_core.files import RunLock
-from sds_core.loop import export_final, read_run, resolve_device, restore
+from sds_core.loop import export_final, read_run, resolve_device, restore, stop_at_once
 from sds_core.plugins import Catalog
 from sds_core.protocols import BuildContext, ExportContext, Guidance, GuidanceFacts
 from sds_core.resolve import ResolvedConfig
@@ -54,7 +54,8 @@ class LoadedRun:
     ) -> list[Path]:
         """Rebuild final/ (all formats unless `formats`)."""
         context = ExportContext(self.cameras, self.prompt, self.device, formats, resolution, threshold, self.decode)
-        return export_final(self.generator, self.folder, context)
+        with stop_at_once(self.step, f"interrupted while writing {self.folder.final}; it was left as it was"):
+            return export_final(self.generator, self.folder, context, self.step)
 
     def release(self) -> None:
         if self.lock is not None:
@@ -65,8 +66,9 @@ def load_run(out_dir: Path, device: str = "auto", catalog: Catalog | None = None
     """The run in `out_dir` from ckpts/last.pt, for rendering and export. lock=True holds the run
     folder's lock (to write final/) until `release`."""
     folder = RunFolder(Path(out_dir))
-    if not folder.last_checkpoint.is_file():
+    if not folder.has_checkpoint():
         raise SdsError(f"{out_dir} has no checkpoint (ckpts/last.pt) to load")
+    folder.check_layout()
     run_lock = folder.lock() if lock else None
     try:
         return _load(folder, device, catalog, run_lock)

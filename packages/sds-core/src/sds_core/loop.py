@@ -1,7 +1,9 @@
 """The optimisation loop: cameras -> render -> guidance -> loss -> step, with a run folder.
 
 It is seeded, writes metrics.jsonl, preview grids and atomic checkpoints, resumes bit for bit on
-CPU, and on SIGINT or SIGTERM finishes the current step, writes a checkpoint and stops.
+CPU, and on SIGINT or SIGTERM finishes the current step, writes a checkpoint and stops; a signal
+while the final checkpoint or final/ is being written stops at once (final/ is then absent, and
+`sds resume` writes it). A write that fails (disk full) is one sentence saying what is intact.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from sds_core.checkpoint import (
 )
 from sds_core.errors import ConfigError, RunInterrupted, SdsError
 from sds_core.events import ArtifactWritten, Event, Listener, RunFinished, RunStarted, StepFinished
-from sds_core.files import RunLock
+from sds_core.files import RunLock, WriteFailed, write_failure
 from sds_core.imaging import grid, save_image
 from sds_core.plugins import Catalog, load_catalog
 from sds_core.protocols import AdaptiveParameters, BuildContext, ExportContext, GuidanceFacts, TrainableLoss
@@ -49,11 +51,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+class _StopNow(BaseException):
+    """Raised by the signal handler while the final checkpoint and final/ are written (a
+    BaseException: an exporter's `except Exception` must not swallow it)."""
+
+
 class _StopFlag:
-    """Set by SIGINT / SIGTERM; a second signal stops at once."""
+    """Set by SIGINT / SIGTERM; a second signal stops at once, and so does the first one once
+    `urgent` is set (the final phase, whose work `sds resume` redoes)."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self.urgent = False
 
     def __bool__(self) -> bool:
         return self.signal is not None
@@ -70,6 +79,8 @@ def _graceful_signals() -> Iterator[_StopFlag]:
         if flag.signal is not None:
             raise KeyboardInterrupt
         flag.signal = signum
+        if flag.urgent:
+            raise _StopNow
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -77,6 +88,18 @@ def _graceful_signals() -> Iterator[_StopFlag]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+@contextmanager
+def stop_at_once(step: int, detail: str) -> Iterator[None]:
+    """SIGINT / SIGTERM stop the block at once, as a RunInterrupted saying `detail` (for work that
+    is redone whole, such as an export into a staged final/)."""
+    with _graceful_signals() as flag:
+        flag.urgent = True
+        try:
+            yield
+        except _StopNow:
+            raise RunInterrupted(step, "", detail) from None
 
 
 def _versions(resolved: ResolvedConfig) -> dict[str, str]:
@@ -130,6 +153,7 @@ class Trainer:
             groups += self.loss.param_groups()
         self.optimizer = _optimizer(self.resolved, groups)
         self.step = 0
+        self.saved_step: int | None = None  # the step of the checkpoint on disk, if any
 
     # --- events ---------------------------------------------------------------------------
 
@@ -159,16 +183,24 @@ class Trainer:
             self.loss.load_state_dict(payload["loss"])
         self.optimizer.load_state_dict(payload["optimizer"])
         set_rng_state(payload["rng"])
-        self.step = int(payload["step"])
+        self.step = self.saved_step = int(payload["step"])
 
     def save_checkpoint(self) -> Path:
         state = self.state()
-        path = save_checkpoint(self.folder.last_checkpoint, state)
+        root = self.folder.root
+        path = save_checkpoint(self.folder.last_checkpoint, state, root=root)
+        self.saved_step = self.step
         keep = self.resolved.run.keep_every
         if keep and self.step % keep == 0:
-            save_checkpoint(self.folder.step_checkpoint(self.step), state)
+            save_checkpoint(self.folder.step_checkpoint(self.step), state, root=root)
         self.emit(ArtifactWritten("checkpoint", path, self.step))
         return path
+
+    def intact(self) -> str:
+        """What a failed or interrupted write leaves to resume from."""
+        if self.saved_step is None:
+            return "no checkpoint was written yet"
+        return f"the checkpoint of step {self.saved_step} is intact"
 
     def write_config(self) -> None:
         self.folder.write_config(
@@ -242,7 +274,7 @@ class Trainer:
             if images.shape[1] != 3:
                 images = self.guidance.decode(images)
         path = self.folder.previews / f"step-{self.step:06d}.png"
-        save_image(grid(images), path)
+        save_image(grid(images), path, root=self.folder.root)
         self.emit(ArtifactWritten("preview", path, self.step))
         return path
 
@@ -253,7 +285,7 @@ class Trainer:
         context = ExportContext(
             self.cameras, self.prompt, self.device, formats, resolution, threshold, self.guidance.decode
         )
-        outputs = export_final(self.generator, self.folder, context)
+        outputs = export_final(self.generator, self.folder, context, self.step)
         for path in outputs:
             self.emit(ArtifactWritten("final", path, self.step))
         return outputs
@@ -268,14 +300,21 @@ class Trainer:
                 self.lock.release()
 
     def _train(self) -> list[Path]:
+        self.folder.check_layout()
+        try:
+            return self._train_steps()
+        except WriteFailed as exc:
+            root = self.folder.root
+            raise SdsError(f"{exc}; {self.intact()}; free space and run `sds resume {root}`") from None
+
+    def _train_steps(self) -> list[Path]:
         cfg = self.resolved.run
-        self.folder.root.mkdir(parents=True, exist_ok=True)
-        if not self.folder.config_path.exists():
+        if not self.folder.has_config():
             self.write_config()
         self.folder.truncate_metrics(self.step)
         self.emit(RunStarted(self.folder.root, self.step, self.total_steps, str(self.device)))
         started = time.perf_counter()
-        with _graceful_signals() as stop, self.folder.metrics_path.open("a", encoding="utf-8") as metrics:
+        with _graceful_signals() as stop, self.folder.open_metrics() as metrics:
             while self.step < self.total_steps:
                 event = self.train_step()
                 event = StepFinished(**{**event.__dict__, "elapsed": time.perf_counter() - started})
@@ -283,8 +322,11 @@ class Trainer:
                     record = {"step": event.step, "loss": event.loss, **event.terms, "t": event.t, "lr": event.lr}
                     record["wall_time"] = time.time()
                     record.update({f"time_{k}": v for k, v in event.timings.items()})
-                    metrics.write(json.dumps(record) + "\n")
-                    metrics.flush()
+                    try:
+                        metrics.write((json.dumps(record) + "\n").encode("utf-8"))
+                        metrics.flush()
+                    except OSError as exc:
+                        raise write_failure(self.folder.metrics_path, exc) from None
                 self.emit(event)
                 if cfg.preview_every and self.step % cfg.preview_every == 0:
                     self.write_preview()
@@ -294,19 +336,25 @@ class Trainer:
                     raise RunInterrupted(self.step, str(path))
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
                     self.save_checkpoint()
-        self.save_checkpoint()
-        outputs = self.export()
+            stop.urgent = True  # from here a signal stops at once: `sds resume` redoes this part
+            try:
+                self.save_checkpoint()
+                outputs = self.export()
+            except _StopNow:
+                step = self.saved_step or 0
+                detail = f"interrupted while writing {self.folder.final.name}/; {self.intact()}"
+                raise RunInterrupted(step, str(self.folder.last_checkpoint), detail) from None
         self.emit(RunFinished(self.step, outputs))
         return outputs
 
 
-def export_final(generator: Any, folder: RunFolder, context: ExportContext) -> list[Path]:
-    """The generator's final artefacts in `folder.final`, written in eval mode."""
-    folder.final.mkdir(parents=True, exist_ok=True)
+def export_final(generator: Any, folder: RunFolder, context: ExportContext, step: int) -> list[Path]:
+    """The generator's final artefacts, written in eval mode into a staged folder that replaces
+    `folder.final` only once complete (`RunFolder.write_final`)."""
     was_training = generator.training
     generator.eval()
     try:
-        return [Path(p) for p in generator.export(folder.final, context)]
+        return folder.write_final(lambda staged: [Path(p) for p in generator.export(staged, context)], step)
     finally:
         generator.train(was_training)
 
@@ -336,7 +384,7 @@ def start_run(
         folder.check_new()  # again, holding the lock: another process may have claimed it meanwhile
         return Trainer(resolved, prompt, Path(out_dir), torch_device, list(listeners), lock)
     except BaseException:
-        lock.release()
+        lock.discard()  # a refused run leaves nothing behind
         raise
 
 
@@ -344,7 +392,7 @@ def restore(load: Callable[[dict[str, Any]], Any], state: dict[str, Any], path: 
     """load(state), a state that does not fit the built components being one sentence."""
     try:
         load(state)
-    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError, AssertionError) as exc:
         reason = " ".join(str(exc).split())[:300]
         raise SdsError(f"{path} does not match the run's config ({reason})") from None
 
@@ -362,10 +410,11 @@ def resume_run(
     A run whose config.json was lost is rebuilt from its checkpoint (which holds the prompt and
     the config). lock=False reads the run without locking or writing anything (evaluation)."""
     folder = RunFolder(Path(out_dir))
-    if not (folder.config_path.is_file() or folder.last_checkpoint.is_file()):
+    if not (folder.has_config() or folder.has_checkpoint()):
         raise SdsError(
             f"{out_dir} holds no run (no config.json or ckpts/last.pt); start one with `sds generate --out {out_dir}`"
         )
+    folder.check_layout()
     run_lock = folder.lock() if lock else None
     try:
         trainer = _resume(folder, device, listeners, catalog, steps, run_lock)
@@ -389,7 +438,7 @@ def _resume(
     if payload:
         restore(trainer.load_state, payload, folder.last_checkpoint)
     changed = steps is not None and steps != record["config"]["run"].get("steps")
-    if run_lock is not None and (changed or not folder.config_path.exists()):
+    if run_lock is not None and (changed or not folder.has_config()):
         trainer.write_config()
     return trainer
 
@@ -399,8 +448,9 @@ def read_run(
 ) -> tuple[dict[str, Any], dict[str, Any] | None, ResolvedConfig]:
     """A run folder's record (config.json, or the checkpoint's copy when it was lost), its last
     checkpoint (None before the first) and its resolved config, `steps` lengthening it."""
-    payload = load_checkpoint(folder.last_checkpoint, map_location="cpu") if folder.last_checkpoint.exists() else None
-    if folder.config_path.exists():
+    last = folder.last_checkpoint
+    payload = load_checkpoint(last, map_location="cpu", root=folder.root) if folder.has_checkpoint() else None
+    if folder.has_config():
         record = folder.read_config()
     else:  # config.json was lost: the checkpoint holds what it said
         payload = payload or {}
@@ -429,9 +479,11 @@ def read_run(
 
 
 def is_finished(out_dir: Path) -> bool:
-    """True when the run in out_dir has written its final checkpoint and artefacts."""
+    """True when the run in out_dir has written its final checkpoint and a complete final/ (an
+    interrupted or failed export leaves none; an older version's final/ without the mark counts
+    as incomplete and is rebuilt)."""
     folder = RunFolder(Path(out_dir))
-    if not (folder.config_path.exists() and folder.last_checkpoint.exists() and folder.final.exists()):
+    if not (folder.has_config() and folder.has_checkpoint() and folder.final_complete()):
         return False
     total = folder.read_config()["config"]["run"].get("steps")
-    return isinstance(total, int) and checkpoint_step(folder.last_checkpoint) >= total
+    return isinstance(total, int) and checkpoint_step(folder.last_checkpoint, root=folder.root) >= total
