@@ -136,7 +136,7 @@ def resume(
 
         progress = RunProgress()
         trainer = resume_run(run_dir, device, listeners=[progress], steps=steps)
-        if trainer.step >= trainer.total_steps and trainer.folder.final.exists():
+        if trainer.step >= trainer.total_steps and trainer.folder.final_complete():
             progress.console.print(f"{escape(str(run_dir))} is already finished ({trainer.step} steps).")
             return
         _run_and_report(trainer, progress)
@@ -171,9 +171,13 @@ def export(
         formats = tuple(f.strip().lower() for f in format_.split(",") if f.strip()) if format_ else None
         progress = RunProgress()
         progress.out_dir = run_dir
+        from sds_core.errors import RunInterrupted
+
         run = load_run(run_dir, device, lock=True)  # the generator only: no guidance model, no optimiser
         try:
             outputs = run.export(formats=formats, resolution=resolution, threshold=threshold)
+        except RunInterrupted as exc:
+            raise fail(f"{exc}; run `sds export {run_dir}` again", EXIT_INTERRUPTED) from None
         finally:
             run.release()
         progress.summary(outputs, title="exported")
@@ -208,7 +212,7 @@ def batch(
         from rich.console import Console
         from rich.markup import escape
 
-        from sds_cli.batch import plan_jobs, read_prompts, run_job, write_summary
+        from sds_cli.batch import SummaryWriter, plan_jobs, read_prompts, run_job, write_summary
         from sds_cli.progress import RunProgress, batch_table
         from sds_core.errors import SdsError
         from sds_core.plugins import load_catalog
@@ -224,11 +228,13 @@ def batch(
             from sds_cli.ray_executor import require_ray
 
             require_ray()
-        jobs = plan_jobs(read_prompts(prompts_file), seeds, out, preset, overrides, names, device)
+        prompts = read_prompts(prompts_file)
         catalog = load_catalog()
         resolve_config(
             catalog, preset, overrides, names, DEFAULT_NAMES
-        )  # bad names or values fail once, not in every run
+        )  # bad names or values fail once, before any run (and before the seeds are read)
+        jobs = plan_jobs(prompts, seeds, out, preset, overrides, names, device)
+        summary = SummaryWriter(out / "batch.json")
         results = []
         if executor == "ray":
             from sds_cli.ray_executor import run_batch_on_ray
@@ -243,9 +249,10 @@ def batch(
             result = run_job(job, [progress], catalog)
             progress.close()
             results.append(result)
-            write_summary(out / "batch.json", results)
+            summary.update(results)
             if result.status == "interrupted":
                 break
+        summary.update(results, final=True)
         console = Console(soft_wrap=True)
         console.print(batch_table(results))
         console.print(f"summary written to {escape(str(out / 'batch.json'))}")

@@ -15,6 +15,9 @@ from typing import Any
 from sds_cli.defaults import DEFAULT_PRESET
 from sds_core.errors import SdsError
 
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit seed
+SUMMARY_EVERY_S = 30.0  # batch.json is rewritten at most this often while a batch runs, and at its end
+
 
 @dataclass(frozen=True)
 class BatchJob:
@@ -27,6 +30,7 @@ class BatchJob:
     overrides: dict[str, Any] = field(default_factory=dict)
     names: dict[str, str | None] = field(default_factory=dict)
     device: str = "auto"
+    batch_dir: str = ""  # the batch's folder: the run folder below it is made without following links
 
 
 @dataclass
@@ -45,7 +49,13 @@ def read_prompts(path: Path) -> list[str]:
     """Non-empty lines that are not comments (#)."""
     if not path.is_file():
         raise SdsError(f"prompts file {path} does not exist")
-    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SdsError(f"prompts file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise SdsError(f"prompts file {path} cannot be read: {exc.strerror}") from None
+    prompts = [line.strip() for line in text.splitlines()]
     prompts = [p for p in prompts if p and not p.startswith("#")]
     if not prompts:
         raise SdsError(f"prompts file {path} holds no prompt (one a line; # starts a comment)")
@@ -69,13 +79,17 @@ def plan_jobs(
     """One job per prompt and seed, each in OUT/<index>-<prompt slug>/seed-<k>."""
     if seeds < 1:
         raise SdsError(f"--seeds must be at least 1, not {seeds}")
-    base_seed = int(overrides.get("run", {}).get("seed", 0))
+    base_seed = overrides.get("run", {}).get("seed", 0)
+    if isinstance(base_seed, bool) or not isinstance(base_seed, int) or not 0 <= base_seed <= MAX_SEED - seeds + 1:
+        raise SdsError(
+            f"run.seed must be a whole number from 0 to {MAX_SEED - seeds + 1} for {seeds} seeds, not {base_seed!r}"
+        )
     jobs = []
     for index, prompt in enumerate(prompts):
         for k in range(seeds):
             folder = out / f"{index:03d}-{slug(prompt)}" / f"seed-{base_seed + k}"
             run_over = {**overrides, "run": {**overrides.get("run", {}), "seed": base_seed + k}}
-            jobs.append(BatchJob(prompt, base_seed + k, str(folder), preset, run_over, names, device))
+            jobs.append(BatchJob(prompt, base_seed + k, str(folder), preset, run_over, names, device, str(out)))
     return jobs
 
 
@@ -93,11 +107,16 @@ def run_job(job: BatchJob, listeners: list[Any] | None = None, catalog: Any = No
     folder = RunFolder(Path(job.out_dir))
     result = JobResult(job.prompt, job.seed, job.out_dir, "finished", node=node)
     try:
+        if job.batch_dir:  # OUT/<prompt>/seed-<k>: made as folders, a link planted there refused
+            from sds_core.files import folder_fd
+
+            with folder_fd(Path(job.batch_dir), Path(job.out_dir).relative_to(job.batch_dir).parts):
+                pass
         if is_finished(folder.root):
             result.status = "skipped"
             result.steps = int(folder.read_config()["config"]["run"]["steps"])
             return result
-        if folder.config_path.exists():
+        if folder.has_config() or folder.has_checkpoint():
             trainer = resume_run(folder.root, job.device, listeners or [], catalog=catalog)
             result.status = "resumed" if trainer.step > 0 else "finished"
         else:
@@ -122,6 +141,21 @@ def run_job(job: BatchJob, listeners: list[Any] | None = None, catalog: Any = No
         result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
     result.seconds = time.perf_counter() - started
     return result
+
+
+class SummaryWriter:
+    """Writes batch.json at most every `every` seconds while the batch runs (a 100k-prompt batch
+    would otherwise rewrite it 100k times), and whenever `final`."""
+
+    def __init__(self, path: Path, every: float = SUMMARY_EVERY_S) -> None:
+        self.path = path
+        self.every = every
+        self._last = time.monotonic()
+
+    def update(self, results: list[JobResult], final: bool = False) -> None:
+        if final or time.monotonic() - self._last >= self.every:
+            write_summary(self.path, results)
+            self._last = time.monotonic()
 
 
 def write_summary(path: Path, results: list[JobResult]) -> None:
