@@ -23,6 +23,7 @@ from sds_3d.viewer import viewer_html
 from sds_core.errors import ConfigError
 from sds_core.files import atomic_write
 from sds_core.imaging import to_uint8
+from sds_core.limits import MAX_TEXTURE_SIDE, TEXEL_BYTES, check_grid_side, check_image_side
 from sds_core.protocols import ExportContext
 from sds_core.run import RunFolder
 
@@ -62,11 +63,26 @@ def evaluate(fn: PointFn, points: np.ndarray, device: torch.device | str = "cpu"
     return np.concatenate(out) if out else np.zeros((0,), dtype=np.float32)
 
 
-def density_grid(density_fn: PointFn, resolution: int, radius: float, device: torch.device | str = "cpu") -> np.ndarray:
-    """Density at the nodes of a resolution^3 grid spanning [-radius, radius]^3 (index order x, y, z)."""
+@torch.no_grad()
+def density_grid(
+    density_fn: PointFn, resolution: int, radius: float, device: torch.device | str = "cpu", chunk: int = 65536
+) -> np.ndarray:
+    """Density at the nodes of a resolution^3 grid spanning [-radius, radius]^3 (index order x, y, z).
+
+    The resolution is checked against `sds_core.limits.MAX_GRID_SIDE` first (it may come from
+    `--resolution` or a checkpoint's recorded `mesh_resolution`); the points are made a chunk at a
+    time, so the grid itself (4 bytes a node) is the only resolution^3 allocation."""
+    check_grid_side(resolution, "the marching-cubes resolution", purpose="its grid")
     axis = np.linspace(-radius, radius, resolution, dtype=np.float32)
-    points = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
-    return evaluate(density_fn, points, device).reshape(resolution, resolution, resolution)
+    total = resolution**3
+    grid = np.empty(total, dtype=np.float32)
+    for start in range(0, total, chunk):
+        index = np.arange(start, min(start + chunk, total))
+        i, rest = np.divmod(index, resolution * resolution)
+        j, k = np.divmod(rest, resolution)
+        pts = torch.as_tensor(np.stack([axis[i], axis[j], axis[k]], -1), dtype=torch.float32, device=device)
+        grid[start : start + len(index)] = density_fn(pts).float().cpu().numpy().reshape(-1)
+    return grid.reshape(resolution, resolution, resolution)
 
 
 def marching_cubes(grid: np.ndarray, level: float, radius: float) -> tuple[np.ndarray, np.ndarray]:
@@ -98,6 +114,10 @@ def bake_texture(
     import xatlas
     from PIL import Image, ImageDraw
     from scipy import ndimage
+
+    check_image_side(
+        size, "generator.texture_size", MAX_TEXTURE_SIDE, pixel_bytes=TEXEL_BYTES, purpose="baking the texture"
+    )
 
     vmapping, indices, uvs = xatlas.parametrize(vertices.astype(np.float32), faces.astype(np.uint32))
     pix = uvs * size  # texel space, v up
@@ -244,6 +264,7 @@ def render_chunked(
 def turntable_frames(generator: Any, context: ExportContext, frames: int, resolution: int) -> list[np.ndarray]:
     """Frames [colour | textureless] side by side, orbiting at the video elevation."""
     cfg = generator.cfg
+    check_image_side(resolution, "generator.video_resolution")
     sampler = context.camera_sampler
     cams = sampler.orbit(frames, elevation=cfg.video_elevation, width=resolution, height=resolution)
     cams = cams.to(context.device)

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import (
     BarColumn,
@@ -18,6 +17,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+
+from sds_cli.text import shown
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -65,7 +66,9 @@ class RunProgress:
         self.start_step = event.start_step
         self.started = time.perf_counter()
         note = f" (resumed at step {event.start_step})" if event.start_step else ""
-        self.console.print(f"run folder [bold]{escape(str(event.out_dir))}[/] on {event.device}{note}", highlight=False)
+        self.console.print(
+            f"run folder [bold]{shown(event.out_dir)}[/] on {shown(event.device)}{note}", highlight=False
+        )
         if self.live:
             self.progress = Progress(
                 TextColumn("[bold blue]sds"),
@@ -119,7 +122,7 @@ class RunProgress:
         table.add_column(style="bold", no_wrap=True)
         table.add_column(overflow="fold")
         for path in outputs:
-            table.add_row("final", escape(str(path)))
+            table.add_row("final", shown(path))
         if self.out_dir is not None:
             from sds_core.run import RunFolder
 
@@ -131,8 +134,8 @@ class RunProgress:
                 ("previews", folder.previews),
             ):
                 if path.exists():
-                    table.add_row(label, escape(str(path)))
-        self.console.print(Panel(table, title=title, expand=False))
+                    table.add_row(label, shown(path))
+        self.console.print(Panel(table, title=shown(title), expand=False))
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -181,8 +184,8 @@ def batch_table(results: list[Any]) -> Table:
         table.add_column(column, overflow="fold")
     styles = {"failed": "red", "interrupted": "yellow", "skipped": "dim"}
     for r in results:
-        status = f"[{styles[r.status]}]{r.status}[/]" if r.status in styles else r.status
+        status = f"[{styles[r.status]}]{r.status}[/]" if r.status in styles else shown(r.status)
         table.add_row(
-            escape(r.prompt), str(r.seed), status, str(r.steps), f"{r.seconds:.1f}", escape(r.node), escape(r.error)
+            shown(r.prompt), shown(r.seed), status, shown(r.steps), f"{r.seconds:.1f}", shown(r.node), shown(r.error)
         )
     return table

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from sds_core.errors import ConfigError
+from sds_core.limits import MAX_CONFIG_DEPTH, nesting_depth
 
 T = TypeVar("T")
 SECTIONS = ("generator", "guidance", "loss", "cameras", "optim", "run")
@@ -123,21 +124,32 @@ CORE_PRESETS: dict[str, dict[str, Any]] = {
 # --- generic helpers --------------------------------------------------------------------------
 
 
-def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """A new dict: `update` merged into `base`, recursing into nested mappings."""
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any], _depth: int = 1) -> dict[str, Any]:
+    """A new dict: `update` merged into `base`, recursing into nested mappings (at most
+    MAX_CONFIG_DEPTH levels: deeper is a ConfigError, never a RecursionError)."""
+    if _depth > MAX_CONFIG_DEPTH:
+        raise ConfigError(f"the config is nested deeper than {MAX_CONFIG_DEPTH} levels; an sds config has a few")
     out: dict[str, Any] = dict(base)
     for key, value in update.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value, _depth + 1)
         else:
             out[key] = value
     return out
 
 
+_TOO_DEEP = object()  # what parse_value marks a value too deep for json's own recursion with
+
+
 def parse_value(text: str) -> Any:
-    """A --set value: JSON when it parses (numbers, booleans, null, lists), else the plain string."""
+    """A --set value: JSON when it parses (numbers, booleans, null, lists), else the plain string.
+
+    JSON nested deeper than MAX_CONFIG_DEPTH levels is a ConfigError (json's own recursion limit
+    would otherwise end in a RecursionError)."""
     try:
-        return json.loads(text)
+        value = json.loads(text)
+    except RecursionError:
+        value = _TOO_DEEP
     except json.JSONDecodeError:
         lowered = text.strip().lower()
         if lowered in ("true", "false"):
@@ -145,30 +157,47 @@ def parse_value(text: str) -> Any:
         if lowered in ("none", "null"):
             return None
         return text
+    if value is _TOO_DEEP or nesting_depth(value) > MAX_CONFIG_DEPTH:
+        raise ConfigError(f"the value {_excerpt(text)} is nested deeper than {MAX_CONFIG_DEPTH} levels")
+    return value
+
+
+def _excerpt(text: str, length: int = 40) -> str:
+    """`text` quoted, cut to `length` characters for an error sentence."""
+    return repr(text if len(text) <= length else text[:length] + "...")
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
-    """Turn ["a.b=1", "a.c=x"] into {"a": {"b": 1, "c": "x"}}."""
+    """Turn ["a.b=1", "a.c=x"] into {"a": {"b": 1, "c": "x"}} (at most MAX_CONFIG_DEPTH levels)."""
     tree: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"--set takes key.path=value, got {item!r}")
+            raise ConfigError(f"--set takes key.path=value, got {_excerpt(item)}")
         parts = key.split(".")
         if parts[0] not in SECTIONS:
-            raise ConfigError(f"--set {key}: the first part must be one of {', '.join(SECTIONS)}, not {parts[0]!r}")
+            raise ConfigError(
+                f"--set {_excerpt(key)}: the first part must be one of {', '.join(SECTIONS)}, not {parts[0]!r}"
+            )
+        try:
+            value = parse_value(raw)
+        except ConfigError as exc:
+            raise ConfigError(f"--set {_excerpt(key)}: {exc}") from None
+        if len(parts) + nesting_depth(value) > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"--set {_excerpt(key)} is nested deeper than {MAX_CONFIG_DEPTH} levels")
         node = tree
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"--set {key} conflicts with an earlier --set of {part}")
-        node[parts[-1]] = parse_value(raw)
+                raise ConfigError(f"--set {_excerpt(key)} conflicts with an earlier --set of {part}")
+        node[parts[-1]] = value
     return tree
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a config tree from JSON, TOML or YAML (YAML needs PyYAML)."""
+    """Read a config tree from JSON, TOML or YAML (YAML needs PyYAML), at most MAX_CONFIG_DEPTH
+    levels deep."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -178,6 +207,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+    too_deep = f"config file {path} is nested deeper than {MAX_CONFIG_DEPTH} levels; an sds config has a few"
     try:
         if path.suffix == ".toml":
             import tomllib
@@ -193,10 +223,14 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             data = json.loads(text)
     except ConfigError:
         raise
+    except RecursionError:
+        raise ConfigError(too_deep) from None
     except Exception as exc:
         raise ConfigError(f"config file {path} could not be parsed: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections")
+    if nesting_depth(data) > MAX_CONFIG_DEPTH:
+        raise ConfigError(too_deep)
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"config file {path} has unknown sections {unknown}; accepted: {', '.join(SECTIONS)}")

@@ -356,16 +356,59 @@ class GuidanceFacts:
         )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GuidanceFacts:
+    def from_dict(cls, data: Any, source: str = "the checkpoint") -> GuidanceFacts:
+        """The facts a checkpoint recorded (`asdict` of `of`), checked: a checkpoint may come from
+        someone else, so a wrong type, a missing key or a size beyond `sds_core.limits` is a
+        ConfigError naming `source`, before any generator allocates from them."""
+        from sds_core.errors import ConfigError
+        from sds_core.limits import MAX_CHANNELS, check_image_side, shown
+
+        where = f"the guidance facts recorded in {source}"
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where} are not a mapping ({type(data).__name__})")
+        missing = [key for key in ("space", "resolution", "channels", "latent_resolution") if key not in data]
+        if missing:  # keys a later version may add are left alone
+            raise ConfigError(f"{where} lack {', '.join(missing)}; sds records {_FACT_KEYS}")
+        raw_space = data["space"]
+        if not isinstance(raw_space, str) or raw_space not in ("rgb", "latent"):
+            raise ConfigError(f"{where} give space {shown(raw_space)}; accepted: 'rgb', 'latent'")
+        space: Space = "rgb" if raw_space == "rgb" else "latent"
+        resolution = check_image_side(data["resolution"], f"{where}: resolution")
+        latent = check_image_side(data["latent_resolution"], f"{where}: latent_resolution")
+        channels = data["channels"]
+        if isinstance(channels, bool) or not isinstance(channels, int) or not 1 <= channels <= MAX_CHANNELS:
+            raise ConfigError(
+                f"{where}: channels must be a whole number from 1 to {MAX_CHANNELS}, not {shown(channels)}"
+            )
         background = data.get("background")
+        if background is not None:
+            if (
+                not isinstance(background, (list, tuple))
+                or not 1 <= len(background) <= 4
+                or not all(_finite_number(v) for v in background)
+            ):
+                raise ConfigError(f"{where}: background must be None or 1 to 4 finite numbers, not {shown(background)}")
+            background = tuple(float(v) for v in background)
+        capabilities = data.get("capabilities", ())
+        if not isinstance(capabilities, (list, tuple)) or not all(isinstance(c, str) for c in capabilities):
+            raise ConfigError(f"{where}: capabilities must be a list of names, not {shown(capabilities)}")
         return cls(
-            space=data["space"],
-            resolution=int(data["resolution"]),
-            channels=int(data["channels"]),
-            latent_resolution=int(data["latent_resolution"]),
-            background=None if background is None else tuple(float(v) for v in background),
-            capabilities=tuple(str(c) for c in data.get("capabilities", ())),
+            space=space,
+            resolution=resolution,
+            channels=channels,
+            latent_resolution=latent,
+            background=background,
+            capabilities=tuple(capabilities),
         )
+
+
+_FACT_KEYS = "space, resolution, channels, latent_resolution, background and capabilities"
+
+
+def _finite_number(value: Any) -> bool:
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -393,3 +436,10 @@ class ExportContext:
     # model space -> RGB in [0, 1] (the guidance's decode), for generators of latents; a loaded run
     # builds its guidance on the first call only
     decode: Callable[[Tensor], Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        # `sds export --resolution`: refused before the generator allocates its resolution^3 grid
+        if self.resolution is not None:
+            from sds_core.limits import check_grid_side
+
+            check_grid_side(self.resolution, "--resolution")

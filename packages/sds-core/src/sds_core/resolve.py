@@ -18,6 +18,7 @@ from sds_core.config import (
     deep_merge,
 )
 from sds_core.errors import ConfigError
+from sds_core.limits import MAX_CONFIG_DEPTH, check_config_sizes, check_depth, check_seed
 from sds_core.plugins import Catalog, Kind, PluginSpec
 
 # sds-core's own default: its built-in loss. The default generator and guidance are the
@@ -64,6 +65,8 @@ def resolve_config(
 
     A section's plugin is `names[section]`, else the config's `section.name`, else `defaults`."""
     check_preset(preset)
+    # a config file or a run folder's recorded config may come from someone else: bounded first
+    check_depth(overrides or {}, "the config", MAX_CONFIG_DEPTH)
     overrides = dict(overrides or {})
     names = dict(names or {})
     specs = {
@@ -106,6 +109,7 @@ def resolve_config(
     for section, cfg in plugin_configs.items():
         final_tree[section] = {"name": specs[section].name, **config_to_dict(cfg)}
     ordered = {key: final_tree[key] for key in ("generator", "guidance", "loss", "cameras", "optim", "run")}
+    check_config_sizes(ordered)  # image sides and grids, before any plugin allocates them
     return ResolvedConfig(preset, specs, plugin_configs, cameras, optim, run, ordered)
 
 
@@ -116,6 +120,7 @@ def _check_values(cameras: CameraConfig, run: RunConfig) -> None:
         value = getattr(run, f.name)
         if f.name != "seed" and isinstance(value, int) and value < 0:
             raise ConfigError(f"run.{f.name} must not be negative, not {value}")
+    check_seed(run.seed, "run.seed")
     if cameras.width < 1 or cameras.height < 1 or cameras.batch_size < 1:
         raise ConfigError("cameras.width, cameras.height and cameras.batch_size must be at least 1")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sds_core.errors import SdsError
+from sds_core.limits import MAX_EVAL_VIEWS, check_image_side
 from sds_eval.captions import normalize_caption, read_captions
 from sds_eval.r_precision import TABLE1_DREAMFUSION, ranking_hits
 from sds_eval.renders import RunRenders, render_run
@@ -12,9 +14,32 @@ from sds_eval.renders import RunRenders, render_run
 MODES = ("color", "geometry")
 
 
-def caption_set(prompts_file: Path | None, run_prompts: list[str]) -> tuple[list[str], dict[str, int]]:
-    """Normalised distractor captions, extended by any run prompt not among them, and each prompt's index."""
-    captions = [normalize_caption(c) for c in read_captions(prompts_file)]
+def distractor_captions(prompts_file: Path | None) -> list[str]:
+    """The raw distractor captions (the shipped 153 by default), read and checked before any run is
+    rendered: a file that is missing, unreadable, not UTF-8 or empty is an SdsError."""
+    if prompts_file is None:
+        return read_captions(None)
+    path = Path(prompts_file)
+    if not path.is_file():
+        raise SdsError(f"prompts file {path} does not exist (or is not a regular file)")
+    try:
+        captions = read_captions(path)
+    except UnicodeDecodeError as exc:
+        raise SdsError(f"prompts file {path} is not UTF-8 text (byte {exc.start} cannot be decoded)") from None
+    except OSError as exc:
+        raise SdsError(f"prompts file {path} cannot be read: {exc.strerror or exc}") from None
+    if not captions:
+        raise SdsError(f"prompts file {path} holds no captions (one a line)")
+    return captions
+
+
+def caption_set(
+    prompts_file: Path | None, run_prompts: list[str], distractors: list[str] | None = None
+) -> tuple[list[str], dict[str, int]]:
+    """Normalised distractor captions (`distractors`, else read from `prompts_file`), extended by any
+    run prompt not among them, and each prompt's index."""
+    raw = distractors if distractors is not None else distractor_captions(prompts_file)
+    captions = [normalize_caption(c) for c in raw]
     index = {c: i for i, c in enumerate(captions)}
     for prompt in run_prompts:
         key = normalize_caption(prompt)
@@ -22,6 +47,13 @@ def caption_set(prompts_file: Path | None, run_prompts: list[str]) -> tuple[list
             index[key] = len(captions)
             captions.append(key)
     return captions, {p: index[normalize_caption(p)] for p in run_prompts}
+
+
+def check_render_options(views: int, resolution: int) -> None:
+    """The number and side of the evaluation renders within `sds_core.limits`, else an SdsError."""
+    if isinstance(views, bool) or not isinstance(views, int) or not 1 <= views <= MAX_EVAL_VIEWS:
+        raise SdsError(f"--views must be a whole number from 1 to {MAX_EVAL_VIEWS}, not {views!r}")
+    check_image_side(resolution, "--resolution", other=resolution, purpose="one float32 RGB render")
 
 
 def clip_r_precision(
@@ -33,12 +65,15 @@ def clip_r_precision(
     device: str = "auto",
     renders: list[RunRenders] | None = None,
 ) -> dict[str, Any]:
-    """Render every run once, score with every CLIP model; returns the JSON-ready report."""
+    """Render every run once, score with every CLIP model; returns the JSON-ready report. The
+    options and the prompts file are checked before anything is rendered."""
     from sds_core.loop import resolve_device
     from sds_eval.clip_model import ClipScorer
 
+    check_render_options(views, resolution)
+    distractors = distractor_captions(prompts_file)  # before the rendering: a bad file fails at once
     renders = renders or [render_run(d, views=views, resolution=resolution, device=device) for d in run_dirs]
-    captions, true_index = caption_set(prompts_file, [r.prompt for r in renders])
+    captions, true_index = caption_set(prompts_file, [r.prompt for r in renders], distractors)
     report: dict[str, Any] = {
         "captions": len(captions),
         "views": views,

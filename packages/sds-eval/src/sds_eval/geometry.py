@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from sds_core.errors import SdsError
+from sds_core.limits import EVAL_NODE_BYTES, MAX_EVAL_GRID_SIDE, check_grid_side
 from sds_core.protocols import DensityField, SurfaceMesh
 from sds_core.run import RunFolder
 
@@ -34,10 +35,20 @@ def _nearest_vertex_colours(mesh: Any) -> Any:
     return albedo
 
 
+def check_eval_resolution(resolution: int) -> int:
+    """`resolution` (nodes per side of the IoU grid) within [2, MAX_EVAL_GRID_SIDE], else a ConfigError
+    with the memory its grid would need."""
+    return check_grid_side(
+        resolution, "--resolution", MAX_EVAL_GRID_SIDE, EVAL_NODE_BYTES, purpose="the geometry evaluation's grid"
+    )
+
+
 def run_geometry(run_dir: Path, resolution: int = 64, device: str = "cpu") -> dict[str, Any]:
-    """IoU, Chamfer and colour error of one run against its shapes-world object."""
+    """IoU, Chamfer and colour error of one run against its shapes-world object (the IoU grid's
+    side is checked against `sds_core.limits.MAX_EVAL_GRID_SIDE` before the run is loaded)."""
     from sds_core.inference import load_run
 
+    check_eval_resolution(resolution)
     if not RunFolder(Path(run_dir)).last_checkpoint.exists():
         raise SdsError(f"{run_dir} has no checkpoint (ckpts/last.pt) to evaluate")
     run = load_run(Path(run_dir), device)  # read only: no lock, no writes

@@ -45,12 +45,16 @@ def load_mesh(path: Path, color: tuple[float, float, float]) -> MeshData:
     """A y-up mesh file (as `sds export` writes) as a z-up MeshData with vertex colours."""
     import trimesh
 
-    mesh: Any = trimesh.load(path, force="mesh", process=False)
-    # textured files split vertices along UV seams: weld them back into one closed surface
-    mesh.merge_vertices(merge_tex=True, merge_norm=True)
-    mesh.remove_unreferenced_vertices()
-    if len(mesh.faces) == 0:
-        raise ConfigError(f"{path} holds no triangles")
+    try:
+        mesh: Any = trimesh.load(path, force="mesh", process=False)
+        # textured files split vertices along UV seams: weld them back into one closed surface
+        mesh.merge_vertices(merge_tex=True, merge_norm=True)
+        mesh.remove_unreferenced_vertices()
+    except (ValueError, OSError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        # what trimesh raises on a foreign or damaged file (as sds_gaussians.gaussians guards it)
+        raise ConfigError(f"generator.init: {path} is not a readable mesh ({type(exc).__name__}: {exc})") from None
+    if len(getattr(mesh, "faces", ())) == 0:
+        raise ConfigError(f"generator.init: {path} holds no triangles")
     visual = mesh.visual
     colors = np.zeros((0, 3), dtype=np.float32)
     if getattr(visual, "kind", None) == "vertex":  # PLY vertex colours

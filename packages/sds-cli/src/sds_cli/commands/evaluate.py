@@ -8,10 +8,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from sds_cli.errors import user_errors
+from sds_cli.text import printable, shown
 
 eval_app = typer.Typer(help="Evaluate finished runs.", no_args_is_help=True)
 Runs = Annotated[list[Path], typer.Argument(help="Run folders written by `sds generate` or `sds batch`.")]
@@ -27,14 +27,36 @@ def _require_eval() -> None:
 
 
 def _check_outputs(json_path: Path | None, **at_least: tuple[int, int]) -> None:
-    """Options checked before any run is loaded: counts (value, minimum) and the --json file."""
+    """Options checked before any run is loaded: counts (value, minimum) and the --json file, whose
+    folder must exist and be writable (the report is written after the whole evaluation)."""
+    import os
+
     from sds_core.errors import SdsError
 
     for name, (value, minimum) in at_least.items():
         if value < minimum:
             raise SdsError(f"--{name} must be at least {minimum}, not {value}")
-    if json_path is not None and json_path.is_dir():
+    if json_path is None:
+        return
+    if json_path.is_dir():
         raise SdsError(f"--json {json_path} is a folder; give the path of the JSON file to write")
+    parent = json_path.parent
+    if not parent.is_dir():
+        raise SdsError(f"--json {json_path}: the folder {parent} does not exist; make it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SdsError(f"--json {json_path}: the folder {parent} is not writable by you")
+    if json_path.exists() and not json_path.is_file():
+        raise SdsError(f"--json {json_path} exists and is not a regular file")
+
+
+def _write_json(json_path: Path | None, data: Any, what: str) -> None:
+    """The --json file (checked by `_check_outputs` before the evaluation), written atomically."""
+    if json_path is None:
+        return
+    from sds_core.files import atomic_write
+
+    atomic_write(json_path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+    typer.echo(f"{what} written to {printable(json_path)}")
 
 
 def _pct(value: float | None) -> str:
@@ -47,12 +69,12 @@ def r_precision_table(report: dict[str, Any]) -> Table:
     table = Table(title=f"CLIP R-Precision (%), {report['captions']} captions, {report['views']} views per run")
     table.add_column("run", overflow="fold")
     for model in models:
-        short = model.rstrip("/").split("/")[-1]
+        short = shown(model.rstrip("/").split("/")[-1])
         table.add_column(f"{short} colour", justify="right")
         table.add_column(f"{short} geo", justify="right")
     for entry in report["runs"]:
         cells = [_pct(entry["r_precision"][m][mode]) for m in models for mode in ("color", "geometry")]
-        table.add_row(f"{escape(str(entry['run']))}\n[dim]{escape(entry['prompt'])}[/]", *cells)
+        table.add_row(f"{shown(entry['run'])}\n[dim]{shown(entry['prompt'])}[/]", *cells)
     table.add_row(
         "[bold]all runs[/]",
         *[f"[bold]{_pct(report['r_precision'][m][mode])}[/]" for m in models for mode in ("color", "geometry")],
@@ -77,25 +99,21 @@ def clip_r_precision_command(
     """R-Precision of each run's colour and textureless renders against the caption set."""
     with user_errors():
         _require_eval()
-        from sds_eval.evaluate import clip_r_precision
+        from sds_eval.evaluate import check_render_options, clip_r_precision, distractor_captions
 
         from sds_core.errors import SdsError
         from sds_core.run import RunFolder
 
         _check_outputs(json_path, views=(views, 1), resolution=(resolution, 1))
+        check_render_options(views, resolution)
         for run in runs:
             if not RunFolder(run).last_checkpoint.exists():
                 raise SdsError(f"{run} has no checkpoint (ckpts/last.pt) to evaluate")
-        if prompts is not None and not prompts.is_file():
-            raise SdsError(f"prompts file {prompts} does not exist")
+        distractor_captions(prompts)  # read and checked now: a bad file fails before any rendering
         models = clip or ["openai/clip-vit-base-patch32"]
         report = clip_r_precision(runs, models, views, prompts, resolution, device)
-    Console(soft_wrap=True).print(r_precision_table(report))
-    if json_path is not None:
-        from sds_core.files import atomic_write
-
-        atomic_write(json_path, (json.dumps(report, indent=2) + "\n").encode("utf-8"))
-        typer.echo(f"report written to {json_path}")
+        Console(soft_wrap=True).print(r_precision_table(report))
+        _write_json(json_path, report, "report")
 
 
 @eval_app.command("geometry")
@@ -112,27 +130,29 @@ def geometry_command(
     """
     with user_errors():
         _require_eval()
-        from sds_eval.geometry import run_geometry
+        from sds_eval.geometry import check_eval_resolution, run_geometry
 
         _check_outputs(json_path, resolution=(resolution, 2))
+        check_eval_resolution(resolution)
         rows = [run_geometry(run, resolution, device) for run in runs]
+        Console(soft_wrap=True).print(geometry_table(rows))
+        _write_json(json_path, {"runs": rows}, "results")
+
+
+def geometry_table(rows: list[dict[str, Any]]) -> Table:
+    """One row per run: the object, IoU (plain and yaw-free), Chamfer, colour error and level."""
     table = Table(title="shapes-world geometry")
     for column in ("run", "object", "IoU", "IoU yaw-free", "Chamfer", "colour error", "level"):
         table.add_column(column, overflow="fold")
     for row in rows:
         colour = row.get("colour_error")
         table.add_row(
-            escape(row["run"]),
-            escape(row["object"]),
+            shown(row["run"]),
+            shown(row["object"]),
             f"{row['iou']:.3f}",
             f"{row['iou_yaw_free']:.3f}" + (f" at {row['yaw_degrees']:g} deg" if row["yaw_degrees"] else ""),
             f"{row['chamfer']:.4f}",
             "n/a" if colour is None else f"{colour:.3f}",
             "mesh" if row["level"] is None else f"{row['level']:.3g}",
         )
-    Console(soft_wrap=True).print(table)
-    if json_path is not None:
-        from sds_core.files import atomic_write
-
-        atomic_write(json_path, (json.dumps({"runs": rows}, indent=2) + "\n").encode("utf-8"))
-        typer.echo(f"results written to {json_path}")
+    return table

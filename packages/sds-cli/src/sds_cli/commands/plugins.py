@@ -8,8 +8,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+
+from sds_cli.text import shown
 
 
 def catalog_listing() -> dict[str, Any]:
@@ -52,11 +53,12 @@ def plugins_command(
         table.add_column(column, overflow="fold")
     for kind in ("generator", "guidance", "loss"):
         for item in listing[kind]:
-            table.add_row(kind, item["name"], item["package"], item["version"], item["description"])
+            table.add_row(kind, *(shown(item[key]) for key in ("name", "package", "version", "description")))
     console.print(table)
     for failure in listing["failures"]:
         console.print(
-            f"[yellow]plugin {failure['name']!r} ({failure['package']}) failed to load:[/] {failure['error']}"
+            f"[yellow]plugin {shown(repr(failure['name']))} ({shown(failure['package'])}) failed to load:[/] "
+            f"{shown(failure['error'])}"
         )
 
 
@@ -92,11 +94,11 @@ def show_command(
         info = {"kind": kinds[0], "name": name, "package": spec.provider, "description": spec.description}
         typer.echo(json.dumps({**info, "options": [asdict(o) for o in options]}, indent=2))
         return
-    table = Table(title=f"{kinds[0]} {name} ({spec.provider}): --set {section}.OPTION=VALUE")
+    table = Table(title=f"{kinds[0]} {shown(name)} ({shown(spec.provider)}): --set {section}.OPTION=VALUE")
     for column in ("option", "type", "default", "what it does"):
         table.add_column(column, overflow="fold")
     for option in options:
-        table.add_row(*(escape(text) for text in (option.name, option.type, json.dumps(option.default), option.doc)))
+        table.add_row(*(shown(text) for text in (option.name, option.type, json.dumps(option.default), option.doc)))
     console = Console()
-    console.print(escape(spec.description))
+    console.print(shown(spec.description))
     console.print(table)
