@@ -129,15 +129,14 @@ def resume(
 ) -> None:
     """Continue a run from its last checkpoint (bit for bit on CPU)."""
     with user_errors():
-        from rich.markup import escape
-
         from sds_cli.progress import RunProgress
+        from sds_cli.text import shown
         from sds_core.loop import resume_run
 
         progress = RunProgress()
         trainer = resume_run(run_dir, device, listeners=[progress], steps=steps)
         if trainer.step >= trainer.total_steps and trainer.folder.final_complete():
-            progress.console.print(f"{escape(str(run_dir))} is already finished ({trainer.step} steps).")
+            progress.console.print(f"{shown(str(run_dir))} is already finished ({trainer.step} steps).")
             return
         _run_and_report(trainer, progress)
 
@@ -164,8 +163,10 @@ def export(
 
         if not RunFolder(run_dir).last_checkpoint.exists():
             raise SdsError(f"{run_dir} has no checkpoint (ckpts/last.pt) to export from")
-        if resolution is not None and resolution < 2:
-            raise SdsError(f"--resolution must be at least 2 (grid points per side), not {resolution}")
+        if resolution is not None:
+            from sds_core.limits import check_grid_side
+
+            check_grid_side(resolution, "--resolution")
         if threshold is not None and not math.isfinite(threshold):
             raise SdsError(f"--threshold must be a finite number, not {threshold}")
         formats = tuple(f.strip().lower() for f in format_.split(",") if f.strip()) if format_ else None
@@ -210,10 +211,10 @@ def batch(
     """Run a list of prompts; finished runs are skipped, so a crashed batch resumes where it stopped."""
     with user_errors():
         from rich.console import Console
-        from rich.markup import escape
 
         from sds_cli.batch import SummaryWriter, plan_jobs, read_prompts, run_job, write_summary
         from sds_cli.progress import RunProgress, batch_table
+        from sds_cli.text import shown
         from sds_core.errors import SdsError
         from sds_core.plugins import load_catalog
         from sds_core.resolve import resolve_config
@@ -245,7 +246,7 @@ def batch(
             jobs = []
         for index, job in enumerate(jobs, 1):
             progress = RunProgress()
-            progress.console.print(f"[bold]run {index}/{len(jobs)}[/]: {escape(repr(job.prompt))} seed {job.seed}")
+            progress.console.print(f"[bold]run {index}/{len(jobs)}[/]: {shown(repr(job.prompt))} seed {job.seed}")
             result = run_job(job, [progress], catalog)
             progress.close()
             results.append(result)
@@ -255,7 +256,7 @@ def batch(
         summary.update(results, final=True)
         console = Console(soft_wrap=True)
         console.print(batch_table(results))
-        console.print(f"summary written to {escape(str(out / 'batch.json'))}")
+        console.print(f"summary written to {shown(str(out / 'batch.json'))}")
         if any(r.status == "interrupted" for r in results):
             raise fail(f"batch interrupted; run the same command again to continue in {out}", EXIT_INTERRUPTED)
         if any(r.status == "failed" for r in results):
@@ -264,6 +265,9 @@ def batch(
 
 def main() -> None:
     """Console-script entry point."""
+    from sds_cli.errors import install_warning_display
+
+    install_warning_display()
     app()
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from sds_cli.defaults import DEFAULT_PRESET
 from sds_core.errors import SdsError
+from sds_core.limits import MAX_SEED
 
-MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit seed
 SUMMARY_EVERY_S = 30.0  # batch.json is rewritten at most this often while a batch runs, and at its end
 
 

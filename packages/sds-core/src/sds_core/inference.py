@@ -90,7 +90,7 @@ def _load(folder: RunFolder, device: str, catalog: Catalog | None, run_lock: Run
     prompt = record["prompt"]
     guidance: Guidance | None = None
     if "guidance" in payload:
-        facts = GuidanceFacts.from_dict(payload["guidance"])
+        facts = GuidanceFacts.from_dict(payload["guidance"], source=str(folder.last_checkpoint))
     else:  # a checkpoint written before runs recorded them: the guidance is built to read them
         guidance = _build_guidance(resolved, prompt, torch_device)
         facts = GuidanceFacts.of(guidance)

@@ -30,27 +30,13 @@ from sds_core.files import (
     remove_stale_temps,
     temp_name,
 )
+from sds_core.limits import MAX_CONFIG_DEPTH, nesting_depth
 
 # Written last into a staged final/ before it is renamed into place: a final/ without it is the
 # partial export of an older version, rebuilt by `sds resume` and `sds batch`.
 FINISHED_MARK = ".sds-finished"
 FOLDERS = ("ckpts", "previews", "final")
 FILES = ("config.json", "metrics.jsonl")
-# Deeper than any config the toolkit writes; json's recursion would otherwise raise RecursionError.
-MAX_JSON_DEPTH = 64
-
-
-def json_depth(value: Any) -> int:
-    """The nesting depth of a parsed JSON value, iteratively (no recursion to exhaust)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return deepest
 
 
 def parse_json(text: str, source: Path) -> Any:
@@ -61,8 +47,8 @@ def parse_json(text: str, source: Path) -> Any:
         raise SdsError(f"{source} cannot be read as JSON ({exc})") from None
     except RecursionError:
         data = None
-    if data is None or json_depth(data) > MAX_JSON_DEPTH:
-        raise SdsError(f"{source} is nested deeper than {MAX_JSON_DEPTH} levels; it is not an sds file")
+    if data is None or nesting_depth(data) > MAX_CONFIG_DEPTH:
+        raise SdsError(f"{source} is nested deeper than {MAX_CONFIG_DEPTH} levels; it is not an sds file")
     return data
 
 
