@@ -202,7 +202,7 @@ fi
 # it comes first: compiling SD's UNet and VAE encoder takes a minute or two, once for every generator)
 part "bench: step cost per generator, SD 2.1-base 512 px float16, compiled" 240 150 \
     python3 benchmarks/step_cost.py --device cuda --model "$MODEL" --compile auto --steps 10 --warmup 3 \
-    --generators nerf-hashgrid image mesh nerf-mlp --sampler "$SAMPLER" --json "$DEST/step_cost_compiled.json"
+    --generators nerf-hashgrid image mesh gaussians nerf-mlp --sampler "$SAMPLER" --json "$DEST/step_cost_compiled.json"
 
 # --- the CUDA tests -------------------------------------------------------------------------------
 part "pytest tests/gpu" 150 70 python3 -m pytest -q -x -p no:cacheprovider --durations=5 \
@@ -211,7 +211,7 @@ part "pytest tests/gpu" 150 70 python3 -m pytest -q -x -p no:cacheprovider --dur
 # --- the same step eager: what compiling gains ---------------------------------------------------
 part "bench: step cost per generator, SD 2.1-base 512 px float16, eager" 120 0 \
     python3 benchmarks/step_cost.py --device cuda --model "$MODEL" --compile off --steps 5 --warmup 2 \
-    --generators nerf-hashgrid image mesh nerf-mlp --sampler "$SAMPLER" --json "$DEST/step_cost_eager.json"
+    --generators nerf-hashgrid image mesh gaussians nerf-mlp --sampler "$SAMPLER" --json "$DEST/step_cost_eager.json"
 
 # --- CUDA graphs (inductor's reduce-overhead) for the guidance, the hash grid only, if time is left --
 part "bench: step cost, nerf-hashgrid, guidance.compile_mode=reduce-overhead" 100 0 \
@@ -231,6 +231,11 @@ RASTERIZER=auto
 part "bench: gaussians generator, paper preset, shapes prior, CUDA, rasterizer=$RASTERIZER" 120 0 \
     python3 benchmarks/gaussians_shapes.py --device cuda --preset paper --objects "a red cube" --seeds 0 \
     --set 'generator.export_formats=[]' --set "generator.rasterizer=$RASTERIZER" --json "$DEST/gaussians_shapes.json"
+
+# --- sds bench on the learned IF-format prior: every generator's draft step and its projected run --
+part "sds bench: nerf mesh gaussians image, shapes-learned, draft, CUDA" 120 0 \
+    python3 -m sds_cli.app bench --device cuda --guidance shapes-learned --preset draft --steps 5 --warmup 2 \
+    --json "$DEST/bench_shapes_learned_draft.json"
 
 log "=== summary ($((SECONDS - T0))s in all)"
 for line in "${SUMMARY[@]}"; do

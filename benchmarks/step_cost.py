@@ -7,7 +7,7 @@ the UNet pair only. The full step is the training loop's own (`Trainer.train_ste
 render, prepare, loss, regularisers, backward, optimiser) with the same guidance object, so the
 ratio step / prior is what a generator adds. Generators: the paper's NeRF (MLP on IPE, autograd
 normals), the NeRF on a hash grid (a small MLP, finite-difference normals: threestudio's choice),
-the mesh and the image (RGB pixels, so that the VAE runs as for a 3D render).
+the mesh, the 3D Gaussians and the image (RGB pixels, so that the VAE runs as for a 3D render).
 
 The model is a diffusers folder or hub id (--model), else the published architecture built from
 tests/fixtures/configs with random weights (the cost does not depend on the weights): made small
@@ -24,11 +24,7 @@ test runs this in seconds.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import gc
 import json
-import resource
-import statistics
 import sys
 import tempfile
 import time
@@ -48,27 +44,16 @@ GENERATORS: dict[str, tuple[str, dict[str, Any]]] = {
         {"encoding": "hashgrid", "hidden": 64, "blocks": 1, "normals": "finite_difference"},
     ),
     "mesh": ("mesh", {}),
+    "gaussians": ("gaussians", {}),
     "image": ("image", {"space": "rgb"}),
 }
 SMALL: dict[str, dict[str, Any]] = {
     "nerf-mlp": {"hidden": 32, "blocks": 2, "samples_per_ray": 16},
     "nerf-hashgrid": {"hash_levels": 8, "hash_log2_size": 14, "hash_max_resolution": 256, "samples_per_ray": 16},
     "mesh": {"subdivisions": 2},
+    "gaussians": {},
     "image": {},
 }
-
-
-def sync(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """CUDA: the peak allocated since the last reset; CPU: the process's peak resident set."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 def model_folder(args: argparse.Namespace, workdir: Path) -> str:
@@ -103,109 +88,26 @@ def overrides(args: argparse.Namespace, key: str, model: str) -> dict[str, Any]:
     return deep_merge(tree, args.sets)
 
 
-def prior_cost(
-    guidance: Any, conditioning: Any, batch: int, device: torch.device, args: argparse.Namespace
-) -> dict[str, float]:
-    """Mean ms of the UNet pair (no grad, as SDS calls it) and of the VAE encoder forward + backward."""
-    from sds_core.protocols import Render
-
-    side, latent = guidance.resolution, guidance.latent_resolution
-    x = torch.randn(batch, guidance.channels, latent, latent, device=device)
-    t = torch.full((batch,), 500, device=device, dtype=torch.long)
-
-    def unet() -> None:
-        with torch.no_grad():
-            guidance.predict_noise(x, t, conditioning)
-
-    def vae() -> None:
-        pixels = torch.rand(batch, 3, side, side, device=device, requires_grad=True)
-        latents = guidance.prepare(Render(image=pixels))
-        latents.backward(torch.ones_like(latents))
-
-    parts = {"unet_pair": unet}
-    if guidance.space == "latent":
-        parts["vae_encoder"] = vae
-    out = {}
-    for name, fn in parts.items():
-        for _ in range(args.warmup):
-            fn()
-        times = []
-        for _ in range(args.steps):
-            t0 = sync(device)
-            fn()
-            times.append(sync(device) - t0)
-        out[name] = 1000 * statistics.mean(times)
-    return out
-
-
-def shared_guidance(resolved: Any, cache: dict[str, Any]) -> Any:
-    """The guidance spec with a factory returning one guidance for every generator (built, and
-    compiled, once)."""
-    spec = resolved.specs["guidance"]
-
-    def factory(config: Any, context: Any) -> Any:
-        if "guidance" not in cache:
-            cache["guidance"] = spec.build(config, context)
-        return cache["guidance"]
-
-    return dataclasses.replace(spec, factory=factory)
-
-
-def measure(key: str, args: argparse.Namespace, model: str, workdir: Path, cache: dict[str, Any]) -> dict[str, Any]:
-    from sds_core.loop import Trainer
+def measure(key: str, args: argparse.Namespace, model: str, cache: dict[str, Any]) -> dict[str, Any]:
+    """`sds bench`'s measurement (sds_cli.bench) of one generator variant under the paper preset."""
+    from sds_cli.bench import BenchCase
+    from sds_cli.bench import measure as bench_measure
     from sds_core.plugins import load_catalog
-    from sds_core.resolve import resolve_config
 
-    device = args.torch_device
-    plugin = GENERATORS[key][0]
-    resolved = resolve_config(
-        cache.setdefault("catalog", load_catalog()),
+    case = BenchCase(key, GENERATORS[key][0], overrides(args, key, model))
+    row = bench_measure(
+        case,
+        guidance=args.guidance,
         preset="paper",
-        overrides=overrides(args, key, model),
-        names={"generator": plugin, "guidance": args.guidance, "loss": "sds"},
+        prompt=args.prompt,
+        device=args.torch_device,
+        steps=args.steps,
+        warmup=args.warmup,
+        start_step=args.start_step,  # past the albedo-only steps: shaded renders and normals, as most of a run
+        catalog=cache.setdefault("catalog", load_catalog()),
+        cache=cache,
     )
-    resolved.specs["guidance"] = shared_guidance(resolved, cache)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    trainer = Trainer(resolved, args.prompt, workdir / key, device)
-    trainer.step = args.start_step  # past the albedo-only steps: shaded renders and normals, as most of a run
-    built = sync(device)
-    for _ in range(args.warmup):
-        trainer.train_step()
-    warm = sync(device) - built
-    events = [trainer.train_step() for _ in range(args.steps)]
-    parts = {name: 1000 * statistics.mean(e.timings[name] for e in events) for name in events[0].timings}
-    step_ms = sum(parts.values())
-    guidance = trainer.guidance
-    cams = trainer.cameras.sample().to(device)
-    render = trainer.generator.render(cams, trainer.step)
-    conditioning = guidance.condition(render, cams if trainer.generator.view_dependent else None)
-    del render
-    prior = prior_cost(guidance, conditioning, cams.batch_size, device, args)
-    prior_ms = sum(prior.values())
-    row = {
-        "generator": key,
-        "guidance": args.guidance,
-        "device": device.type,
-        "dtype": str(guidance.dtype).removeprefix("torch."),
-        "compile": args.compile,
-        "render_side": args.width,
-        "batch": cams.batch_size,
-        "guidance_resolution": guidance.resolution,
-        "warmup_s": warm,
-        "step_ms": step_ms,
-        **{f"step_{k}_ms": v for k, v in parts.items()},
-        "prior_ms": prior_ms,
-        **{f"prior_{k}_ms": v for k, v in prior.items()},
-        "ratio": step_ms / prior_ms,
-        "peak_mb": peak_memory_mb(device),
-        "projected_10k_min": step_ms * 10_000 / 1000 / 60,
-    }
-    del trainer
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return row
+    return {**row, "compile": args.compile}
 
 
 def print_row(row: dict[str, Any]) -> None:
@@ -256,14 +158,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         model = model_folder(args, workdir)
         cache: dict[str, Any] = {}
         for key in args.generators:
-            row = measure(key, args, model, workdir, cache)
+            row = measure(key, args, model, cache)
             print_row(row)
             rows.append(row)
     if args.json:
+        from sds_cli.bench import record
         from sds_core.files import atomic_write
 
-        record = {"torch": torch.__version__, "cuda": torch.version.cuda, "rows": rows}
-        atomic_write(args.json, json.dumps(record, indent=1).encode())
+        command = ["python", "benchmarks/step_cost.py", *(sys.argv[1:] if argv is None else argv)]
+        atomic_write(args.json, json.dumps(record(command, device, rows), indent=1).encode())
     return rows
 
 

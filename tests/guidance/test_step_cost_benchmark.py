@@ -14,6 +14,7 @@ import pytest
 pytest.importorskip("diffusers")
 pytest.importorskip("sds_nerf")
 pytest.importorskip("sds_mesh")
+pytest.importorskip("sds_gaussians")
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,12 +45,14 @@ def test_every_generator_against_stable_diffusion(tiny_models, tmp_path: Path, c
     argv = ["--device", "cpu", "--model", str(tiny_models("sd-epsilon")), "--steps", "1", "--warmup", "0"]
     rows = _benchmark().main([*argv, "--json", str(out)])
     printed = capsys.readouterr().out
-    assert [row["generator"] for row in rows] == ["nerf-mlp", "nerf-hashgrid", "mesh", "image"]
+    assert [row["generator"] for row in rows] == ["nerf-mlp", "nerf-hashgrid", "mesh", "gaussians", "image"]
     for row in rows:
         _check(row, {"prior_unet_pair_ms", "prior_vae_encoder_ms"})
         assert row["generator"] in printed
         assert row["guidance_resolution"] == 64 and row["render_side"] == 16 and row["compile"] == "auto"
-    assert json.loads(out.read_text())["rows"] == rows
+    stored = json.loads(out.read_text())
+    assert stored["rows"] == rows and stored["command"][:2] == ["python", "benchmarks/step_cost.py"]
+    assert {"date", "commit", "machine", "torch", "cuda", "driver", "device"} <= set(stored)
     assert "step/prior" in printed and "10k steps" in printed
 
 

@@ -26,7 +26,7 @@ def _require_eval() -> None:
         raise SdsError("sds eval needs the sds-eval package; install it with `pip install ./packages/sds-eval`")
 
 
-def _check_outputs(json_path: Path | None, **at_least: tuple[int, int]) -> None:
+def check_outputs(json_path: Path | None, **at_least: tuple[int, int]) -> None:
     """Options checked before any run is loaded: counts (value, minimum) and the --json file, whose
     folder must exist and be writable (the report is written after the whole evaluation)."""
     import os
@@ -50,7 +50,7 @@ def _check_outputs(json_path: Path | None, **at_least: tuple[int, int]) -> None:
 
 
 def _write_json(json_path: Path | None, data: Any, what: str) -> None:
-    """The --json file (checked by `_check_outputs` before the evaluation), written atomically."""
+    """The --json file (checked by `check_outputs` before the evaluation), written atomically."""
     if json_path is None:
         return
     from sds_core.files import atomic_write
@@ -104,7 +104,7 @@ def clip_r_precision_command(
         from sds_core.errors import SdsError
         from sds_core.run import RunFolder
 
-        _check_outputs(json_path, views=(views, 1), resolution=(resolution, 1))
+        check_outputs(json_path, views=(views, 1), resolution=(resolution, 1))
         check_render_options(views, resolution)
         for run in runs:
             if not RunFolder(run).last_checkpoint.exists():
@@ -132,7 +132,7 @@ def geometry_command(
         _require_eval()
         from sds_eval.geometry import check_eval_resolution, run_geometry
 
-        _check_outputs(json_path, resolution=(resolution, 2))
+        check_outputs(json_path, resolution=(resolution, 2))
         check_eval_resolution(resolution)
         rows = [run_geometry(run, resolution, device) for run in runs]
         Console(soft_wrap=True).print(geometry_table(rows))
