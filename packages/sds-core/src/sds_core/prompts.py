@@ -48,7 +48,10 @@ def per_sample_prompts(
 
 
 def cache_root(cache_dir: str | None = None) -> Path:
-    """The sds cache folder: `cache_dir`, else $SDS_CACHE_DIR, else ~/.cache/sds."""
+    """The sds cache folder: `cache_dir`, else $SDS_CACHE_DIR, else ~/.cache/sds (per user).
+
+    Whatever names it (a run's config.json may), `sds_core.cache` uses it only if it is the
+    caller's own folder, and trusts only the entries signed with the caller's key kept there."""
     if cache_dir:
         return Path(cache_dir).expanduser()
     env = os.environ.get("SDS_CACHE_DIR")

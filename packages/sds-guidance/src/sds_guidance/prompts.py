@@ -4,7 +4,7 @@
   the camera's label. A prompt that already names a view keeps it.
 - Negative prompts: the text of the unconditional branch.
 - Perp-Neg (Armandpour et al. 2023): the other views' prompts as negatives.
-- An on-disk cache of text embeddings keyed by model and prompt.
+- An on-disk cache of text embeddings keyed by model and prompt, verified on load (`sds_core.cache`).
 
 Every prompt a run can need is known when the guidance is built, so the backends encode them all
 at once and may then release their text encoder.
@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from sds_core.files import atomic_write
+from sds_core import cache
+from sds_core.cache import TensorSpec
 from sds_core.prompts import VIEWS, cache_root, per_sample_prompts, split_view, view_prompt
 from sds_guidance.config import PromptOptions
 
@@ -68,53 +69,62 @@ def model_key(model: str, *parts: str | int | None) -> str:
 
 
 class EmbeddingCache:
-    """Text embeddings on disk (safetensors), one file per (model key, prompt)."""
+    """Text embeddings on disk (safetensors), one verified entry per (model key, prompt) (`sds_core.cache`).
 
-    def __init__(self, root: Path | None, key: str) -> None:
+    An entry is used only if it was written for this key and prompt with the user's cache key, and
+    holds one float32 (L, D) tensor: `shape` when the backend knows it, else the shape the entries
+    and the encoder's output agree on. Anything else is encoded again and the entry rewritten.
+    """
+
+    def __init__(self, root: Path | None, key: str, shape: tuple[int, int] | None = None) -> None:
         self.root = root
         self.key = key
+        self.shape = shape
 
     def path(self, prompt: str) -> Path | None:
         if self.root is None:
             return None
-        digest = hashlib.sha256(json.dumps([self.key, prompt]).encode()).hexdigest()[:32]
+        digest = hashlib.sha256(self.entry_key(prompt).encode()).hexdigest()[:32]
         return self.root / "embeddings" / f"{digest}.safetensors"
 
+    def entry_key(self, prompt: str) -> str:
+        """What an entry is computed from: the model key and the prompt."""
+        return json.dumps([self.key, prompt])
+
     def load(self, prompt: str) -> Tensor | None:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        path = self.path(prompt)
-        if path is None or not path.is_file():
-            return None
-        try:
-            return load_file(str(path))["embedding"]
-        except (OSError, SafetensorError, KeyError):
-            return None  # a damaged entry is recomputed
-
-    def save(self, prompt: str, embedding: Tensor) -> None:
-        from safetensors.torch import save_file
-
         path = self.path(prompt)
         if path is None:
-            return
-        tensors = {"embedding": embedding.detach().to("cpu", torch.float32).contiguous()}
-        atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
+            return None
+        shape: tuple[int | None, ...] = self.shape or (None, None)
+        found = cache.load(path, self.entry_key(prompt), {"embedding": TensorSpec(shape, torch.float32)}, self.root)
+        return None if found is None else found["embedding"]
+
+    def save(self, prompt: str, embedding: Tensor) -> None:
+        path = self.path(prompt)
+        if path is not None:
+            cache.save(path, self.entry_key(prompt), {"embedding": embedding.to(torch.float32)}, self.root)
+
+    def _encode(self, prompts: list[str], encode: Callable[[list[str]], Tensor]) -> dict[str, Tensor]:
+        with torch.no_grad():
+            encoded = encode(prompts).detach().to("cpu", torch.float32)
+        for prompt, embedding in zip(prompts, encoded, strict=True):
+            self.save(prompt, embedding)
+        return dict(zip(prompts, encoded, strict=True))
 
     def get(self, prompts: Sequence[str], encode: Callable[[list[str]], Tensor]) -> dict[str, Tensor]:
         """Embeddings (L, D) of `prompts`, encoding (in one batch) only those not on disk."""
-        found: dict[str, Tensor] = {}
-        for prompt in prompts:
-            cached = self.load(prompt)
-            if cached is not None:
-                found[prompt] = cached
-        missing = [p for p in dict.fromkeys(prompts) if p not in found]
+        unique = list(dict.fromkeys(prompts))
+        found = {p: e for p in unique if (e := self.load(p)) is not None}
+        shapes = {tuple(e.shape) for e in found.values()}
+        if len(shapes) > 1:  # entries that disagree (the model changed under its key): all encoded again
+            found = {}
+        missing = [p for p in unique if p not in found]
         if missing:
-            with torch.no_grad():
-                encoded = encode(missing).detach().to("cpu", torch.float32)
-            for prompt, embedding in zip(missing, encoded, strict=True):
-                found[prompt] = embedding
-                self.save(prompt, embedding)
+            found.update(self._encode(missing, encode))
+            shape = tuple(found[missing[0]].shape)
+            stale = [p for p in unique if tuple(found[p].shape) != shape]
+            if stale:  # cached with another shape than the encoder's now
+                found.update(self._encode(stale, encode))
         return found
 
 
@@ -140,13 +150,15 @@ class PromptEmbeddings:
         key: str,
         device: torch.device,
         dtype: torch.dtype,
+        shape: tuple[int, int] | None = None,
     ) -> None:
+        """shape: the encoder's (L, D), when known without running it (checked on cached entries)."""
         self.prompt = prompt
         self.options = options
         self.device = device
         self.dtype = dtype
         root = cache_root(options.cache_dir) if options.embedding_cache else None
-        self._cache = EmbeddingCache(root, key)
+        self._cache = EmbeddingCache(root, key, shape)
         # kept until the first prediction (`release`), so that losses may add texts at build time
         self._encode: Callable[[list[str]], Tensor] | None = encode
         self.table: dict[str, Tensor] = {}

@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sds_core import cache
+from sds_core.cache import TensorSpec
 from sds_core.cameras import CameraSampler
 from sds_core.config import CameraConfig
-from sds_core.files import atomic_write
 from sds_core.protocols import CameraBatch
 from sds_core.shading import ShadingConfig, shade
 from sds_shapes.trace import HITS, NORMALS, dot
@@ -115,24 +116,30 @@ def build_references(
     supersample: int,
     cache_dir: Path | None,
 ) -> ReferenceViews:
-    """Trace every primitive from the reference cameras, or load the result from the disk cache."""
+    """Trace every primitive from the reference cameras, or load the traced buffers from the disk cache.
+
+    The cameras are sampled again either way (cheap, seeded); the cache holds only the buffers,
+    checked against their inputs, shapes and digests by `sds_core.cache` (any mismatch: traced again).
+    """
+    cams = reference_cameras(camera_config, resolution, views, seed)
     key = json.dumps(
         [RENDER_VERSION, PRIMITIVES, asdict(camera_config), resolution, views, seed, supersample], default=str
     )
     path = None
+    buffers = None
     if cache_dir is not None:
         digest = hashlib.sha256(key.encode()).hexdigest()[:24]
         path = cache_dir / "shapes" / f"references-{resolution}px-{views}v-{digest}.pt"
-        if path.is_file():
-            try:
-                data = torch.load(path, map_location="cpu", weights_only=True)
-                return ReferenceViews(**data)
-            except (OSError, RuntimeError, TypeError, KeyError):
-                pass  # a damaged cache entry is rebuilt
-    cams = reference_cameras(camera_config, resolution, views, seed)
-    coverage, lit = trace_buffers(cams, supersample)
+        spec = TensorSpec((len(PRIMITIVES), views, resolution, resolution), cams.position.dtype)
+        buffers = cache.load(path, key, {"coverage": spec, "lit": spec}, cache_dir)
+    if buffers is None:
+        coverage, lit = trace_buffers(cams, supersample)
+        if path is not None:
+            cache.save(path, key, {"coverage": coverage, "lit": lit}, cache_dir)
+    else:
+        coverage, lit = buffers["coverage"], buffers["lit"]
     position = cams.position
-    refs = ReferenceViews(
+    return ReferenceViews(
         coverage=coverage,
         lit=lit,
         directions=position / position.norm(dim=-1, keepdim=True),
@@ -140,6 +147,3 @@ def build_references(
         azimuth=cams.azimuth,
         views=list(cams.views),
     )
-    if path is not None:
-        atomic_write(path, lambda tmp: torch.save(asdict(refs), tmp))
-    return refs
