@@ -64,9 +64,11 @@ def clip_r_precision(
     resolution: int = 128,
     device: str = "auto",
     renders: list[RunRenders] | None = None,
+    allow_pickled_weights: bool = False,
 ) -> dict[str, Any]:
     """Render every run once, score with every CLIP model; returns the JSON-ready report. The
-    options and the prompts file are checked before anything is rendered."""
+    options and the prompts file are checked before anything is rendered.
+    allow_pickled_weights: accept CLIP folders that hold only pickled `.bin` weights."""
     from sds_core.loop import resolve_device
     from sds_eval.clip_model import ClipScorer
 
@@ -82,7 +84,7 @@ def clip_r_precision(
         "table1_dreamfusion": {m: TABLE1_DREAMFUSION[m] for m in clip_models if m in TABLE1_DREAMFUSION},
     }
     for model in clip_models:
-        scorer = ClipScorer(model, resolve_device(device))
+        scorer = ClipScorer(model, resolve_device(device), allow_pickled_weights=allow_pickled_weights)
         texts = scorer.embed_texts(captions)
         totals = {mode: [0, 0] for mode in MODES}
         for entry, run in zip(report["runs"], renders, strict=True):

@@ -67,6 +67,9 @@ class StableDiffusionConfig(BackgroundDeclaration, CompileOptions, PromptOptions
     model: str = "stabilityai/stable-diffusion-2-1-base"
     variant: str | None = None  # e.g. "fp16" to load the half-precision files of a hub repo
     revision: str | None = None
+    # load `.bin` (pickled) weights when a folder has no safetensors; off: such a folder is refused,
+    # since unpickling can run code (allowed, they are unpickled with weights_only=True)
+    allow_pickled_weights: bool = False
     # RGB renders are resized to this side before VAE encoding; None: the model's own side, the
     # UNet's sample_size x the VAE's downscale (512 for SD 1.5 / 2.1-base, 768 for SD 2.1)
     resolution: int | None = None
@@ -85,6 +88,9 @@ class DeepFloydIFConfig(BackgroundDeclaration, CompileOptions, PromptOptions):
     model: str = "DeepFloyd/IF-I-XL-v1.0"  # hub id or local folder
     variant: str | None = None  # "fp16" for the half-precision files of the hub repo
     revision: str | None = None
+    # load `.bin` (pickled) weights when a folder has no safetensors; off: such a folder is refused,
+    # since unpickling can run code (allowed, they are unpickled with weights_only=True)
+    allow_pickled_weights: bool = False
     # renders are resized to this side; None: the UNet's sample_size (IF-I-XL's stage I: 64 x 64)
     resolution: int | None = None
     guidance_scale: float = 100.0  # §3.2: omega = 100

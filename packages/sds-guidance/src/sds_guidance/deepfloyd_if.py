@@ -23,12 +23,13 @@ from sds_guidance._diffusers import (
     epsilon_from_output,
     freeze,
     hub_kwargs,
-    load_component,
+    load_part,
     load_scheduler_and_unet,
     module_device,
     place,
     resolve_dtype,
     split_predictions,
+    use_safetensors,
 )
 from sds_guidance.config import DeepFloydIFConfig
 from sds_guidance.prompts import PromptEmbeddings, TextConditioning, model_key
@@ -71,18 +72,30 @@ class DeepFloydIFGuidance:
         from transformers import AutoTokenizer, T5EncoderModel
 
         config, device, dtype = self.config, self.device, self.dtype
+        safe = use_safetensors(config.allow_pickled_weights)  # True: pickled `.bin` weights refused
 
         def encode(prompts: list[str]) -> Tensor:
             what = "DeepFloyd IF stage I"
-            tokenizer = load_component(
-                model,
+            tokenizer = load_part(  # a tokenizer has no weights; trust_remote_code=False refuses a folder's code
+                config,
                 what,
-                lambda: AutoTokenizer.from_pretrained(model, subfolder="tokenizer", revision=config.revision),
+                "tokenizer",
+                lambda: AutoTokenizer.from_pretrained(
+                    model, subfolder="tokenizer", revision=config.revision, trust_remote_code=False
+                ),
             )
-            encoder = load_component(
-                model,
+            encoder = load_part(
+                config,
                 what,
-                lambda: T5EncoderModel.from_pretrained(model, subfolder="text_encoder", torch_dtype=dtype, **extra),
+                "text_encoder",
+                lambda: T5EncoderModel.from_pretrained(
+                    model,
+                    subfolder="text_encoder",
+                    torch_dtype=dtype,
+                    use_safetensors=safe,
+                    trust_remote_code=False,
+                    **extra,
+                ),
             )
             freeze(encoder)
             encoder.to(device)  # type: ignore[arg-type]

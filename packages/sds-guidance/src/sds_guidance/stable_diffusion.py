@@ -27,12 +27,13 @@ from sds_guidance._diffusers import (
     epsilon_from_output,
     freeze,
     hub_kwargs,
-    load_component,
+    load_part,
     load_scheduler_and_unet,
     module_device,
     place,
     resolve_dtype,
     split_predictions,
+    use_safetensors,
 )
 from sds_guidance.config import StableDiffusionConfig
 from sds_guidance.prompts import PromptEmbeddings, TextConditioning, model_key
@@ -56,16 +57,35 @@ class StableDiffusionGuidance:
         declare_background(self, config)
 
         self.scheduler, self.unet = load_scheduler_and_unet(model, what, config, self.device, self.dtype)
-        self.vae = load_component(
-            model, what, lambda: AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=self.dtype, **extra)
-        )
-        tokenizer = load_component(
-            model, what, lambda: AutoTokenizer.from_pretrained(model, subfolder="tokenizer", revision=config.revision)
-        )
-        text_encoder = load_component(
-            model,
+        safe = use_safetensors(config.allow_pickled_weights)  # True: pickled `.bin` weights refused
+        self.vae = load_part(
+            config,
             what,
-            lambda: CLIPTextModel.from_pretrained(model, subfolder="text_encoder", torch_dtype=self.dtype, **extra),
+            "vae",
+            lambda: AutoencoderKL.from_pretrained(
+                model, subfolder="vae", torch_dtype=self.dtype, use_safetensors=safe, **extra
+            ),
+        )
+        tokenizer = load_part(  # a tokenizer has no weights; trust_remote_code=False refuses a folder's code
+            config,
+            what,
+            "tokenizer",
+            lambda: AutoTokenizer.from_pretrained(
+                model, subfolder="tokenizer", revision=config.revision, trust_remote_code=False
+            ),
+        )
+        text_encoder = load_part(
+            config,
+            what,
+            "text_encoder",
+            lambda: CLIPTextModel.from_pretrained(
+                model,
+                subfolder="text_encoder",
+                torch_dtype=self.dtype,
+                use_safetensors=safe,
+                trust_remote_code=False,
+                **extra,
+            ),
         )
         freeze(self.vae, text_encoder)
 

@@ -95,6 +95,10 @@ def clip_r_precision_command(
     resolution: Annotated[int, typer.Option(help="Side of the evaluation renders, in pixels.")] = 128,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    allow_pickled_weights: Annotated[
+        bool,
+        typer.Option(help="Accept CLIP folders with only pickled .bin weights (unpickled; trust them first)."),
+    ] = False,
 ) -> None:
     """R-Precision of each run's colour and textureless renders against the caption set."""
     with user_errors():
@@ -111,7 +115,9 @@ def clip_r_precision_command(
                 raise SdsError(f"{run} has no checkpoint (ckpts/last.pt) to evaluate")
         distractor_captions(prompts)  # read and checked now: a bad file fails before any rendering
         models = clip or ["openai/clip-vit-base-patch32"]
-        report = clip_r_precision(runs, models, views, prompts, resolution, device)
+        report = clip_r_precision(
+            runs, models, views, prompts, resolution, device, allow_pickled_weights=allow_pickled_weights
+        )
         Console(soft_wrap=True).print(r_precision_table(report))
         _write_json(json_path, report, "report")
 
