@@ -20,8 +20,8 @@ from sds_cli.errors import user_errors
 from sds_cli.progress import batch_table
 from sds_cli.text import printable
 from tests.cli.test_cli import IMAGE_RUN, TARGET_PLUGIN
+from tests.cli.test_cli_safety import SHORT, generate, one_sentence
 
-SHORT = ["--steps", "2", "--set", "run.preview_every=0"]
 ESC = "\x1b[2J\x1b[H"  # clear the screen, cursor home
 
 
@@ -29,18 +29,6 @@ ESC = "\x1b[2J\x1b[H"  # clear the screen, cursor home
 def runner(install_entry_point) -> CliRunner:
     install_entry_point("sds-target", "sds_target_plugin", TARGET_PLUGIN, attr="plugin")
     return CliRunner()
-
-
-def one_sentence(result, code: int = 2) -> str:
-    """The single stderr line of a refused command."""
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == code, result.output
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    return lines[0]
-
-
-def generate(runner, out, *extra: str):
-    return runner.invoke(app, ["generate", "a red cube", *IMAGE_RUN, "--out", str(out), *SHORT, *extra])
 
 
 # --- 7: sizes -------------------------------------------------------------------------------------
