@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from sds_cli.commands.bench import bench
+from sds_cli.commands.config_show import config_command
 from sds_cli.commands.evaluate import eval_app
 from sds_cli.commands.plugins import plugins_app
 from sds_cli.defaults import DEFAULT_NAMES, DEFAULT_PRESET
@@ -25,6 +26,7 @@ app = typer.Typer(
 app.add_typer(plugins_app, name="plugins")
 app.add_typer(eval_app, name="eval")
 app.command(name="bench")(bench)
+app.command(name="config")(config_command)
 
 PRESET_HELP = "paper (DreamFusion's settings), paper-cpu (the paper sized for a CPU) or draft (fast on a CPU)."
 Preset = Annotated[str, typer.Option("--preset", help=PRESET_HELP)]

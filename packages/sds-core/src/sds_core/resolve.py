@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from sds_core.config import (
@@ -38,6 +38,38 @@ class ResolvedConfig:
     optim: OptimConfig
     run: RunConfig
     tree: dict[str, Any]
+    # dotted option path -> where its value came from ("default (nerf)", "preset draft", "--set", ...)
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+def _leaves(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The dotted paths of a tree's non-mapping values (an empty mapping counts as a value)."""
+    paths = []
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            paths.extend(_leaves(value, path + "."))
+        else:
+            paths.append(path)
+    return paths
+
+
+def _record(sources: dict[str, str], patch: Mapping[str, Any], label: str) -> None:
+    """Mark every value `patch` sets as coming from `label` (a value replaced by a mapping, or the
+    reverse, drops what was recorded below or above it)."""
+    for path in _leaves(patch):
+        for known in [k for k in sources if k.startswith(path + ".") or path.startswith(k + ".")]:
+            del sources[known]
+        sources[path] = label
+
+
+def source_of(sources: Mapping[str, str], path: str) -> str:
+    """Where the value at `path` came from: its own record, else its nearest recorded parent."""
+    while path:
+        if path in sources:
+            return sources[path]
+        path = path.rpartition(".")[0]
+    return "default"
 
 
 def _name_for(section: str, explicit: str | None, overrides: Mapping[str, Any], defaults: Mapping[str, str]) -> str:
@@ -59,11 +91,20 @@ def resolve_config(
     overrides: Mapping[str, Any] | None = None,
     names: Mapping[str, str | None] | None = None,
     defaults: Mapping[str, str] | None = None,
+    layers: Sequence[tuple[str, Mapping[str, Any]]] = (),
 ) -> ResolvedConfig:
     """Merge, lowest first: core defaults, core preset, then each plugin's "default" and preset
     overrides (loss, guidance, generator), then `overrides` (config file and --set).
 
-    A section's plugin is `names[section]`, else the config's `section.name`, else `defaults`."""
+    A section's plugin is `names[section]`, else the config's `section.name`, else `defaults`.
+    layers: the overrides as labelled parts, lowest first ((label, tree), e.g. the file, then
+    --set), merged after `overrides`; the result's `sources` names each value's origin."""
+    if layers:
+        for _, layer in layers:
+            check_depth(layer, "the config", MAX_CONFIG_DEPTH)
+        overrides = deep_merge(overrides or {}, {})
+        for _, layer in layers:
+            overrides = deep_merge(overrides, layer)
     check_preset(preset)
     # a config file or a run folder's recorded config may come from someone else: bounded first
     check_depth(overrides or {}, "the config", MAX_CONFIG_DEPTH)
@@ -74,9 +115,13 @@ def resolve_config(
         for section, kind in SECTION_KIND.items()
     }
     tree: dict[str, Any] = {section: config_to_dict(cls()) for section, cls in CORE_SECTIONS.items()}
+    sources: dict[str, str] = {}
+    _record(sources, tree, "default")
     for section, spec in specs.items():
         tree[section] = {"name": spec.name, **config_to_dict(spec.config())}
+        _record(sources, {section: tree[section]}, f"default ({spec.name})")
     tree = deep_merge(tree, CORE_PRESETS.get(preset, {}))
+    _record(sources, CORE_PRESETS.get(preset, {}), f"preset {preset}")
     for section in ("loss", "guidance", "generator"):
         spec = specs[section]
         for key in ("default", preset):
@@ -85,14 +130,21 @@ def resolve_config(
             if unknown:
                 raise ConfigError(f"plugin {spec.name!r} has a preset for unknown sections {unknown}")
             tree = deep_merge(tree, patch)
+            _record(sources, patch, f"{spec.name} ({'for every preset' if key == 'default' else 'preset ' + key})")
     for section, value in overrides.items():
         if section not in tree:
             raise ConfigError(f"unknown config section {section!r}; accepted: {', '.join(tree)}")
         if not isinstance(value, Mapping):
             raise ConfigError(f"config section {section!r} must be a mapping")
     tree = deep_merge(tree, overrides)
+    if layers:
+        for label, layer in layers:
+            _record(sources, layer, label)
+    else:
+        _record(sources, overrides, "overrides")
     for section, spec in specs.items():
         tree[section]["name"] = spec.name
+        sources[f"{section}.name"] = "--" + section if names.get(section) else source_of(sources, f"{section}.name")
 
     plugin_configs: dict[str, Any] = {}
     for section, spec in specs.items():
@@ -110,7 +162,7 @@ def resolve_config(
         final_tree[section] = {"name": specs[section].name, **config_to_dict(cfg)}
     ordered = {key: final_tree[key] for key in ("generator", "guidance", "loss", "cameras", "optim", "run")}
     check_config_sizes(ordered)  # image sides and grids, before any plugin allocates them
-    return ResolvedConfig(preset, specs, plugin_configs, cameras, optim, run, ordered)
+    return ResolvedConfig(preset, specs, plugin_configs, cameras, optim, run, ordered, sources)
 
 
 def _check_values(cameras: CameraConfig, run: RunConfig) -> None:
