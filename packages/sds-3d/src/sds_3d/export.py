@@ -20,12 +20,17 @@ import torch
 from torch import Tensor
 
 from sds_3d.viewer import viewer_html
-from sds_core.errors import ConfigError
-from sds_core.files import atomic_write
-from sds_core.imaging import to_uint8
-from sds_core.limits import MAX_TEXTURE_SIDE, TEXEL_BYTES, check_grid_side, check_image_side
-from sds_core.protocols import ExportContext
-from sds_core.run import RunFolder
+from sds_core.api import (
+    MAX_TEXTURE_SIDE,
+    TEXEL_BYTES,
+    ConfigError,
+    ExportContext,
+    RunFolder,
+    atomic_write,
+    check_grid_side,
+    check_image_side,
+    to_uint8,
+)
 
 if TYPE_CHECKING:
     import trimesh

@@ -15,6 +15,7 @@ from sds_cli.commands.evaluate import eval_app
 from sds_cli.commands.plugins import plugins_app
 from sds_cli.defaults import DEFAULT_NAMES, DEFAULT_PRESET
 from sds_cli.errors import EXIT_INTERRUPTED, fail, user_errors
+from sds_cli.options import command_overrides
 
 app = typer.Typer(
     name="sds",
@@ -52,16 +53,6 @@ def _default_out(prompt: str, taken: set[Path]) -> Path:
         candidate = base.with_name(f"{base.name}-{n}")
 
 
-def _overrides(config: Path | None, sets: list[str] | None, steps: int | None, seed: int | None) -> dict:
-    """The config tree given on the command line: --config, then --set, then --steps / --seed."""
-    from sds_core.config import deep_merge, load_config_file, parse_sets
-
-    overrides = load_config_file(config) if config else {}
-    overrides = deep_merge(overrides, parse_sets(sets or []))
-    run_overrides = {k: v for k, v in (("steps", steps), ("seed", seed)) if v is not None}
-    return deep_merge(overrides, {"run": run_overrides}) if run_overrides else overrides
-
-
 def _run_and_report(trainer: object, progress: object) -> None:
     from sds_core.errors import RunInterrupted
 
@@ -95,7 +86,7 @@ def generate(
         from sds_cli.progress import CostNotice, RunProgress
         from sds_core.loop import start_run
 
-        overrides = _overrides(config, set_, steps, seed)
+        overrides = command_overrides(config, set_, steps, seed)
         names = {"generator": generator, "guidance": guidance, "loss": loss}
         from sds_core.errors import RunFolderBusy
 
@@ -223,7 +214,7 @@ def batch(
         from sds_core.plugins import load_catalog
         from sds_core.resolve import resolve_config
 
-        overrides = _overrides(config, set_, steps, seed)
+        overrides = command_overrides(config, set_, steps, seed)
         names = {"generator": generator, "guidance": guidance, "loss": loss}
         if out.exists() and not out.is_dir():
             raise SdsError(f"--out {out} is a file, not a folder")

@@ -8,8 +8,7 @@ entry-point group `sds`:
     my-plugin = "my_package.plugin"
 
     # my_package/plugin.py
-    from sds_core.hookspecs import hookimpl
-    from sds_core.plugins import PluginSpec
+    from sds_core.api import PluginSpec, hookimpl
 
     @hookimpl
     def sds_register_generators(registry):

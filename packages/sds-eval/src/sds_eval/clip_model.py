@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sds_core.errors import SdsError
+from sds_core.api import SdsError
 
 # what from_pretrained raises for a folder it cannot load: missing or damaged files (OSError,
 # ValueError, safetensors' SafetensorError), hostile or damaged pickles (UnpicklingError, KeyError,

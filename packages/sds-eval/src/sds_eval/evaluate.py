@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sds_core.errors import SdsError
-from sds_core.limits import MAX_EVAL_VIEWS, check_image_side
+from sds_core.api import MAX_EVAL_VIEWS, SdsError, check_image_side
 from sds_eval.captions import normalize_caption, read_captions
 from sds_eval.r_precision import TABLE1_DREAMFUSION, ranking_hits
 from sds_eval.renders import RunRenders, render_run
@@ -69,7 +68,7 @@ def clip_r_precision(
     """Render every run once, score with every CLIP model; returns the JSON-ready report. The
     options and the prompts file are checked before anything is rendered.
     allow_pickled_weights: accept CLIP folders that hold only pickled `.bin` weights."""
-    from sds_core.loop import resolve_device
+    from sds_core.api import resolve_device
     from sds_eval.clip_model import ClipScorer
 
     check_render_options(views, resolution)

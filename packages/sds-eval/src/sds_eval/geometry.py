@@ -15,10 +15,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sds_core.errors import SdsError
-from sds_core.limits import EVAL_NODE_BYTES, MAX_EVAL_GRID_SIDE, check_grid_side
-from sds_core.protocols import DensityField, SurfaceMesh
-from sds_core.run import RunFolder
+from sds_core.api import (
+    EVAL_NODE_BYTES,
+    MAX_EVAL_GRID_SIDE,
+    DensityField,
+    RunFolder,
+    SdsError,
+    SurfaceMesh,
+    check_grid_side,
+)
 
 
 def _nearest_vertex_colours(mesh: Any) -> Any:
@@ -46,7 +51,7 @@ def check_eval_resolution(resolution: int) -> int:
 def run_geometry(run_dir: Path, resolution: int = 64, device: str = "cpu") -> dict[str, Any]:
     """IoU, Chamfer and colour error of one run against its shapes-world object (the IoU grid's
     side is checked against `sds_core.limits.MAX_EVAL_GRID_SIDE` before the run is loaded)."""
-    from sds_core.inference import load_run
+    from sds_core.api import load_run
 
     check_eval_resolution(resolution)
     if not RunFolder(Path(run_dir)).last_checkpoint.exists():

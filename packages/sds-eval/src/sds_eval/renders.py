@@ -26,7 +26,7 @@ def render_run(
     device: str = "auto",
 ) -> RunRenders:
     """Load a run's last checkpoint and render it around the object (DreamFusion §4: 30 deg elevation)."""
-    from sds_core.inference import load_run
+    from sds_core.api import load_run
 
     run = load_run(Path(run_dir), device)  # read only: no lock, no writes, no guidance model for RGB renders
     cams = run.cameras.orbit(views, elevation=elevation, width=resolution, height=resolution).to(run.device)

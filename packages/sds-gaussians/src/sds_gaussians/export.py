@@ -22,8 +22,7 @@ import torch
 from torch import Tensor
 
 from sds_3d.export import MESH_FORMATS, density_grid, marching_cubes, requested_formats, write_final
-from sds_core.files import atomic_write
-from sds_core.protocols import ExportContext
+from sds_core.api import ExportContext, atomic_write
 from sds_gaussians.gaussians import GaussianModel
 from sds_gaussians.rasterizer import covariances
 

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from sds_3d.export import Z_UP_TO_Y_UP, run_mesh_path
-from sds_core.errors import ConfigError
+from sds_core.api import ConfigError
 from sds_gaussians.config import GaussianConfig
 from sds_gaussians.rasterizer import quat_to_rotmat
 

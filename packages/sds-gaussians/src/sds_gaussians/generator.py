@@ -23,9 +23,17 @@ from torch import Tensor, nn
 
 from sds_3d.background import build_background
 from sds_3d.export import render_chunked
-from sds_core.errors import ConfigError
-from sds_core.protocols import BuildContext, CameraBatch, ExportContext, Render
-from sds_core.shading import ShadingConfig, choose_shading, composite, shade
+from sds_core.api import (
+    BuildContext,
+    CameraBatch,
+    ConfigError,
+    ExportContext,
+    Render,
+    ShadingConfig,
+    choose_shading,
+    composite,
+    shade,
+)
 from sds_gaussians.config import GaussianConfig
 from sds_gaussians.gaussians import GaussianModel, exponential_lr
 from sds_gaussians.rasterizer import Rasterizer, RasterOutput, Splats, TorchRasterizer

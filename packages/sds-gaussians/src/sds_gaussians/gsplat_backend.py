@@ -8,7 +8,7 @@ mode (no opacity compensation), eps2d, near 0.01 and far 1e10 planes, colours gi
 
 from __future__ import annotations
 
-from sds_core.protocols import CameraBatch
+from sds_core.api import CameraBatch
 from sds_gaussians.rasterizer import EPS2D, FAR_PLANE, NEAR_PLANE, RasterOutput, Splats, camera_matrices
 
 

@@ -42,7 +42,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from sds_core.protocols import CameraBatch
+from sds_core.api import CameraBatch
 
 EPS2D = 0.3  # gsplat rasterization(eps2d=0.3): px^2 added to the 2D covariance's diagonal
 NEAR_PLANE = 0.01  # gsplat rasterization(near_plane=0.01)

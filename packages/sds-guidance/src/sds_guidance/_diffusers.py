@@ -19,8 +19,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
-from sds_core.compiling import compile_enabled, compiled
-from sds_core.errors import ConfigError, SdsError
+from sds_core.api import ConfigError, SdsError, compile_enabled, compiled
 
 T = TypeVar("T")
 

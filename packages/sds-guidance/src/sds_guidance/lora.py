@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sds_core.errors import SdsError
+from sds_core.api import SdsError
 from sds_guidance._diffusers import epsilon_from_output, module_device
 
 

@@ -5,8 +5,7 @@ Torch, diffusers and transformers are imported only by the factories, when a run
 
 from __future__ import annotations
 
-from sds_core.hookspecs import hookimpl
-from sds_core.plugins import PluginSpec, Registry
+from sds_core.api import PluginSpec, Registry, hookimpl
 from sds_guidance.config import (
     DEEPFLOYD_IF_PRESETS,
     STABLE_DIFFUSION_PRESETS,

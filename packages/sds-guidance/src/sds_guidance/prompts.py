@@ -21,9 +21,16 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from sds_core import cache
-from sds_core.cache import TensorSpec
-from sds_core.prompts import VIEWS, cache_root, per_sample_prompts, split_view, view_prompt
+from sds_core.api import (
+    VIEWS,
+    TensorSpec,
+    cache_load,
+    cache_root,
+    cache_save,
+    per_sample_prompts,
+    split_view,
+    view_prompt,
+)
 from sds_guidance.config import PromptOptions
 
 # The views Perp-Neg contrasts (Armandpour et al. 2023 work with front / side / back).
@@ -96,13 +103,13 @@ class EmbeddingCache:
         if path is None:
             return None
         shape: tuple[int | None, ...] = self.shape or (None, None)
-        found = cache.load(path, self.entry_key(prompt), {"embedding": TensorSpec(shape, torch.float32)}, self.root)
+        found = cache_load(path, self.entry_key(prompt), {"embedding": TensorSpec(shape, torch.float32)}, self.root)
         return None if found is None else found["embedding"]
 
     def save(self, prompt: str, embedding: Tensor) -> None:
         path = self.path(prompt)
         if path is not None:
-            cache.save(path, self.entry_key(prompt), {"embedding": embedding.to(torch.float32)}, self.root)
+            cache_save(path, self.entry_key(prompt), {"embedding": embedding.to(torch.float32)}, self.root)
 
     def _encode(self, prompts: list[str], encode: Callable[[list[str]], Tensor]) -> dict[str, Tensor]:
         with torch.no_grad():

@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sds_core.errors import ConfigError
-from sds_core.protocols import BuildContext, CameraBatch, NoisePrediction, Render
+from sds_core.api import BuildContext, CameraBatch, ConfigError, NoisePrediction, Render
 from sds_guidance._diffusers import (
     compile_for,
     compile_wanted,

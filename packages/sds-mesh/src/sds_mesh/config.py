@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sds_core.generator_options import BackgroundOptions, ExportOptions, ShadingOptions
+from sds_core.api import BackgroundOptions, ExportOptions, ShadingOptions
 
 
 @dataclass

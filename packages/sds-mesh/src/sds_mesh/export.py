@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from sds_3d.export import requested_formats, write_final
-from sds_core.protocols import ExportContext
+from sds_core.api import ExportContext
 
 if TYPE_CHECKING:
     from sds_mesh.generator import MeshGenerator

@@ -16,8 +16,16 @@ from torch import Tensor, nn
 
 from sds_3d.background import build_background
 from sds_3d.export import render_chunked
-from sds_core.protocols import BuildContext, CameraBatch, ExportContext, Render
-from sds_core.shading import ShadingConfig, choose_shading, composite, shade
+from sds_core.api import (
+    BuildContext,
+    CameraBatch,
+    ExportContext,
+    Render,
+    ShadingConfig,
+    choose_shading,
+    composite,
+    shade,
+)
 from sds_mesh.config import MeshConfig
 from sds_mesh.mesh import (
     SmoothSolve,

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from sds_3d.export import Z_UP_TO_Y_UP, run_mesh_path
-from sds_core.errors import ConfigError
+from sds_core.api import ConfigError
 
 
 @dataclass

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from sds_core.hookspecs import hookimpl
-from sds_core.plugins import PluginSpec, Registry
+from sds_core.api import PluginSpec, Registry, hookimpl
 
 
 @hookimpl

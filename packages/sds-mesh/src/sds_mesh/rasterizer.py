@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sds_core.protocols import CameraBatch
+from sds_core.api import CameraBatch
 
 # sigmoid(-12) < 1e-5: a face covers nothing beyond sqrt(12 sigma) pixels of its edges
 SIGMOID_REACH = 12.0

@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sds_core.config import PAPER_CPU_STEPS
-from sds_core.generator_options import BackgroundOptions, ExportOptions, ShadingOptions
+from sds_core.api import PAPER_CPU_STEPS, BackgroundOptions, ExportOptions, ShadingOptions
 
 
 @dataclass

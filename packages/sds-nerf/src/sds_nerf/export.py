@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sds_3d.export import MESH_FORMATS, PointFn, density_grid, marching_cubes, requested_formats, write_final
-from sds_core.protocols import ExportContext
+from sds_core.api import ExportContext
 
 if TYPE_CHECKING:
     from sds_nerf.generator import NerfGenerator

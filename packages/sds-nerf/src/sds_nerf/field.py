@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sds_core.compiling import compiled
+from sds_core.api import compiled
 from sds_nerf.config import NerfConfig
 from sds_nerf.encoding import (
     FrequencyEncoding,

@@ -12,10 +12,18 @@ import torch
 from torch import Tensor, nn
 
 from sds_3d.background import build_background
-from sds_core.compiling import compile_enabled
-from sds_core.errors import ConfigError
-from sds_core.protocols import BuildContext, CameraBatch, ExportContext, Render
-from sds_core.shading import ShadingConfig, choose_shading, composite, shade
+from sds_core.api import (
+    BuildContext,
+    CameraBatch,
+    ConfigError,
+    ExportContext,
+    Render,
+    ShadingConfig,
+    choose_shading,
+    compile_enabled,
+    composite,
+    shade,
+)
 from sds_nerf.config import NerfConfig
 from sds_nerf.field import NerfField, VoxelGridField
 from sds_nerf.regularizers import annealed_weight, entropy_loss, opacity_loss, orientation_loss, reduce_rays

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sds_core.config import PAPER_CPU_SIDE
+from sds_core.api import PAPER_CPU_SIDE
 
 
 @dataclass

@@ -19,11 +19,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sds_core.config import CameraConfig, build_config
-from sds_core.errors import ConfigError, SdsError
-from sds_core.prompts import cache_root, per_sample_prompts
-from sds_core.protocols import BuildContext, CameraBatch, NoisePrediction, Render
-from sds_core.shading import SHADING_MODES
+from sds_core.api import (
+    SHADING_MODES,
+    BuildContext,
+    CameraBatch,
+    CameraConfig,
+    ConfigError,
+    NoisePrediction,
+    Render,
+    SdsError,
+    build_config,
+    cache_root,
+    per_sample_prompts,
+)
 from sds_shapes.config import ShapesConfig
 from sds_shapes.denoiser import ExactDenoiser
 from sds_shapes.render import ReferenceViews, build_references, compose, trace_buffers

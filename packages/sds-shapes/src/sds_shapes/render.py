@@ -20,12 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sds_core import cache
-from sds_core.cache import TensorSpec
-from sds_core.cameras import CameraSampler
-from sds_core.config import CameraConfig
-from sds_core.protocols import CameraBatch
-from sds_core.shading import ShadingConfig, shade
+from sds_core.api import (
+    CameraBatch,
+    CameraConfig,
+    CameraSampler,
+    ShadingConfig,
+    TensorSpec,
+    cache_load,
+    cache_save,
+    shade,
+)
 from sds_shapes.trace import HITS, NORMALS, dot
 from sds_shapes.world import BOUND_RADIUS, PRIMITIVES
 
@@ -131,11 +135,11 @@ def build_references(
         digest = hashlib.sha256(key.encode()).hexdigest()[:24]
         path = cache_dir / "shapes" / f"references-{resolution}px-{views}v-{digest}.pt"
         spec = TensorSpec((len(PRIMITIVES), views, resolution, resolution), cams.position.dtype)
-        buffers = cache.load(path, key, {"coverage": spec, "lit": spec}, cache_dir)
+        buffers = cache_load(path, key, {"coverage": spec, "lit": spec}, cache_dir)
     if buffers is None:
         coverage, lit = trace_buffers(cams, supersample)
         if path is not None:
-            cache.save(path, key, {"coverage": coverage, "lit": lit}, cache_dir)
+            cache_save(path, key, {"coverage": coverage, "lit": lit}, cache_dir)
     else:
         coverage, lit = buffers["coverage"], buffers["lit"]
     position = cams.position

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from sds_core.errors import SdsError
-from sds_core.prompts import VIEWS
+from sds_core.api import VIEWS, SdsError
 
 BOUND_RADIUS = 0.45
 

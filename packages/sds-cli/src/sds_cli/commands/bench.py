@@ -62,11 +62,11 @@ def bench(
     with user_errors():
         from rich.console import Console
 
-        from sds_cli.app import _overrides
         from sds_cli.commands.evaluate import check_outputs
+        from sds_cli.options import command_overrides
 
         check_outputs(json_path, steps=(steps, 1), warmup=(warmup, 0))
-        overrides = _overrides(config, set_, None, None)
+        overrides = command_overrides(config, set_, None, None)
         import torch
 
         from sds_cli.bench import BenchCase, measure, record

@@ -18,7 +18,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from sds_core.errors import SdsError
+from sds_core.api import SdsError
 from sds_shapes.learned.config import FORMATS, SD_DEFAULTS, TrainConfig
 
 

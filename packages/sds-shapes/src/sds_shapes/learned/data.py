@@ -16,12 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from sds_core.cameras import CameraSampler
-from sds_core.checkpoint import load_plain
-from sds_core.config import CameraConfig
-from sds_core.files import atomic_write
-from sds_core.prompts import VIEWS, view_prompt
-from sds_core.shading import SHADING_MODES
+from sds_core.api import SHADING_MODES, VIEWS, CameraConfig, CameraSampler, atomic_write, load_plain, view_prompt
 from sds_shapes.learned.config import TrainConfig
 from sds_shapes.render import RENDER_VERSION, trace_buffers
 from sds_shapes.world import COLOURS, ShapeObject

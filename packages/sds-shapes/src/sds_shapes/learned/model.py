@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sds_core.prompts import VIEWS
+from sds_core.api import VIEWS
 from sds_shapes.learned.config import TrainConfig
 from sds_shapes.world import COLOURS, PRIMITIVES, SYNONYMS
 

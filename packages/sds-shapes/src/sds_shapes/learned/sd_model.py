@@ -14,7 +14,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from sds_core.prompts import VIEWS
+from sds_core.api import VIEWS
 from sds_shapes.learned.config import TrainConfig
 from sds_shapes.world import COLOURS, PRIMITIVES, SYNONYMS
 

@@ -24,9 +24,7 @@ from typing import Any
 
 import torch
 
-from sds_core.checkpoint import load_plain
-from sds_core.errors import ConfigError
-from sds_core.files import atomic_write
+from sds_core.api import ConfigError, atomic_write, load_plain
 from sds_shapes.learned import data, model, sd_model, vae
 from sds_shapes.learned.card import model_card, weight_digests
 from sds_shapes.learned.config import FORMATS, TrainConfig

@@ -21,9 +21,7 @@ from typing import Any
 
 import torch
 
-from sds_core.checkpoint import load_plain
-from sds_core.errors import ConfigError
-from sds_core.files import atomic_write
+from sds_core.api import ConfigError, atomic_write, load_plain
 from sds_shapes.learned import data, sd_model
 from sds_shapes.learned.config import TrainConfig
 from sds_shapes.learned.steps import load_progress, logged_step, progress_state
