@@ -102,9 +102,9 @@ def test_a_planted_entry_is_traced_again(
             keys.append(key)
             return real(path, key, *args)
 
-        monkeypatch.setattr(cache, "save", spy)
+        monkeypatch.setattr(render, "cache_save", spy)  # what build_references calls
         _build(theirs)
-        monkeypatch.setattr(cache, "save", real)
+        monkeypatch.setattr(render, "cache_save", real)
         planted = {"coverage": torch.ones_like(fresh.coverage), "lit": fresh.lit}
         assert cache.save(_entry(theirs), keys[0], planted, theirs)
         entry.write_bytes(_entry(theirs).read_bytes())
