@@ -36,7 +36,6 @@ from sds_core.limits import MAX_CONFIG_DEPTH, nesting_depth
 # partial export of an older version, rebuilt by `sds resume` and `sds batch`.
 FINISHED_MARK = ".sds-finished"
 FOLDERS = ("ckpts", "previews", "final")
-FILES = ("config.json", "metrics.jsonl")
 
 
 def parse_json(text: str, source: Path) -> Any:
@@ -215,7 +214,8 @@ class RunFolder:
 
     def final_complete(self) -> bool:
         """True when final/ is a folder that a finished export renamed into place."""
-        if _kind(self.final) is None or not stat.S_ISDIR(_kind(self.final) or 0):
+        mode = _kind(self.final)
+        if mode is None or not stat.S_ISDIR(mode):
             return False
         try:
             mark = parse_json(read_regular(self.final / FINISHED_MARK, self.root).decode("utf-8"), self.final)
