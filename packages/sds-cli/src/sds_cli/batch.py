@@ -14,7 +14,7 @@ from typing import Any
 
 from sds_cli.defaults import DEFAULT_PRESET
 from sds_core.errors import SdsError
-from sds_core.limits import MAX_SEED
+from sds_core.limits import check_seed
 
 SUMMARY_EVERY_S = 30.0  # batch.json is rewritten at most this often while a batch runs, and at its end
 
@@ -79,11 +79,8 @@ def plan_jobs(
     """One job per prompt and seed, each in OUT/<index>-<prompt slug>/seed-<k>."""
     if seeds < 1:
         raise SdsError(f"--seeds must be at least 1, not {seeds}")
-    base_seed = overrides.get("run", {}).get("seed", 0)
-    if isinstance(base_seed, bool) or not isinstance(base_seed, int) or not 0 <= base_seed <= MAX_SEED - seeds + 1:
-        raise SdsError(
-            f"run.seed must be a whole number from 0 to {MAX_SEED - seeds + 1} for {seeds} seeds, not {base_seed!r}"
-        )
+    base_seed = check_seed(overrides.get("run", {}).get("seed", 0))
+    check_seed(base_seed + seeds - 1, f"the last seed of the batch (run.seed {base_seed} + {seeds - 1})")
     jobs = []
     for index, prompt in enumerate(prompts):
         for k in range(seeds):

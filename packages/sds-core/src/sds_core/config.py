@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from sds_core.errors import ConfigError
-from sds_core.limits import MAX_CONFIG_DEPTH, nesting_depth
+from sds_core.limits import MAX_CONFIG_DEPTH, nesting_depth, shown
 
 T = TypeVar("T")
 SECTIONS = ("generator", "guidance", "loss", "cameras", "optim", "run")
@@ -158,13 +158,8 @@ def parse_value(text: str) -> Any:
             return None
         return text
     if value is _TOO_DEEP or nesting_depth(value) > MAX_CONFIG_DEPTH:
-        raise ConfigError(f"the value {_excerpt(text)} is nested deeper than {MAX_CONFIG_DEPTH} levels")
+        raise ConfigError(f"the value {shown(text, 40)} is nested deeper than {MAX_CONFIG_DEPTH} levels")
     return value
-
-
-def _excerpt(text: str, length: int = 40) -> str:
-    """`text` quoted, cut to `length` characters for an error sentence."""
-    return repr(text if len(text) <= length else text[:length] + "...")
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
@@ -174,23 +169,23 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"--set takes key.path=value, got {_excerpt(item)}")
+            raise ConfigError(f"--set takes key.path=value, got {shown(item, 40)}")
         parts = key.split(".")
         if parts[0] not in SECTIONS:
             raise ConfigError(
-                f"--set {_excerpt(key)}: the first part must be one of {', '.join(SECTIONS)}, not {parts[0]!r}"
+                f"--set {shown(key, 40)}: the first part must be one of {', '.join(SECTIONS)}, not {parts[0]!r}"
             )
         try:
             value = parse_value(raw)
         except ConfigError as exc:
-            raise ConfigError(f"--set {_excerpt(key)}: {exc}") from None
+            raise ConfigError(f"--set {shown(key, 40)}: {exc}") from None
         if len(parts) + nesting_depth(value) > MAX_CONFIG_DEPTH:
-            raise ConfigError(f"--set {_excerpt(key)} is nested deeper than {MAX_CONFIG_DEPTH} levels")
+            raise ConfigError(f"--set {shown(key, 40)} is nested deeper than {MAX_CONFIG_DEPTH} levels")
         node = tree
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"--set {_excerpt(key)} conflicts with an earlier --set of {part}")
+                raise ConfigError(f"--set {shown(key, 40)} conflicts with an earlier --set of {part}")
         node[parts[-1]] = value
     return tree
 
