@@ -42,22 +42,22 @@ class ResolvedConfig:
     sources: dict[str, str] = field(default_factory=dict)
 
 
-def _leaves(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """The dotted paths of a tree's non-mapping values (an empty mapping counts as a value)."""
-    paths = []
+def leaf_items(tree: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted path, value) of a tree's non-mapping values, in order (an empty mapping is a value)."""
+    items: list[tuple[str, Any]] = []
     for key, value in tree.items():
         path = f"{prefix}{key}"
         if isinstance(value, Mapping) and value:
-            paths.extend(_leaves(value, path + "."))
+            items.extend(leaf_items(value, path + "."))
         else:
-            paths.append(path)
-    return paths
+            items.append((path, value))
+    return items
 
 
 def _record(sources: dict[str, str], patch: Mapping[str, Any], label: str) -> None:
     """Mark every value `patch` sets as coming from `label` (a value replaced by a mapping, or the
     reverse, drops what was recorded below or above it)."""
-    for path in _leaves(patch):
+    for path, _ in leaf_items(patch):
         for known in [k for k in sources if k.startswith(path + ".") or path.startswith(k + ".")]:
             del sources[known]
         sources[path] = label

@@ -15,20 +15,9 @@ from sds_cli.defaults import DEFAULT_NAMES, DEFAULT_PRESET
 
 def config_rows(tree: dict[str, Any], sources: dict[str, str]) -> list[tuple[str, Any, str]]:
     """(dotted path, value, source) for every value of the resolved tree, in its order."""
-    from sds_core.resolve import source_of
+    from sds_core.resolve import leaf_items, source_of
 
-    rows: list[tuple[str, Any, str]] = []
-
-    def walk(node: dict[str, Any], prefix: str) -> None:
-        for key, value in node.items():
-            path = f"{prefix}{key}"
-            if isinstance(value, dict) and value:
-                walk(value, path + ".")
-            else:
-                rows.append((path, value, source_of(sources, path)))
-
-    walk(tree, "")
-    return rows
+    return [(path, value, source_of(sources, path)) for path, value in leaf_items(tree)]
 
 
 def config_command(
