@@ -185,33 +185,18 @@ def measure(
     return row
 
 
-def _git_commit() -> str | None:
-    """The checkout's commit when run from one (benchmarks are), else None."""
-    git = shutil.which("git")
-    if git is None:
+def _first_line(*command: str) -> str | None:
+    """The first line a tool prints (`git rev-parse HEAD`, `nvidia-smi ...`), None when it is
+    missing, fails or prints nothing."""
+    tool = shutil.which(command[0])
+    if tool is None:
         return None
     try:
-        done = subprocess.run([git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False)
+        done = subprocess.run([tool, *command[1:]], capture_output=True, text=True, timeout=20, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
-
-
-def _driver() -> str | None:
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    try:
-        done = subprocess.run(
-            [smi, "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout.strip() else None
+    lines = done.stdout.strip().splitlines()
+    return lines[0] if done.returncode == 0 and lines else None
 
 
 def environment(device: Any) -> dict[str, Any]:
@@ -221,7 +206,7 @@ def environment(device: Any) -> dict[str, Any]:
     cuda = device.type == "cuda"
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "commit": _git_commit(),
+        "commit": _first_line("git", "rev-parse", "HEAD"),  # the checkout benchmarks run from
         "machine": {
             "host": socket.gethostname(),
             "platform": platform.platform(),
@@ -232,7 +217,7 @@ def environment(device: Any) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
-        "driver": _driver() if cuda else None,
+        "driver": _first_line("nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader") if cuda else None,
         "device": torch.cuda.get_device_name(device) if cuda else f"cpu ({platform.processor() or platform.machine()})",
     }
 

@@ -115,6 +115,14 @@ def _relative(root: Path, path: Path) -> tuple[str, ...]:
     return parts
 
 
+def _anchor(path: Path, root: Path | None) -> tuple[Path, tuple[str, ...]]:
+    """Where `path`'s folder is opened from: `root` and the parts below it, or the folder itself
+    (the caller's, followed as named) without a root."""
+    if root is None:
+        return path.parent, ()
+    return Path(root), _relative(Path(root), path.parent)
+
+
 def open_folder(root: Path, parts: tuple[str, ...] = (), create: bool = True) -> int:
     """A descriptor of ROOT/PARTS, each part opened without following links (created if missing
     when `create`). ROOT itself is the caller's: a link there is followed. Close it with os.close."""
@@ -190,12 +198,7 @@ def atomic_write(
     is the caller's (a `--json` target) and is created and followed as named.
     keep_suffix: the temporary file ends with `path`'s suffix (for writers that read it)."""
     path = Path(path)
-    parts: tuple[str, ...] = ()
-    if root is None:
-        base = path.parent
-    else:
-        base, parts = Path(root), _relative(Path(root), path.parent)
-    fd = open_folder(base, parts, create=True)
+    fd = open_folder(*_anchor(path, root), create=True)
     tmp = temp_name(path.name, path.suffix if keep_suffix else "")
     created = False
     try:
@@ -243,8 +246,7 @@ def open_regular(path: Path, root: Path | None = None, write: bool = False) -> i
     refused without blocking, and with `root` (a run folder) so is a link anywhere below it.
     write: open for appending, creating the file (mode 0666 less the umask) when missing."""
     path = Path(path)
-    base, parts = (path.parent, ()) if root is None else (Path(root), _relative(Path(root), path.parent))
-    fd = open_folder(base, parts, create=write)
+    fd = open_folder(*_anchor(path, root), create=write)
     flags = os.O_NONBLOCK | os.O_CLOEXEC | (os.O_NOFOLLOW if root is not None else 0)
     flags |= (os.O_WRONLY | os.O_APPEND | os.O_CREAT) if write else os.O_RDONLY
     try:
