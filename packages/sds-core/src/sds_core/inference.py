@@ -14,7 +14,7 @@ from torch import Tensor
 
 from sds_core.cameras import CameraSampler
 from sds_core.checkpoint import rng_state, set_rng_state
-from sds_core.errors import SdsError
+from sds_core.errors import RunInterrupted, SdsError
 from sds_core.files import RunLock
 from sds_core.loop import export_final, read_run, resolve_device, restore, stop_at_once
 from sds_core.plugins import Catalog
@@ -54,7 +54,8 @@ class LoadedRun:
     ) -> list[Path]:
         """Rebuild final/ (all formats unless `formats`)."""
         context = ExportContext(self.cameras, self.prompt, self.device, formats, resolution, threshold, self.decode)
-        with stop_at_once(self.step, f"interrupted while writing {self.folder.final}; it was left as it was"):
+        detail = f"interrupted while writing {self.folder.final}; it was left as it was"
+        with stop_at_once(lambda: RunInterrupted(self.step, "", detail)):
             return export_final(self.generator, self.folder, context, self.step)
 
     def release(self) -> None:

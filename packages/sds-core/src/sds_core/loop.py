@@ -91,15 +91,16 @@ def _graceful_signals() -> Iterator[_StopFlag]:
 
 
 @contextmanager
-def stop_at_once(step: int, detail: str) -> Iterator[None]:
-    """SIGINT / SIGTERM stop the block at once, as a RunInterrupted saying `detail` (for work that
-    is redone whole, such as an export into a staged final/)."""
+def stop_at_once(interrupted: Callable[[], RunInterrupted]) -> Iterator[None]:
+    """SIGINT / SIGTERM stop the block at once, raising `interrupted()` (made when the signal
+    comes, so it can say what is intact then), for work that is redone whole: the final
+    checkpoint, an export into a staged final/."""
     with _graceful_signals() as flag:
         flag.urgent = True
         try:
             yield
         except _StopNow:
-            raise RunInterrupted(step, "", detail) from None
+            raise interrupted() from None
 
 
 def _versions(resolved: ResolvedConfig) -> dict[str, str]:
@@ -195,6 +196,10 @@ class Trainer:
             save_checkpoint(self.folder.step_checkpoint(self.step), state, root=root)
         self.emit(ArtifactWritten("checkpoint", path, self.step))
         return path
+
+    def _interrupted_final(self) -> RunInterrupted:
+        detail = f"interrupted while writing {self.folder.final.name}/; {self.intact()}"
+        return RunInterrupted(self.saved_step or 0, str(self.folder.last_checkpoint), detail)
 
     def intact(self) -> str:
         """What a failed or interrupted write leaves to resume from."""
@@ -336,14 +341,9 @@ class Trainer:
                     raise RunInterrupted(self.step, str(path))
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
                     self.save_checkpoint()
-            stop.urgent = True  # from here a signal stops at once: `sds resume` redoes this part
-            try:
+            with stop_at_once(self._interrupted_final):  # `sds resume` redoes this part
                 self.save_checkpoint()
                 outputs = self.export()
-            except _StopNow:
-                step = self.saved_step or 0
-                detail = f"interrupted while writing {self.folder.final.name}/; {self.intact()}"
-                raise RunInterrupted(step, str(self.folder.last_checkpoint), detail) from None
         self.emit(RunFinished(self.step, outputs))
         return outputs
 
