@@ -38,7 +38,7 @@ def measure(
     render = gen.render_views(cams, [mode] * cams.batch_size)
     x = trainer.guidance.prepare(render)
     cond = trainer.guidance.condition(render, cams)
-    sds = trainer.loss(x, trainer.guidance, cond, step).loss
+    sds = trainer.loss(x, trainer.guidance, cond, step, cameras=cams).loss
     regs = gen.regularizers(render, cams, step)
 
     def norm(value: Any) -> float:

@@ -16,7 +16,6 @@ from sds_core.compiling import compile_enabled, compiled
 from sds_core.config import PAPER_CPU_SIDE, PAPER_CPU_STEPS, CameraConfig, build_config
 from sds_core.errors import ConfigError, PluginError, SdsError
 from sds_core.files import atomic_write
-from sds_core.generator_options import EXPORT_FORMATS, BackgroundOptions, ExportOptions, ShadingOptions
 from sds_core.hookspecs import hookimpl
 from sds_core.limits import (
     EVAL_NODE_BYTES,
@@ -27,6 +26,7 @@ from sds_core.limits import (
     check_grid_side,
     check_image_side,
 )
+from sds_core.options_3d import EXPORT_FORMATS, BackgroundOptions, ExportOptions, ShadingOptions
 from sds_core.plugins import PluginSpec, Registry
 from sds_core.prompts import VIEWS, cache_root, per_sample_prompts, split_view, view_prompt
 from sds_core.protocols import (
@@ -45,6 +45,7 @@ from sds_core.protocols import (
     NegativePrompting,
     NoisePrediction,
     Render,
+    ScheduledLearningRates,
     SurfaceMesh,
     TrainableCopy,
     TrainableLoss,
@@ -132,6 +133,7 @@ __all__ = [
     "Registry",
     "Render",
     "RunFolder",
+    "ScheduledLearningRates",
     "SdsError",
     "ShadingConfig",
     "ShadingOptions",

@@ -84,13 +84,6 @@ class RunConfig:
     keep_every: int = 0  # also keep ckpts/step-NNNNNN.pt every N steps (0: only last.pt)
 
 
-@dataclass
-class PluginSection:
-    """The `name` key that selects a plugin; its remaining keys are the plugin's own config."""
-
-    name: str = ""
-
-
 CORE_SECTIONS: dict[str, type] = {"cameras": CameraConfig, "optim": OptimConfig, "run": RunConfig}
 
 # the length of a `paper-cpu` run (A.2: 15,000 steps); generators keep their schedules at the

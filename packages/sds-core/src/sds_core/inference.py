@@ -97,7 +97,7 @@ def _load(folder: RunFolder, device: str, catalog: Catalog | None, run_lock: Run
         facts = GuidanceFacts.of(guidance)
     state = rng_state()  # building a generator draws its initial weights: the caller's RNG is kept
     try:
-        context = BuildContext(torch_device, prompt, resolved.run.steps, guidance=facts, config=resolved.tree)
+        context = BuildContext(torch_device, prompt, resolved.run.steps, guidance, resolved.tree, facts)
         generator = resolved.specs["generator"].build(resolved.plugin_configs["generator"], context).to(torch_device)
         restore(generator.load_state_dict, payload["generator"], folder.last_checkpoint)
         cameras = CameraSampler(resolved.cameras)

@@ -35,7 +35,14 @@ from sds_core.events import ArtifactWritten, Event, Listener, RunFinished, RunSt
 from sds_core.files import RunLock, WriteFailed, write_failure
 from sds_core.imaging import grid, save_image
 from sds_core.plugins import Catalog, load_catalog
-from sds_core.protocols import AdaptiveParameters, BuildContext, ExportContext, GuidanceFacts, TrainableLoss
+from sds_core.protocols import (
+    AdaptiveParameters,
+    BuildContext,
+    ExportContext,
+    GuidanceFacts,
+    ScheduledLearningRates,
+    TrainableLoss,
+)
 from sds_core.resolve import ResolvedConfig, resolve_config
 from sds_core.run import RunFolder, check_record
 from sds_core.schedules import learning_rate_factor
@@ -116,7 +123,10 @@ def _versions(resolved: ResolvedConfig) -> dict[str, str]:
 def _optimizer(resolved: ResolvedConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
     cfg = resolved.optim
     for group in groups:
-        group.setdefault("lr", cfg.lr)
+        # a group's own "lr" is absolute; "lr_scale" multiplies optim.lr (a generator's ratio of
+        # learning rates, e.g. the mesh's colours to its vertices, without reading the optim section)
+        scale = group.pop("lr_scale", None)
+        group.setdefault("lr", cfg.lr if scale is None else cfg.lr * scale)
         group["base_lr"] = group["lr"]
     if cfg.name == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
@@ -145,7 +155,7 @@ class Trainer:
         )
         specs, configs = self.resolved.specs, self.resolved.plugin_configs
         self.guidance = specs["guidance"].build(configs["guidance"], context)
-        context.guidance = self.guidance
+        context.guidance, context.facts = self.guidance, GuidanceFacts.of(self.guidance)
         self.generator = specs["generator"].build(configs["generator"], context).to(self.device)
         self.loss = specs["loss"].build(configs["loss"], context)
         self.cameras = CameraSampler(self.resolved.cameras)
@@ -228,7 +238,11 @@ class Trainer:
     def _set_lr(self) -> float:
         cfg = self.resolved.optim
         lr = 0.0
+        scheduled = self.generator if isinstance(self.generator, ScheduledLearningRates) else None
         for group in self.optimizer.param_groups:
+            own = scheduled.learning_rate(group.get("name", ""), self.step) if scheduled is not None else None
+            if own is not None:  # the generator's own schedule of this group (the Gaussians' means)
+                group["base_lr"] = own
             factor = learning_rate_factor(
                 self.step, self.total_steps, group["base_lr"], cfg.schedule, cfg.warmup_steps, cfg.lr_init, cfg.lr_final
             )
@@ -248,10 +262,9 @@ class Trainer:
         render = self.generator.render(cams, self.step)
         t1 = self._sync()
         x = self.guidance.prepare(render)
-        conditioning = self.guidance.condition(render, cams if self.generator.view_dependent else None)
-        if isinstance(self.loss, TrainableLoss):
-            self.loss.set_cameras(cams if self.generator.view_dependent else None)
-        out = self.loss(x, self.guidance, conditioning, self.step)
+        views = cams if self.generator.view_dependent else None
+        conditioning = self.guidance.condition(render, views)
+        out = self.loss(x, self.guidance, conditioning, self.step, cameras=views)
         regs = self.generator.regularizers(render, cams, self.step)
         total = out.loss + sum(regs.values(), torch.zeros((), device=out.loss.device))
         t2 = self._sync()

@@ -1,10 +1,10 @@
 """The plugin manager: pluggy hooks, per-kind registries, entry points, blocking, failures.
 
-The built-ins (`_Builtins`: the `image` generator, the SDS family of losses) are registered here as
-the plugin `core`, so that no module of sds-core imports this one back.
+sds-core's own plugins (the `image` generator, the SDS family of losses: `sds_core.core_plugin`)
+come through its entry point `core` like every other package's.
 
 Load order (docs/design.md): block the names in $SDS_BLOCK_PLUGINS, load the entry points of group
-`sds`, register the built-ins, `check_pending()`, then call the registration hooks. A duplicate
+`sds`, `check_pending()`, then call the registration hooks. A duplicate
 name is an error naming both providers; a plugin that fails to import is reported by name and the
 others still load.
 """
@@ -29,7 +29,6 @@ Kind = Literal["generator", "guidance", "loss"]
 KINDS: tuple[Kind, ...] = ("generator", "guidance", "loss")
 BLOCK_ENV = "SDS_BLOCK_PLUGINS"
 ENTRY_POINT_GROUP = "sds"
-BUILTIN_NAME = "core"
 
 _HOOK_OF_KIND = {
     "generator": "sds_register_generators",
@@ -48,6 +47,9 @@ class PluginSpec:
     config: the dataclass of the component's options (defaults follow the paper).
     presets: config-tree overrides by preset name ("paper", "paper-cpu", "draft"), plus "default" applied
         whatever the preset; they may touch any section (a generator sets its learning rate).
+    retired: options the component no longer has -> what to do instead; a config that still sets
+        one (a `--set`, a file, an older run's config.json) gets one deprecation line and the key
+        is dropped, so that it keeps working.
     """
 
     name: str
@@ -55,6 +57,7 @@ class PluginSpec:
     config: type
     description: str
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    retired: Mapping[str, str] = field(default_factory=dict)
     provider: str = ""
     version: str = ""
     kind: Kind | None = None  # set by the registry it is added to
@@ -132,15 +135,8 @@ class Registry:
     def add(self, spec: PluginSpec) -> None:
         """Register `spec`; a name already taken is an error naming both providers."""
         provider, version = self._provider
-        spec = PluginSpec(
-            name=spec.name,
-            factory=spec.factory,
-            config=spec.config,
-            description=spec.description,
-            presets=spec.presets,
-            provider=spec.provider or provider,
-            version=spec.version or version,
-            kind=self.kind,
+        spec = dataclasses.replace(
+            spec, provider=spec.provider or provider, version=spec.version or version, kind=self.kind
         )
         existing = self._specs.get(spec.name)
         if existing is not None:
@@ -182,7 +178,7 @@ class Registry:
                 for section, options in sections.items():
                     preset[section] = {**preset.get(section, {}), **options}
             self._bind(derived.provider, derived.version)
-            self.add(PluginSpec(derived.name, base.factory, config, derived.description, presets))
+            self.add(PluginSpec(derived.name, base.factory, config, derived.description, presets, base.retired))
         self._derived.clear()
         return failures
 
@@ -247,61 +243,6 @@ def _distribution_of(ep: EntryPoint) -> tuple[str, str]:
 
 
 # name (also the module in sds_core.losses), class, prefix of <P>Config / <P>_PRESETS in family_config
-_FAMILY = (
-    ("csd", "CSDLoss", "CSD", "Classifier Score Distillation: the classifier score only (Yu et al. 2023)."),
-    ("nfsd", "NFSDLoss", "NFSD", "Noise-Free Score Distillation, with a negative prompt (Katzir et al. 2024)."),
-    ("ism", "ISMLoss", "ISM", "Interval Score Matching over DDIM inversion (LucidDreamer, Liang et al. 2024)."),
-    ("sjc", "SJCLoss", "SJC", "Score Jacobian Chaining's perturb-and-denoise score (Wang et al. 2023)."),
-    ("vsd", "VSDLoss", "VSD", "Variational Score Distillation with a trained eps_phi (ProlificDreamer, 2023)."),
-)
-
-
-class _Builtins:
-    """The plugins that sds-core ships, registered as `core` after the entry points: the `image`
-    generator and the SDS family of losses. Their configs are imported when the hooks run."""
-
-    @staticmethod
-    @hookspecs.hookimpl
-    def sds_register_generators(registry: Registry) -> None:
-        from sds_core.generators.image_config import IMAGE_PRESETS, ImageConfig
-
-        registry.add(
-            PluginSpec(
-                name="image",
-                factory="sds_core.generators.image:ImageGenerator",
-                config=ImageConfig,
-                description="A 2D image (pixels, or latents for a latent prior): the simplest SDS target.",
-                presets=IMAGE_PRESETS,
-            )
-        )
-
-    @staticmethod
-    @hookspecs.hookimpl
-    def sds_register_losses(registry: Registry) -> None:
-        from sds_core.losses import family_config
-        from sds_core.losses.sds_config import SDS_PRESETS, SDSConfig
-
-        registry.add(
-            PluginSpec(
-                name="sds",
-                factory="sds_core.losses.sds:SDSLoss",
-                config=SDSConfig,
-                description="Score Distillation Sampling with classifier-free guidance (DreamFusion §3).",
-                presets=SDS_PRESETS,
-            )
-        )
-        for name, cls, prefix, description in _FAMILY:
-            registry.add(
-                PluginSpec(
-                    name=name,
-                    factory=f"sds_core.losses.{name}:{cls}",
-                    config=getattr(family_config, f"{prefix}Config"),
-                    description=description,
-                    presets=getattr(family_config, f"{prefix}_PRESETS"),
-                )
-            )
-
-
 def load_catalog(
     extra_plugins: Mapping[str, tuple[object, str, str]] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -311,8 +252,6 @@ def load_catalog(
     extra_plugins: name -> (plugin object, provider, version), registered like entry points
         (used by tests and by programs that embed sds).
     """
-    from sds_core import __version__
-
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     blocked = blocked_names(environ)
@@ -346,7 +285,6 @@ def load_catalog(
         register(ep.name, plugin, provider, version)
     for name, (plugin, provider, version) in (extra_plugins or {}).items():
         register(name, plugin, provider, version)
-    register(BUILTIN_NAME, _Builtins(), "sds-core", __version__)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:

@@ -153,7 +153,8 @@ class Generator(Protocol):
         ...
 
     def param_groups(self) -> list[dict[str, Any]]:
-        """Optimiser parameter groups (each may carry its own `lr`)."""
+        """Optimiser parameter groups: each may carry its own absolute `lr`, or `lr_scale`, a
+        multiple of `optim.lr`, and a `name` (`ScheduledLearningRates`)."""
         ...
 
     def preview(self, cameras: CameraBatch, step: int, shading: str | None = None) -> Tensor:
@@ -260,24 +261,24 @@ class LossOutput:
 
 @runtime_checkable
 class DistillationLoss(Protocol):
-    """Turns a render (in model space) and a guidance into a scalar loss."""
+    """Turns a render (in model space) and a guidance into a scalar loss. `cameras`: the batch's
+    cameras (None for a view-independent generator), for losses that condition on the view (VSD)."""
 
-    def __call__(self, x: Tensor, guidance: Guidance, conditioning: Any, step: int) -> LossOutput: ...
+    def __call__(
+        self, x: Tensor, guidance: Guidance, conditioning: Any, step: int, cameras: CameraBatch | None = None
+    ) -> LossOutput: ...
 
 
 @runtime_checkable
 class TrainableLoss(Protocol):
     """A loss with trainable state of its own (VSD's eps_phi): the loop adds its parameter groups
-    to the optimiser (each with its own `lr`), keeps its state in the checkpoint and, before each
-    loss call, hands it the batch's cameras (None for a view-independent generator)."""
+    to the optimiser (each with its own `lr`) and keeps its state in the checkpoint."""
 
     def param_groups(self) -> list[dict[str, Any]]: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> Any: ...
-
-    def set_cameras(self, cameras: CameraBatch | None) -> None: ...
 
 
 # --- optional capabilities, checked with isinstance -----------------------------------------
@@ -316,6 +317,16 @@ class AdaptiveParameters(Protocol):
     them; its `load_state_dict` resizes its parameters to a checkpoint's before loading."""
 
     def after_step(self, optimizer: Any, step: int) -> None: ...
+
+
+@runtime_checkable
+class ScheduledLearningRates(Protocol):
+    """A generator with its own learning-rate schedule for some parameter groups (the Gaussians'
+    means decay exponentially, as in 3DGS): before each step the loop asks for the base rate of
+    every group by its "name" and multiplies it by `optim.schedule`'s factor; None keeps the
+    group's own rate."""
+
+    def learning_rate(self, group: str, step: int) -> float | None: ...
 
 
 @runtime_checkable
@@ -418,9 +429,21 @@ class BuildContext:
     device: torch.device
     prompt: str
     total_steps: int
-    # set for generators and losses; GuidanceFacts when a run is loaded for inference (no model)
-    guidance: Guidance | GuidanceFacts | None = None
+    # the live model, for losses (VSD adapts it, NFSD encodes a negative prompt); None when a run
+    # is loaded for inference. Generators read `guidance_facts()` instead, which both cases have.
+    guidance: Guidance | None = None
     config: dict[str, Any] = field(default_factory=dict)  # the whole resolved config tree
+    # what a generator reads of the guidance (sizes, space, declared background): the model's when
+    # training, the checkpoint's record when a run is loaded for inference
+    facts: GuidanceFacts | None = None
+
+    def guidance_facts(self) -> GuidanceFacts:
+        """The guidance's facts; a ValueError when the context has neither facts nor a guidance."""
+        if self.facts is not None:
+            return self.facts
+        if self.guidance is None:
+            raise ValueError("this component is built with its guidance (BuildContext.guidance or .facts)")
+        return GuidanceFacts.of(self.guidance)
 
 
 @dataclass

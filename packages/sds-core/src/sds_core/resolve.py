@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -148,6 +149,7 @@ def resolve_config(
 
     plugin_configs: dict[str, Any] = {}
     for section, spec in specs.items():
+        _drop_retired(tree[section], spec.retired, section)
         data = {k: v for k, v in tree[section].items() if k != "name"}
         plugin_configs[section] = build_config(spec.config, data, section)
     cameras = build_config(CameraConfig, tree["cameras"], "cameras")
@@ -163,6 +165,13 @@ def resolve_config(
     ordered = {key: final_tree[key] for key in ("generator", "guidance", "loss", "cameras", "optim", "run")}
     check_config_sizes(ordered)  # image sides and grids, before any plugin allocates them
     return ResolvedConfig(preset, specs, plugin_configs, cameras, optim, run, ordered, sources)
+
+
+def _drop_retired(section_tree: dict[str, Any], retired: Mapping[str, str], section: str) -> None:
+    """Remove the options a plugin retired from its section, one deprecation line each."""
+    for key in sorted(set(section_tree) & set(retired)):
+        del section_tree[key]
+        warnings.warn(f"{section}.{key} is deprecated and ignored: {retired[key]}", FutureWarning, stacklevel=3)
 
 
 def _check_values(cameras: CameraConfig, run: RunConfig) -> None:

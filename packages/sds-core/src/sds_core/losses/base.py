@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from sds_core.losses.sds_config import SDSConfig
-from sds_core.protocols import BuildContext, Guidance, LossOutput
+from sds_core.protocols import BuildContext, CameraBatch, Guidance, LossOutput
 from sds_core.schedules import sample_timesteps, sds_weight, timestep_bounds
 
 
@@ -55,33 +55,59 @@ class ScoreDistillation:
         """w(t) per sample."""
         return sds_weight(alphas_t, self.config.weighting)
 
-    def direction(self, x: Tensor, guidance: Guidance, conditioning: Any, t: Tensor, noise: Tensor) -> Tensor:
+    def direction(
+        self,
+        x: Tensor,
+        guidance: Guidance,
+        conditioning: Any,
+        t: Tensor,
+        noise: Tensor,
+        cameras: CameraBatch | None = None,
+    ) -> Tensor:
         """The unweighted update direction for x (float32, detached), e.g. eps_hat - eps for SDS."""
         raise NotImplementedError
 
-    def gradient(self, x: Tensor, guidance: Guidance, conditioning: Any, t: Tensor, noise: Tensor) -> Tensor:
+    def gradient(
+        self,
+        x: Tensor,
+        guidance: Guidance,
+        conditioning: Any,
+        t: Tensor,
+        noise: Tensor,
+        cameras: CameraBatch | None = None,
+    ) -> Tensor:
         """g = w(t) * direction for given t and eps, computed without tracking gradients."""
         with torch.no_grad():
             alphas_t = self.alphas(guidance, x)[t]
-            direction = self.direction(x.detach().float(), guidance, conditioning, t, noise)
+            direction = self.direction(x.detach().float(), guidance, conditioning, t, noise, cameras)
             grad = broadcast(self.weight(alphas_t), x) * direction
             grad = torch.nan_to_num(grad)
             if self.config.grad_clip is not None:
                 grad = grad.clamp(-self.config.grad_clip, self.config.grad_clip)
         return grad
 
-    def compute(self, x: Tensor, guidance: Guidance, conditioning: Any, t: Tensor, noise: Tensor) -> LossOutput:
-        grad = self.gradient(x, guidance, conditioning, t, noise)
+    def compute(
+        self,
+        x: Tensor,
+        guidance: Guidance,
+        conditioning: Any,
+        t: Tensor,
+        noise: Tensor,
+        cameras: CameraBatch | None = None,
+    ) -> LossOutput:
+        grad = self.gradient(x, guidance, conditioning, t, noise, cameras)
         target = (x.float() - grad).detach()
         loss = 0.5 * (x.float() - target).pow(2).sum() / x.shape[0]
         terms = {self.name: float(loss.detach()), f"{self.name}_grad_norm": float(grad.norm() / x.shape[0])}
         t_frac = float(t.float().mean()) / guidance.num_train_timesteps
         return LossOutput(loss=loss, terms=terms, t=t_frac)
 
-    def __call__(self, x: Tensor, guidance: Guidance, conditioning: Any, step: int) -> LossOutput:
+    def __call__(
+        self, x: Tensor, guidance: Guidance, conditioning: Any, step: int, cameras: CameraBatch | None = None
+    ) -> LossOutput:
         t = self.sample_t(x.shape[0], guidance, step, x.device)
         noise = torch.randn(x.shape, dtype=torch.float32).to(x.device)
-        return self.compute(x, guidance, conditioning, t, noise)
+        return self.compute(x, guidance, conditioning, t, noise, cameras)
 
 
 def ddim_step(x: Tensor, eps: Tensor, alphas_from: Tensor, alphas_to: Tensor) -> Tensor:

@@ -14,20 +14,36 @@ from torch import Tensor
 
 from sds_core.losses.base import ScoreDistillation, add_noise
 from sds_core.losses.family_config import CSDConfig
-from sds_core.protocols import Guidance
+from sds_core.protocols import CameraBatch, Guidance
 
 
 class CSDLoss(ScoreDistillation):
     name = "csd"
     config: CSDConfig
 
-    def direction(self, x: Tensor, guidance: Guidance, conditioning: Any, t: Tensor, noise: Tensor) -> Tensor:
+    def direction(
+        self,
+        x: Tensor,
+        guidance: Guidance,
+        conditioning: Any,
+        t: Tensor,
+        noise: Tensor,
+        cameras: CameraBatch | None = None,
+    ) -> Tensor:
         """s (eps_y - eps_0) at z_t = sqrt(a) x + sqrt(1 - a) eps."""
         prediction = guidance.predict_noise(add_noise(x, noise, self.alphas(guidance, x)[t]), t, conditioning)
         return self.guidance_scale(guidance) * (prediction.cond - prediction.uncond).float()
 
-    def gradient(self, x: Tensor, guidance: Guidance, conditioning: Any, t: Tensor, noise: Tensor) -> Tensor:
-        grad = super().gradient(x, guidance, conditioning, t, noise)
+    def gradient(
+        self,
+        x: Tensor,
+        guidance: Guidance,
+        conditioning: Any,
+        t: Tensor,
+        noise: Tensor,
+        cameras: CameraBatch | None = None,
+    ) -> Tensor:
+        grad = super().gradient(x, guidance, conditioning, t, noise, cameras)
         if self.config.normalize:  # the reference normalises g over the whole batch
             grad = grad / (grad.norm() + 1e-8)
         return grad

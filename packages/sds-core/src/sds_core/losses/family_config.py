@@ -8,7 +8,7 @@ otherwise; a paper's "7.5" in the diffusers convention (eps_0 + 7.5 (eps_y - eps
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from sds_core.losses.sds_config import SDSConfig
 
@@ -73,10 +73,3 @@ class VSDConfig(SDSConfig):
     residual_width: int = 32  # channels of the residual network
     camera_dropout: float = 0.1  # the camera condition is zeroed with this probability when training eps_phi
     phi_weight: float = 1.0  # weight of eps_phi's denoising loss in the total
-
-
-CSD_PRESETS: dict[str, dict[str, Any]] = {}
-NFSD_PRESETS: dict[str, dict[str, Any]] = {}
-ISM_PRESETS: dict[str, dict[str, Any]] = {}
-SJC_PRESETS: dict[str, dict[str, Any]] = {}
-VSD_PRESETS: dict[str, dict[str, Any]] = {}

@@ -20,7 +20,7 @@ from torch import Tensor
 from sds_core.losses.base import ScoreDistillation, add_noise, ddim_step
 from sds_core.losses.family_config import ISMConfig
 from sds_core.losses.guidance_combination import guided_noise
-from sds_core.protocols import Guidance
+from sds_core.protocols import CameraBatch, Guidance
 
 
 class ISMLoss(ScoreDistillation):
@@ -46,7 +46,15 @@ class ISMLoss(ScoreDistillation):
         eps_s = guidance.predict_noise(x_cur, s, conditioning).uncond.float()
         return ddim_step(x_cur, eps_s, alphas[s], alphas[t]), eps_s
 
-    def direction(self, x: Tensor, guidance: Guidance, conditioning: Any, t: Tensor, noise: Tensor) -> Tensor:
+    def direction(
+        self,
+        x: Tensor,
+        guidance: Guidance,
+        conditioning: Any,
+        t: Tensor,
+        noise: Tensor,
+        cameras: CameraBatch | None = None,
+    ) -> Tensor:
         x_t, eps_s = self.invert(x, guidance, conditioning, t, noise)
         eps_hat = guided_noise(guidance.predict_noise(x_t, t, conditioning), self.guidance_scale(guidance)).float()
         return eps_hat - eps_s

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from sds_core.losses.base import ScoreDistillation, add_noise, broadcast
 from sds_core.losses.family_config import NFSDConfig
-from sds_core.protocols import BuildContext, Guidance, NegativePrompting, require
+from sds_core.protocols import BuildContext, CameraBatch, Guidance, NegativePrompting, require
 
 
 class NFSDLoss(ScoreDistillation):
@@ -29,7 +29,15 @@ class NFSDLoss(ScoreDistillation):
             require(context.guidance, NegativePrompting, "nfsd", "predictions under a negative prompt")
             context.guidance.negative_condition(None, config.negative_prompt)  # type: ignore[union-attr]
 
-    def direction(self, x: Tensor, guidance: Guidance, conditioning: Any, t: Tensor, noise: Tensor) -> Tensor:
+    def direction(
+        self,
+        x: Tensor,
+        guidance: Guidance,
+        conditioning: Any,
+        t: Tensor,
+        noise: Tensor,
+        cameras: CameraBatch | None = None,
+    ) -> Tensor:
         require(guidance, NegativePrompting, "nfsd", "predictions under a negative prompt")
         x_t = add_noise(x, noise, self.alphas(guidance, x)[t])
         prediction = guidance.predict_noise(x_t, t, conditioning)

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from sds_core.losses.base import ScoreDistillation, add_noise
 from sds_core.losses.guidance_combination import guided_noise
-from sds_core.protocols import Guidance
+from sds_core.protocols import CameraBatch, Guidance
 
 
 class SDSLoss(ScoreDistillation):
@@ -21,7 +21,15 @@ class SDSLoss(ScoreDistillation):
 
     name = "sds"
 
-    def direction(self, x: Tensor, guidance: Guidance, conditioning: Any, t: Tensor, noise: Tensor) -> Tensor:
+    def direction(
+        self,
+        x: Tensor,
+        guidance: Guidance,
+        conditioning: Any,
+        t: Tensor,
+        noise: Tensor,
+        cameras: CameraBatch | None = None,
+    ) -> Tensor:
         """eps_hat(z_t; y, t) - eps, z_t = sqrt(a) x + sqrt(1 - a) eps."""
         x_t = add_noise(x, noise, self.alphas(guidance, x)[t])
         prediction = guidance.predict_noise(x_t, t, conditioning)

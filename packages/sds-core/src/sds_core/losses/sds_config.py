@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 
 @dataclass
@@ -22,6 +22,3 @@ class SDSConfig:
     t_max_end: float = 0.5  # "annealed": the maximum t reached at the end of annealing
     anneal_steps: int = 0  # "annealed": steps to reach t_max_end (0: the whole run)
     grad_clip: float | None = None  # clamp each element of w(t)(eps_hat - eps) to [-c, c]
-
-
-SDS_PRESETS: dict[str, dict[str, Any]] = {}

@@ -17,14 +17,22 @@ from torch import Tensor
 from sds_core.losses.base import ScoreDistillation, broadcast
 from sds_core.losses.family_config import SJCConfig
 from sds_core.losses.guidance_combination import guided_noise
-from sds_core.protocols import Guidance
+from sds_core.protocols import CameraBatch, Guidance
 
 
 class SJCLoss(ScoreDistillation):
     name = "sjc"
     config: SJCConfig
 
-    def direction(self, x: Tensor, guidance: Guidance, conditioning: Any, t: Tensor, noise: Tensor) -> Tensor:
+    def direction(
+        self,
+        x: Tensor,
+        guidance: Guidance,
+        conditioning: Any,
+        t: Tensor,
+        noise: Tensor,
+        cameras: CameraBatch | None = None,
+    ) -> Tensor:
         alphas_t = self.alphas(guidance, x)[t]
         sigma = broadcast(((1 - alphas_t) / alphas_t).sqrt(), x)
         z = x + sigma * noise

@@ -84,13 +84,8 @@ class VSDLoss(ScoreDistillation):
                 raise ValueError("the vsd loss is built with its guidance (BuildContext.guidance)")
             self.phi = ResidualEpsilon(guidance.channels, config.residual_width)
         self.phi.to(context.device)
-        self.cameras: CameraBatch | None = None
 
     # --- what the loop asks of a loss with state (sds_core.protocols.TrainableLoss) --------------
-
-    def set_cameras(self, cameras: CameraBatch | None) -> None:
-        """The cameras of the coming batch (None for view-independent generators)."""
-        self.cameras = cameras
 
     def param_groups(self) -> list[dict[str, Any]]:
         return [{"params": [p for p in self.phi.parameters() if p.requires_grad], "lr": self.config.phi_lr}]
@@ -112,11 +107,11 @@ class VSDLoss(ScoreDistillation):
 
     # --- eps_phi ----------------------------------------------------------------------------------
 
-    def camera(self, x: Tensor) -> Tensor:
+    def camera(self, x: Tensor, cameras: CameraBatch | None) -> Tensor:
         """(B, 16) flattened camera-to-world matrices, zeros without cameras."""
-        if self.cameras is None or self.cameras.batch_size != x.shape[0]:
+        if cameras is None or cameras.batch_size != x.shape[0]:
             return x.new_zeros(x.shape[0], CAMERA_DIM)
-        return self.cameras.c2w.reshape(x.shape[0], -1).to(device=x.device, dtype=torch.float32)
+        return cameras.c2w.reshape(x.shape[0], -1).to(device=x.device, dtype=torch.float32)
 
     def eps_phi(
         self, x_t: Tensor, t: Tensor, guidance: Guidance, conditioning: Any, camera: Tensor, base: Tensor | None = None
@@ -129,25 +124,43 @@ class VSDLoss(ScoreDistillation):
                 base = guidance.predict_noise(x_t, t, conditioning).cond.float()
         return base + self.phi(x_t, t, camera)
 
-    def direction(self, x: Tensor, guidance: Guidance, conditioning: Any, t: Tensor, noise: Tensor) -> Tensor:
+    def direction(
+        self,
+        x: Tensor,
+        guidance: Guidance,
+        conditioning: Any,
+        t: Tensor,
+        noise: Tensor,
+        cameras: CameraBatch | None = None,
+    ) -> Tensor:
         """eps_hat(x_t; y, t) - eps_phi(x_t; y, t, c)."""
         x_t = add_noise(x, noise, self.alphas(guidance, x)[t])
         prediction = guidance.predict_noise(x_t, t, conditioning)
         eps_hat = guided_noise(prediction, self.guidance_scale(guidance)).float()
-        return eps_hat - self.eps_phi(x_t, t, guidance, conditioning, self.camera(x), base=prediction.cond.float())
+        return eps_hat - self.eps_phi(
+            x_t, t, guidance, conditioning, self.camera(x, cameras), base=prediction.cond.float()
+        )
 
-    def phi_loss(self, x: Tensor, guidance: Guidance, conditioning: Any) -> Tensor:
+    def phi_loss(self, x: Tensor, guidance: Guidance, conditioning: Any, cameras: CameraBatch | None = None) -> Tensor:
         """eps_phi's denoising loss on the detached renders, t' ~ U(0, T - 1), camera dropped at p 0.1."""
         batch = x.shape[0]
         t = torch.randint(0, guidance.num_train_timesteps, (batch,)).to(x.device)
         noise = torch.randn(x.shape, dtype=torch.float32).to(x.device)
         keep = (torch.rand(batch) >= self.config.camera_dropout).to(x.device, torch.float32)
-        camera = self.camera(x) * keep[:, None]
+        camera = self.camera(x, cameras) * keep[:, None]
         x_t = add_noise(x.detach().float(), noise, self.alphas(guidance, x)[t])
         return (self.eps_phi(x_t, t, guidance, conditioning, camera) - noise).pow(2).mean()
 
-    def compute(self, x: Tensor, guidance: Guidance, conditioning: Any, t: Tensor, noise: Tensor) -> LossOutput:
-        out = super().compute(x, guidance, conditioning, t, noise)
-        phi = self.phi_loss(x, guidance, conditioning)
+    def compute(
+        self,
+        x: Tensor,
+        guidance: Guidance,
+        conditioning: Any,
+        t: Tensor,
+        noise: Tensor,
+        cameras: CameraBatch | None = None,
+    ) -> LossOutput:
+        out = super().compute(x, guidance, conditioning, t, noise, cameras)
+        phi = self.phi_loss(x, guidance, conditioning, cameras)
         out.terms["vsd_phi"] = float(phi.detach())
         return LossOutput(loss=out.loss + self.config.phi_weight * phi, terms=out.terms, t=out.t)
