@@ -226,7 +226,7 @@ def test_plugins_show_keeps_brackets_of_types(runner) -> None:
 def test_every_installed_plugin_documents_each_option() -> None:
     """`sds plugins show` reads the source comments: every option of every plugin has one (or sits
     right under a documented option, whose comment it shares)."""
-    from sds_core.options import option_docs
+    from sds_core.option_docs import option_docs
     from sds_core.plugins import KINDS, load_catalog
 
     catalog = load_catalog()

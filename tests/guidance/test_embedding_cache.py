@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from sds_core import cache
 from sds_core.cache import CacheWarning
 from sds_guidance.config import PromptOptions
-from sds_guidance.prompts import EmbeddingCache, PromptEmbeddings
+from sds_guidance.prompt_embeddings import EmbeddingCache, PromptEmbeddings
 
 KEY = '["tiny-clip", "clip", null, null, 4]'
 SHAPE = (4, 3)

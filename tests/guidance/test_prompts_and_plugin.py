@@ -15,7 +15,7 @@ from sds_core.plugins import load_catalog
 from sds_core.prompts import per_sample_prompts, split_view
 from sds_core.resolve import resolve_config
 from sds_guidance.config import PromptOptions
-from sds_guidance.prompts import (
+from sds_guidance.prompt_embeddings import (
     EmbeddingCache,
     PromptEmbeddings,
     all_prompts,

@@ -12,13 +12,13 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from sds_core.generator_options import ShadingOptions
+from sds_core.options_3d import ShadingOptions
 
 ShadingMode = Literal["albedo", "lambertian", "textureless"]
 SHADING_MODES: tuple[ShadingMode, ...] = ("albedo", "lambertian", "textureless")
 
 
-# the options (torch-free, inherited by the generators' configs): sds_core.generator_options
+# the options (torch-free, inherited by the generators' configs): sds_core.options_3d
 ShadingConfig = ShadingOptions
 
 

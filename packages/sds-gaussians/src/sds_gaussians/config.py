@@ -18,7 +18,7 @@ from sds_core.api import BackgroundOptions, ExportOptions, ShadingOptions
 @dataclass
 class GaussianConfig(ExportOptions, BackgroundOptions, ShadingOptions):
     """Gaussians: initialisation, rasteriser, learning rates, densification and export; shading,
-    background and the files of final/ as every 3D generator (`sds_core.generator_options`)."""
+    background and the files of final/ as every 3D generator (`sds_core.options_3d`)."""
 
     # --- initialisation ------------------------------------------------------------------------
     # "sphere": num_points uniform in a ball of init_radius (DreamGaussian); or a run folder (its

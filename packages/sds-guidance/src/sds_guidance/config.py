@@ -14,7 +14,7 @@ Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 
 @dataclass
 class PromptOptions:
-    """Prompt processing shared by every text-conditioned backend (`sds_guidance.prompts`)."""
+    """Prompt processing shared by every text-conditioned backend (`sds_guidance.prompt_embeddings`)."""
 
     # §3.2: append ", front view" / ", side view" / ", back view" / ", overhead view" from the
     # camera's label (thresholds live in the `cameras` section: overhead above 60 deg, ...)
@@ -104,4 +104,3 @@ class DeepFloydIFConfig(BackgroundDeclaration, CompileOptions, PromptOptions):
 STABLE_DIFFUSION_PRESETS: dict[str, dict[str, Any]] = {
     "draft": {"guidance": {"resolution": 256}},
 }
-DEEPFLOYD_IF_PRESETS: dict[str, dict[str, Any]] = {}

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from sds_core.api import PluginSpec, Registry, hookimpl
 from sds_guidance.config import (
-    DEEPFLOYD_IF_PRESETS,
     STABLE_DIFFUSION_PRESETS,
     DeepFloydIFConfig,
     StableDiffusionConfig,
@@ -31,6 +30,5 @@ def sds_register_guidance(registry: Registry) -> None:
             factory="sds_guidance.deepfloyd_if:DeepFloydIFGuidance",
             config=DeepFloydIFConfig,
             description="DeepFloyd IF stage I: 64x64 pixel prior with a T5 text encoder.",
-            presets=DEEPFLOYD_IF_PRESETS,
         )
     )

@@ -35,7 +35,7 @@ from sds_guidance._diffusers import (
     use_safetensors,
 )
 from sds_guidance.config import StableDiffusionConfig
-from sds_guidance.prompts import PromptEmbeddings, TextConditioning, model_key
+from sds_guidance.prompt_embeddings import PromptEmbeddings, TextConditioning, model_key
 
 
 class StableDiffusionGuidance:

@@ -16,7 +16,7 @@ from sds_core.api import BackgroundOptions, ExportOptions, ShadingOptions
 @dataclass
 class MeshConfig(ExportOptions, BackgroundOptions, ShadingOptions):
     """An explicit triangle mesh: template or NeRF mesh, offsets, vertex colours, rasteriser;
-    shading, background and the files of final/ as every 3D generator (`sds_core.generator_options`)."""
+    shading, background and the files of final/ as every 3D generator (`sds_core.options_3d`)."""
 
     # --- the mesh ------------------------------------------------------------------------------
     # "icosphere", or a NeRF run folder (reads RUN_DIR/final/mesh.ply, else mesh.glb: Magic3D's

@@ -15,7 +15,7 @@ from sds_core.api import PAPER_CPU_STEPS, BackgroundOptions, ExportOptions, Shad
 @dataclass
 class NerfConfig(ExportOptions, BackgroundOptions, ShadingOptions):
     """The DreamFusion NeRF: field, sampling, regularisers, surface export; shading, background
-    and the files of final/ as every 3D generator (`sds_core.generator_options`)."""
+    and the files of final/ as every 3D generator (`sds_core.options_3d`)."""
 
     # --- the field (§3.1, A.2) -----------------------------------------------------------------
     # "mlp": the paper's MLP on an encoding; "voxel" (deviation, draft): a dense grid of raw density

@@ -75,7 +75,7 @@ def show_command(
 
     from sds_cli.errors import user_errors
     from sds_core.errors import SdsError
-    from sds_core.options import option_docs
+    from sds_core.option_docs import option_docs
     from sds_core.plugins import KINDS, load_catalog
 
     with user_errors():
