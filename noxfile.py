@@ -26,6 +26,7 @@ PACKAGES = (
     "sds-core",
     "sds-guidance",
     "sds-shapes",
+    "sds-shapes-learned",
     "sds-3d",
     "sds-nerf",
     "sds-mesh",
@@ -77,7 +78,7 @@ WHEELS: dict[str, str] = {}  # package name -> its wheel, built once per nox run
 def local(session: nox.Session, *specs: str) -> list[str]:
     """The wheels of this tree's packages for `session.install`: "sds-shapes[metrics]" -> its wheel[metrics].
 
-    Built once per nox run, all nine in one build environment of their own (.nox/wheels): given the
+    Built once per nox run, all of them in one build environment of their own (.nox/wheels): given the
     folders, pip builds each package in a new isolated environment in every session (34 s for the
     nine here, against 6 s this way).
     """
@@ -98,8 +99,8 @@ def local(session: nox.Session, *specs: str) -> list[str]:
 
 
 TYPECHECK = ("mypy", *(f"./packages/{name}/src" for name in PACKAGES))
-# peft: VSD's LoRA tests; ray and psutil: the Ray executor's tests
-TEST_EXTRAS = ("sds-guidance[vsd]", "sds-cli[ray]")
+# peft: VSD's LoRA tests; ray and psutil: the Ray executor's tests; [train]: the learned models' trainer
+TEST_EXTRAS = ("sds-guidance[vsd]", "sds-cli[ray]", "sds-shapes-learned[train]")
 RAY_TESTS = "tests/ray"
 
 
@@ -137,7 +138,13 @@ ALONE: dict[str, dict[str, tuple[str, ...]]] = {
     "shapes": {
         "install": ("sds-core", "sds-shapes[metrics]"),
         "tests": ("tests/shapes",),
-        "absent": ("diffusers", "transformers", "sds_guidance", "sds_nerf"),
+        "absent": ("diffusers", "transformers", "sds_guidance", "sds_nerf", "sds_shapes_learned"),
+    },
+    # the learned models and their trainer: over sds-shapes, run by sds-guidance's backends
+    "shapes_learned": {
+        "install": ("sds-core", "sds-guidance", "sds-shapes", "sds-shapes-learned[train]"),
+        "tests": ("tests/shapes_learned",),
+        "absent": ("sds_nerf", "sds_mesh", "sds_gaussians"),
     },
     "3d": {"install": ("sds-core", "sds-3d"), "tests": (), "absent": ("nerfacc", "diffusers", "sds_nerf", "sds_mesh")},
     "nerf": {

@@ -91,7 +91,8 @@ print("python", sys.version.split()[0], "| torch", torch.__version__, "| CUDA", 
 print("device", torch.cuda.get_device_name(0), "capability %d.%d" % torch.cuda.get_device_capability(0))
 import importlib.metadata as md
 for name in ("transformers", "huggingface-hub", "accelerate", "diffusers", "nerfacc", "trimesh", "xatlas",
-             "gsplat", "sds-core", "sds-guidance", "sds-shapes", "sds-3d", "sds-nerf", "sds-mesh", "sds-gaussians",
+             "gsplat", "sds-core", "sds-guidance", "sds-shapes", "sds-shapes-learned", "sds-3d", "sds-nerf", "sds-mesh",
+             "sds-gaussians",
              "sds-eval", "sds-cli"):
     try:
         print(f"  {name} {md.version(name)}")

@@ -34,7 +34,7 @@ else
     trap 'rm -rf "$root"' EXIT
     git archive HEAD packages | tar -x -C "$root"
 fi
-for package in core guidance shapes 3d nerf mesh gaussians eval cli; do
+for package in core guidance shapes shapes-learned 3d nerf mesh gaussians eval cli; do
     "$PYTHON" -m pip wheel -q --no-deps --no-build-isolation "$root/packages/sds-$package" -w .whl
 done
 ls -l .whl

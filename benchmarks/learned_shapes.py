@@ -18,7 +18,7 @@ world's ground truth (CPU).
 
     python benchmarks/learned_shapes.py --model /work/train15/export          # an intermediate checkpoint
     python benchmarks/learned_shapes.py --sds --seeds 0 1                      # the shipped model, with SDS
-    SD=packages/sds-shapes/src/sds_shapes/models/shapes-learned-sd
+    SD=packages/sds-shapes-learned/src/sds_shapes_learned/models/shapes-learned-sd
     python benchmarks/learned_shapes.py --model $SD --autoencoder             # the shipped SD model
 """
 
@@ -38,12 +38,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ROOT / "packages/sds-shapes/src/sds_shapes/models/shapes-learned"
+SHIPPED = ROOT / "packages/sds-shapes-learned/src/sds_shapes_learned/models/shapes-learned"
 
 
 def _training_config(model: Path) -> Any:
     """The TrainConfig the model was trained with (its folder's training.json)."""
-    from sds_shapes.learned.config import TrainConfig
+    from sds_shapes_learned.config import TrainConfig
 
     saved = json.loads((model / "training.json").read_text())["config"]
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
@@ -71,7 +71,7 @@ def make_classifier(primitives: int, colours: int) -> Any:
 
 def _labelled(bank: Any, cfg: Any, size: int, generator: Any) -> tuple[Any, Any, Any]:
     """Renders of random (camera, primitive, colour, mode) in [-1, 1] with their two labels."""
-    from sds_shapes.learned.data import sample_batch
+    from sds_shapes_learned.data import sample_batch
 
     batch = sample_batch(bank, replace(cfg, caption_dropout=0.0), size, generator)
     textureless = batch.mode == 2  # SHADING_MODES: albedo, lambertian, textureless
@@ -115,7 +115,7 @@ def train_classifier(cfg: Any, cache: Path, steps: int, log: Any) -> tuple[Any, 
     import torch
     import torch.nn.functional as F
 
-    from sds_shapes.learned.data import build_bank
+    from sds_shapes_learned.data import build_bank
 
     tag = f"{'-'.join(cfg.primitives)}-{'-'.join(cfg.colours)}-{cfg.resolution}px-{steps}"
     path = cache / f"classifier-soft-{tag}.pt"
@@ -167,7 +167,7 @@ def autoencoder_psnr(model: Path, cfg: Any, cache: Path, count: int = 64) -> dic
     import torch
     from diffusers import AutoencoderKL
 
-    from sds_shapes.learned.data import build_bank
+    from sds_shapes_learned.data import build_bank
 
     vae = AutoencoderKL.from_pretrained(model / "vae").eval()
     bank = build_bank(replace(cfg, seed=3000), cameras=256, cache=cache)

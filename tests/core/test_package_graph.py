@@ -18,12 +18,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ROOT / "packages"
 CORE, SHARED = "sds_core", "sds_3d"
-PLUGINS = {"sds_guidance", "sds_shapes", "sds_nerf", "sds_mesh", "sds_gaussians"}
+PLUGINS = {"sds_guidance", "sds_shapes", "sds_shapes_learned", "sds_nerf", "sds_mesh", "sds_gaussians"}
 # what each package may import besides itself; the plugin packages: sds-core and sds-3d only
 ALLOWED: dict[str, set[str]] = {
     CORE: set(),
     SHARED: {CORE},
     **{plugin: {CORE, SHARED} for plugin in PLUGINS},
+    "sds_shapes_learned": {CORE, "sds_shapes"},  # the learned models of the shapes world and their trainer
     "sds_eval": {CORE, "sds_shapes"},  # geometry metrics of the shapes world (extra `geometry`)
     "sds_cli": {CORE, "sds_eval"},  # generators and priors reach the CLI through entry points only
 }

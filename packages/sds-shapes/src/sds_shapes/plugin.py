@@ -1,29 +1,10 @@
-"""Registers the `shapes` prior (entry point `sds: shapes`), and `shapes-learned` (IF format) and
-`shapes-learned-sd` (Stable Diffusion format) when their weights are shipped. Torch is imported
-only by the factories."""
+"""Registers the `shapes` prior (entry point `sds: shapes`). Torch is imported only by the factory.
+The learned models `shapes-learned` / `shapes-learned-sd` are their own package, sds-shapes-learned."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from sds_core.api import PluginSpec, Registry, hookimpl
 from sds_shapes.config import SHAPES_PRESETS, ShapesConfig
-
-# the IF stage-I format model trained on this world (sds_shapes.learned, its model card in the folder)
-SHAPES_LEARNED = Path(__file__).parent / "models" / "shapes-learned"
-# the Stable Diffusion 1.x format model trained on the same renders (`--format sd`)
-SHAPES_LEARNED_SD = Path(__file__).parent / "models" / "shapes-learned-sd"
-
-
-def _training_background(folder: Path) -> tuple[float, float, float]:
-    """The background of the model's training renders (its training.json), white if unreadable."""
-    try:
-        value = json.loads((folder / "training.json").read_text(encoding="utf-8"))["config"]["background"]
-        red, green, blue = (float(v) for v in value)
-    except (OSError, ValueError, KeyError, TypeError):
-        return (1.0, 1.0, 1.0)  # the world's default (TrainConfig.background)
-    return (red, green, blue)
 
 
 @hookimpl
@@ -37,24 +18,3 @@ def sds_register_guidance(registry: Registry) -> None:
             presets=SHAPES_PRESETS,
         )
     )
-    if (SHAPES_LEARNED / "model_index.json").is_file():
-        # the deepfloyd-if backend (sds-guidance) unchanged, pointed at the shipped folder: derived
-        # through the registry, so that this package does not import sds-guidance. The backdrop
-        # of its training renders is declared, as the exact prior declares its own.
-        registry.derive(
-            "shapes-learned",
-            base="deepfloyd-if",
-            defaults={"model": str(SHAPES_LEARNED), "background": _training_background(SHAPES_LEARNED)},
-            description="A small DeepFloyd IF stage-I model trained on the shapes world (deepfloyd-if backend).",
-        )
-    if (SHAPES_LEARNED_SD / "model_index.json").is_file():
-        # the stable-diffusion backend unchanged, pointed at the shipped folder; renders are
-        # encoded at the model's own side (its draft preset's 256 would give latents four times
-        # the side the UNet was trained on)
-        registry.derive(
-            "shapes-learned-sd",
-            base="stable-diffusion",
-            defaults={"model": str(SHAPES_LEARNED_SD), "background": _training_background(SHAPES_LEARNED_SD)},
-            presets={"draft": {"guidance": {"resolution": None}}},
-            description="A small Stable Diffusion 1.x model trained on the shapes world (stable-diffusion backend).",
-        )

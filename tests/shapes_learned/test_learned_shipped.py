@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("sds_shapes_learned")
 pytest.importorskip("diffusers")
 pytest.importorskip("sds_guidance")
 pytest.importorskip("sds_mesh")
@@ -20,7 +21,7 @@ pytest.importorskip("sds_cli")
 from typer.testing import CliRunner
 
 from sds_cli.app import app
-from sds_shapes.plugin import SHAPES_LEARNED, SHAPES_LEARNED_SD
+from sds_shapes_learned.plugin import SHAPES_LEARNED, SHAPES_LEARNED_SD
 
 # only the size of what final/ holds is shrunk; the run is the draft preset's
 SMALL_EXPORT = {"texture_size": 128, "video_frames": 4, "video_resolution": 32}
@@ -45,7 +46,7 @@ NERF_MIN_GAIN = 0.2
 def test_the_model_ships_in_the_package_and_is_registered(name: str, folder: Path) -> None:
     from sds_core.plugins import load_catalog
 
-    assert (folder / "model_index.json").is_file(), f"the {name} folder is missing from sds-shapes"
+    assert (folder / "model_index.json").is_file(), f"the {name} folder is missing from sds-shapes-learned"
     weights = sum(f.stat().st_size for f in folder.rglob("*.safetensors"))
     assert 0 < weights < 25 * 2**20  # the bound: under 25 MB
     card = (folder / "README.md").read_text()

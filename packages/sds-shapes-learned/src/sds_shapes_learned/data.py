@@ -17,9 +17,9 @@ import torch
 from torch import Tensor
 
 from sds_core.api import SHADING_MODES, VIEWS, CameraConfig, CameraSampler, atomic_write, load_plain, view_prompt
-from sds_shapes.learned.config import TrainConfig
 from sds_shapes.render import RENDER_VERSION, trace_buffers
 from sds_shapes.world import COLOURS, ShapeObject
+from sds_shapes_learned.config import TrainConfig
 
 CHUNK = 256  # cameras per trace
 

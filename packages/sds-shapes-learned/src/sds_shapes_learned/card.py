@@ -6,15 +6,15 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from sds_shapes.learned.config import TrainConfig
-from sds_shapes.plugin import SHAPES_LEARNED, SHAPES_LEARNED_SD
+from sds_shapes_learned.config import TrainConfig
+from sds_shapes_learned.plugin import SHAPES_LEARNED, SHAPES_LEARNED_SD
 
-COMMAND = "OMP_NUM_THREADS=1 python -m sds_shapes.learned{format} --out {out}"
+COMMAND = "OMP_NUM_THREADS=1 python -m sds_shapes_learned{format} --out {out}"
 
 
 def _source_path(folder: Path) -> str:
     """Where a registered model folder lives in this repository's source tree."""
-    return f"packages/sds-shapes/src/sds_shapes/{folder.relative_to(folder.parents[1]).as_posix()}"
+    return f"packages/sds-shapes-learned/src/sds_shapes_learned/{folder.relative_to(folder.parents[1]).as_posix()}"
 
 
 def _commands(cfg: TrainConfig, step: int, segments: list[dict[str, int]]) -> list[str]:
@@ -128,13 +128,13 @@ def _intro(sd: bool) -> list[str]:
         return [
             "A Stable Diffusion 1.x format latent diffusion model (StableDiffusionPipeline folder: CLIP tokenizer",
             "and text encoder, KL autoencoder, UNet2DConditionModel with SD 1.5's block types, SD's PNDM scheduler",
-            "config) trained on renders of the sds-shapes world. Made by `sds_shapes.learned --format sd`",
-            "(packages/sds-shapes).",
+            "config) trained on renders of the sds-shapes world. Made by `sds_shapes_learned --format sd`",
+            "(packages/sds-shapes-learned).",
         ]
     return [
         "A DeepFloyd IF stage-I format pixel diffusion model (IFPipeline folder: T5 tokenizer and encoder,",
         "UNet2DConditionModel with IF's block types and learned variance, IF's DDPM scheduler) trained on",
-        "renders of the sds-shapes world. Made by `sds_shapes.learned` (packages/sds-shapes).",
+        "renders of the sds-shapes world. Made by `sds_shapes_learned` (packages/sds-shapes-learned).",
     ]
 
 

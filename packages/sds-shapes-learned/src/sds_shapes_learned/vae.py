@@ -22,9 +22,9 @@ from typing import Any
 import torch
 
 from sds_core.api import ConfigError, atomic_write, load_plain
-from sds_shapes.learned import data, sd_model
-from sds_shapes.learned.config import TrainConfig
-from sds_shapes.learned.steps import load_progress, logged_step, progress_state
+from sds_shapes_learned import data, sd_model
+from sds_shapes_learned.config import TrainConfig
+from sds_shapes_learned.steps import load_progress, logged_step, progress_state
 
 STATE = "vae.pt"
 SEED_OFFSET = 2  # the stage's data stream: seed + 2 (the UNet stage's is seed + 1)
@@ -126,7 +126,7 @@ def saved(cfg: TrainConfig) -> VaeTrainer:
     trainer = VaeTrainer(cfg)
     path = Path(cfg.out) / STATE
     if path.is_file():
-        older = "not written by sds_shapes.learned"
+        older = "not written by sds_shapes_learned"
         trainer.load(load_plain(path, kind="shapes-learned autoencoder state", older=older))
     return trainer
 

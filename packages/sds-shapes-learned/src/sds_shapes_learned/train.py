@@ -1,10 +1,10 @@
-"""Seeded, resumable training of the `shapes-learned` models (`python -m sds_shapes.learned --out DIR`).
+"""Seeded, resumable training of the `shapes-learned` models (`python -m sds_shapes_learned --out DIR`).
 
 Everything the run needs to continue lives in DIR: `state.pt` (UNet, text encoder, EMA,
 optimiser, RNG states, step, loss log; written atomically every `checkpoint_minutes` and on
 SIGTERM/SIGINT), `losses.json` (the loss log), the traced camera bank, and `export/` (the EMA
 weights as an IF pipeline folder, or with `--format sd` a Stable Diffusion one, whose frozen
-autoencoder is trained first, `vae.pt`, by `sds_shapes.learned.vae`). Running the same command
+autoencoder is trained first, `vae.pt`, by `sds_shapes_learned.vae`). Running the same command
 again resumes where the state stops; the data order and noise come from one seeded generator
 saved with the state, so a resumed run draws what an uninterrupted one would have drawn.
 """
@@ -25,11 +25,11 @@ from typing import Any
 import torch
 
 from sds_core.api import ConfigError, atomic_write, load_plain
-from sds_shapes.learned import data, model, sd_model, vae
-from sds_shapes.learned.card import model_card, weight_digests
-from sds_shapes.learned.config import FORMATS, TrainConfig
-from sds_shapes.learned.losses import HybridLoss
-from sds_shapes.learned.steps import load_progress, logged_step, progress_state
+from sds_shapes_learned import data, model, sd_model, vae
+from sds_shapes_learned.card import model_card, weight_digests
+from sds_shapes_learned.config import FORMATS, TrainConfig
+from sds_shapes_learned.losses import HybridLoss
+from sds_shapes_learned.steps import load_progress, logged_step, progress_state
 
 # options that may change between sessions without changing what is trained
 RESUMABLE = {"out", "steps", "workers", "checkpoint_minutes", "log_every", "extra"}
@@ -263,7 +263,7 @@ def saved_state(cfg: TrainConfig) -> dict[str, Any] | None:
     path = Path(cfg.out) / "state.pt"
     if not path.is_file():
         return None
-    return load_plain(path, kind="shapes-learned training state", older="not written by sds_shapes.learned")
+    return load_plain(path, kind="shapes-learned training state", older="not written by sds_shapes_learned")
 
 
 def resume(cfg: TrainConfig, rank: int = 0) -> Trainer:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("sds_shapes_learned")
 pytest.importorskip("diffusers")
 pytest.importorskip("sds_guidance")
 pytest.importorskip("rich")
@@ -17,11 +18,11 @@ pytest.importorskip("rich")
 import torch
 
 from sds_core.prompts import VIEWS
-from sds_shapes.learned import sd_model, vae
-from sds_shapes.learned.__main__ import main
-from sds_shapes.learned.config import SD_DEFAULTS, TrainConfig
-from sds_shapes.learned.train import train
 from sds_shapes.world import COLOURS, PRIMITIVES, SYNONYMS
+from sds_shapes_learned import sd_model, vae
+from sds_shapes_learned.__main__ import main
+from sds_shapes_learned.config import SD_DEFAULTS, TrainConfig
+from sds_shapes_learned.train import train
 
 # SD 1.5's format made tiny: a two-level autoencoder (16 px images to 8 x 8 x 4 latents), a
 # two-level UNet (a cross-attention level and a plain one), a one-layer CLIP text transformer
@@ -61,7 +62,7 @@ def test_the_clip_tokenizer_spells_every_word_of_the_world_as_one_token() -> Non
 
 
 def test_the_format_flag_takes_the_sd_defaults_and_refuses_unknown_formats(capsys) -> None:
-    from sds_shapes.learned.__main__ import config_from_args
+    from sds_shapes_learned.__main__ import config_from_args
 
     cfg, _, _ = config_from_args(["--format", "sd", "--steps", "7"])
     assert cfg.format == "sd" and cfg.steps == 7
@@ -74,7 +75,7 @@ def test_the_format_flag_takes_the_sd_defaults_and_refuses_unknown_formats(capsy
 
 
 def test_the_autoencoder_stage_resumes_exactly_and_sets_ldm_scaling_factor(tmp_path) -> None:
-    from sds_shapes.learned import data
+    from sds_shapes_learned import data
 
     cfg = _tiny(tmp_path)
     bank = data.build_bank(cfg)
@@ -141,18 +142,18 @@ def test_a_changed_autoencoder_option_is_refused_in_one_sentence(tmp_path, capsy
 def test_shapes_learned_sd_is_the_stable_diffusion_backend_on_the_shipped_folder(
     tmp_path, monkeypatch, context_factory
 ) -> None:
-    import sds_shapes.plugin
+    import sds_shapes_learned.plugin
     from sds_core.plugins import load_catalog
 
-    monkeypatch.setattr(sds_shapes.plugin, "SHAPES_LEARNED_SD", tmp_path / "none")
+    monkeypatch.setattr(sds_shapes_learned.plugin, "SHAPES_LEARNED_SD", tmp_path / "none")
     assert "shapes-learned-sd" not in load_catalog().registry("guidance")  # no weights, no guidance
 
     train(_tiny(tmp_path))
     folder = tmp_path / "train" / "export"
-    monkeypatch.setattr(sds_shapes.plugin, "SHAPES_LEARNED_SD", folder)
+    monkeypatch.setattr(sds_shapes_learned.plugin, "SHAPES_LEARNED_SD", folder)
     catalog = load_catalog()
     spec, base = catalog.get("guidance", "shapes-learned-sd"), catalog.get("guidance", "stable-diffusion")
-    assert spec.factory == base.factory and spec.provider == "sds-shapes"
+    assert spec.factory == base.factory and spec.provider == "sds-shapes-learned"
     assert base.presets["draft"]["guidance"]["resolution"] == 256
     assert spec.presets["draft"]["guidance"]["resolution"] is None  # the model's own side
     config = spec.config()
@@ -165,12 +166,12 @@ def test_sds_generate_runs_with_shapes_learned_sd_at_the_models_side(tmp_path, m
     pytest.importorskip("sds_cli")
     from typer.testing import CliRunner
 
-    import sds_shapes.plugin
+    import sds_shapes_learned.plugin
     from sds_cli.app import app
 
     train(_tiny(tmp_path))
     folder = tmp_path / "train" / "export"
-    monkeypatch.setattr(sds_shapes.plugin, "SHAPES_LEARNED_SD", folder)
+    monkeypatch.setattr(sds_shapes_learned.plugin, "SHAPES_LEARNED_SD", folder)
     out = tmp_path / "run"
     args = ["generate", "a red cube", "--generator", "image", "--guidance", "shapes-learned-sd", "--steps", "2"]
     result = CliRunner().invoke(app, [*args, "--preset", "draft", "--device", "cpu", "--out", str(out)])

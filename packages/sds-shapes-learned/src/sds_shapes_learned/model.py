@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from sds_core.api import VIEWS
-from sds_shapes.learned.config import TrainConfig
 from sds_shapes.world import COLOURS, PRIMITIVES, SYNONYMS
+from sds_shapes_learned.config import TrainConfig
 
 SCHEDULER: dict[str, Any] = {
     "beta_schedule": "squaredcos_cap_v2",

@@ -1,4 +1,4 @@
-"""Options of the `shapes-learned` training (no torch). Every field is a flag of `python -m sds_shapes.learned`."""
+"""Options of the `shapes-learned` training (no torch). Every field is a flag of `python -m sds_shapes_learned`."""
 
 from __future__ import annotations
 

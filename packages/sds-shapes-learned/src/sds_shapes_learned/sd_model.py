@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from sds_core.api import VIEWS
-from sds_shapes.learned.config import TrainConfig
 from sds_shapes.world import COLOURS, PRIMITIVES, SYNONYMS
+from sds_shapes_learned.config import TrainConfig
 
 # SD 1.5's scheduler_config.json
 SCHEDULER: dict[str, Any] = {

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("sds_shapes_learned")
 pytest.importorskip("diffusers")
 pytest.importorskip("sds_guidance")
 pytest.importorskip("rich")
@@ -19,13 +20,13 @@ import torch
 from sds_core.cameras import CameraSampler
 from sds_core.config import CameraConfig
 from sds_core.shading import SHADING_MODES
-from sds_shapes.learned import data
-from sds_shapes.learned.__main__ import main
-from sds_shapes.learned.config import TrainConfig
-from sds_shapes.learned.losses import HybridLoss
-from sds_shapes.learned.train import train
 from sds_shapes.render import compose, trace_buffers
 from sds_shapes.world import COLOURS
+from sds_shapes_learned import data
+from sds_shapes_learned.__main__ import main
+from sds_shapes_learned.config import TrainConfig
+from sds_shapes_learned.losses import HybridLoss
+from sds_shapes_learned.train import train
 
 # a model small enough to train a few steps in seconds; the format is the shipped one
 TINY = TrainConfig(
@@ -46,7 +47,7 @@ TINY = TrainConfig(
 
 
 def _flags(cfg: TrainConfig) -> list[str]:
-    """cfg's options that differ from the defaults, as flags of `python -m sds_shapes.learned`."""
+    """cfg's options that differ from the defaults, as flags of `python -m sds_shapes_learned`."""
     flags, default = [], TrainConfig()
     for f in fields(cfg):
         value = getattr(cfg, f.name)
@@ -96,7 +97,7 @@ def test_captions_carry_the_object_the_view_of_the_camera_or_nothing() -> None:
 def test_hybrid_loss_bound_is_zero_for_the_true_posterior_and_trains_only_the_variance() -> None:
     from diffusers import DDPMScheduler
 
-    from sds_shapes.learned.model import SCHEDULER
+    from sds_shapes_learned.model import SCHEDULER
 
     scheduler = DDPMScheduler.from_config(SCHEDULER)
     loss = HybridLoss(scheduler.alphas_cumprod, vlb_weight=0.001)
@@ -205,18 +206,18 @@ def test_the_exported_folder_is_an_if_stage_one_pipeline(tmp_path) -> None:
 
 
 def test_shapes_learned_is_the_deepfloyd_if_backend_on_the_shipped_folder(tmp_path, monkeypatch, context_factory):
-    import sds_shapes.plugin
+    import sds_shapes_learned.plugin
     from sds_core.plugins import load_catalog
 
     missing = tmp_path / "none"
-    monkeypatch.setattr(sds_shapes.plugin, "SHAPES_LEARNED", missing)
+    monkeypatch.setattr(sds_shapes_learned.plugin, "SHAPES_LEARNED", missing)
     assert "shapes-learned" not in load_catalog().registry("guidance")  # no weights, no guidance
 
     train(_tiny(tmp_path))
-    monkeypatch.setattr(sds_shapes.plugin, "SHAPES_LEARNED", tmp_path / "train" / "export")
+    monkeypatch.setattr(sds_shapes_learned.plugin, "SHAPES_LEARNED", tmp_path / "train" / "export")
     catalog = load_catalog()
     spec, base = catalog.get("guidance", "shapes-learned"), catalog.get("guidance", "deepfloyd-if")
-    assert spec.factory == base.factory and spec.provider == "sds-shapes"
+    assert spec.factory == base.factory and spec.provider == "sds-shapes-learned"
     config = spec.config()
     assert config.model == str(tmp_path / "train" / "export") and isinstance(config, base.config)
     assert config.background == (1.0, 1.0, 1.0)  # declared from the model's training.json
@@ -226,7 +227,7 @@ def test_shapes_learned_is_the_deepfloyd_if_backend_on_the_shipped_folder(tmp_pa
 
 def test_shipping_exports_the_saved_ema_weights_with_their_model_card(tmp_path) -> None:
     from sds_core.errors import ConfigError
-    from sds_shapes.learned.train import ship
+    from sds_shapes_learned.train import ship
 
     with pytest.raises(ConfigError, match="no training state"):
         ship(_tiny(tmp_path), tmp_path / "shipped")
@@ -242,7 +243,7 @@ def test_shipping_exports_the_saved_ema_weights_with_their_model_card(tmp_path) 
     for name in ("tokenizer.json", "tokenizer_config.json"):
         assert (shipped / "tokenizer" / name).read_bytes() == (exported / "tokenizer" / name).read_bytes()
     card = (shipped / "README.md").read_text()
-    assert "3 steps of batch 3" in card and "python -m sds_shapes.learned --out" in card
+    assert "3 steps of batch 3" in card and "python -m sds_shapes_learned --out" in card
     # the weight files' SHA-256 lines, for `sha256sum -c` against a re-run's export
     for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
         assert f"{hashlib.sha256((shipped / part).read_bytes()).hexdigest()}  {part}\n" in card
@@ -271,8 +272,8 @@ def test_figures_go_with_ship_and_must_be_readable(tmp_path, capsys) -> None:
 def test_a_fresh_first_worker_keeps_the_random_stream_after_initialisation(tmp_path) -> None:
     """The first stretch of the shipped weights was trained by a trainer that did not re-seed the
     global generator after building the model; the card's command must draw the same dropout."""
-    from sds_shapes.learned import model
-    from sds_shapes.learned.train import Trainer
+    from sds_shapes_learned import model
+    from sds_shapes_learned.train import Trainer
 
     cfg = _tiny(tmp_path)
     Trainer(cfg, 0)
@@ -288,12 +289,12 @@ def test_sds_generate_runs_with_shapes_learned(tmp_path, monkeypatch) -> None:
     pytest.importorskip("sds_cli")
     from typer.testing import CliRunner
 
-    import sds_shapes.plugin
+    import sds_shapes_learned.plugin
     from sds_cli.app import app
 
     train(_tiny(tmp_path))
     folder = tmp_path / "train" / "export"
-    monkeypatch.setattr(sds_shapes.plugin, "SHAPES_LEARNED", folder)
+    monkeypatch.setattr(sds_shapes_learned.plugin, "SHAPES_LEARNED", folder)
     out = tmp_path / "run"
     args = ["generate", "a red cube", "--generator", "image", "--guidance", "shapes-learned", "--steps", "2"]
     result = CliRunner().invoke(app, [*args, "--device", "cpu", "--out", str(out)])

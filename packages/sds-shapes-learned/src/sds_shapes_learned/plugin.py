@@ -1,0 +1,50 @@
+"""Registers `shapes-learned` (IF format) and `shapes-learned-sd` (Stable Diffusion format) when
+their weights are shipped (entry point `sds: shapes-learned`): sds-guidance's backends unchanged,
+pointed at the folders here. Imports no torch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sds_core.api import Registry, hookimpl
+
+# the IF stage-I format model trained on the shapes world (this package's trainer; its model card in the folder)
+SHAPES_LEARNED = Path(__file__).parent / "models" / "shapes-learned"
+# the Stable Diffusion 1.x format model trained on the same renders (`--format sd`)
+SHAPES_LEARNED_SD = Path(__file__).parent / "models" / "shapes-learned-sd"
+
+
+def _training_background(folder: Path) -> tuple[float, float, float]:
+    """The background of the model's training renders (its training.json), white if unreadable."""
+    try:
+        value = json.loads((folder / "training.json").read_text(encoding="utf-8"))["config"]["background"]
+        red, green, blue = (float(v) for v in value)
+    except (OSError, ValueError, KeyError, TypeError):
+        return (1.0, 1.0, 1.0)  # the world's default (TrainConfig.background)
+    return (red, green, blue)
+
+
+@hookimpl
+def sds_register_guidance(registry: Registry) -> None:
+    if (SHAPES_LEARNED / "model_index.json").is_file():
+        # the deepfloyd-if backend (sds-guidance) unchanged, pointed at the shipped folder, derived
+        # through the registry. The backdrop of its training renders is declared, as the exact
+        # prior declares its own.
+        registry.derive(
+            "shapes-learned",
+            base="deepfloyd-if",
+            defaults={"model": str(SHAPES_LEARNED), "background": _training_background(SHAPES_LEARNED)},
+            description="A small DeepFloyd IF stage-I model trained on the shapes world (deepfloyd-if backend).",
+        )
+    if (SHAPES_LEARNED_SD / "model_index.json").is_file():
+        # the stable-diffusion backend unchanged, pointed at the shipped folder; renders are
+        # encoded at the model's own side (its draft preset's 256 would give latents four times
+        # the side the UNet was trained on)
+        registry.derive(
+            "shapes-learned-sd",
+            base="stable-diffusion",
+            defaults={"model": str(SHAPES_LEARNED_SD), "background": _training_background(SHAPES_LEARNED_SD)},
+            presets={"draft": {"guidance": {"resolution": None}}},
+            description="A small Stable Diffusion 1.x model trained on the shapes world (stable-diffusion backend).",
+        )
