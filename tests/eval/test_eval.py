@@ -61,9 +61,8 @@ def test_table_1_clip_architectures_score_a_real_run_offline(tmp_path, catalog, 
     start_run(
         "A blue bicycle parked by a metal gate.", run_dir, "draft", {"run": {"steps": 3}}, names, "cpu", [], catalog
     ).run()
-    from sds_eval.renders import render_run
-
     import sds_core.loop as loop
+    from sds_eval.renders import render_run
 
     original = loop.load_catalog
     loop.load_catalog = lambda: catalog  # the test guidance is not installed as an entry point
@@ -80,9 +79,8 @@ def test_table_1_clip_architectures_score_a_real_run_offline(tmp_path, catalog, 
 
 
 def test_missing_clip_weights_offline_is_one_sentence() -> None:
-    from sds_eval.clip_model import ClipScorer
-
     from sds_core.errors import SdsError
+    from sds_eval.clip_model import ClipScorer
 
     with pytest.raises(SdsError, match=r"CLIP model 'openai/clip-vit-base-patch32' is not available: .*--clip PATH"):
         ClipScorer("openai/clip-vit-base-patch32")

@@ -103,10 +103,9 @@ def clip_r_precision_command(
     """R-Precision of each run's colour and textureless renders against the caption set."""
     with user_errors():
         _require_eval()
-        from sds_eval.evaluate import check_render_options, clip_r_precision, distractor_captions
-
         from sds_core.errors import SdsError
         from sds_core.run import RunFolder
+        from sds_eval.evaluate import check_render_options, clip_r_precision, distractor_captions
 
         check_outputs(json_path, views=(views, 1), resolution=(resolution, 1))
         check_render_options(views, resolution)
