@@ -35,9 +35,9 @@ def world_mesh(vertices: Any, faces: Any) -> Any:
 
 def run_object(prompt: str, out: Path, preset: str, overrides: dict[str, Any], seed: int) -> dict[str, Any]:
     """Train the mesh generator on `prompt`; IoU of its starting and final mesh."""
+    from sds_3d.surface import VertexColorField
     from sds_core.config import deep_merge
     from sds_core.loop import start_run
-    from sds_mesh.export import VertexColorField
     from sds_shapes.metrics import evaluate
 
     overrides = deep_merge({"run": {"seed": seed, "preview_every": 0, "checkpoint_every": 0}}, overrides)

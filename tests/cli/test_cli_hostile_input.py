@@ -45,7 +45,7 @@ def test_export_resolution_is_bounded_with_the_memory_it_would_need(runner, tmp_
 def test_marching_cubes_grid_checks_the_resolution_it_is_given() -> None:
     """Where the grid is allocated (sds-3d): a checkpoint's recorded mesh_resolution reaches it too."""
     pytest.importorskip("sds_3d")
-    from sds_3d.export import density_grid
+    from sds_3d.fields import density_grid
     from sds_core.errors import ConfigError
 
     calls = []

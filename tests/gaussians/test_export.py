@@ -17,7 +17,8 @@ import torch
 from sds_core.loop import start_run
 from sds_core.plugins import Catalog
 from sds_gaussians.config import GaussianConfig
-from sds_gaussians.export import SH_C0, GaussianField, ply_bytes
+from sds_gaussians.export import SH_C0, ply_bytes
+from sds_gaussians.field import GaussianField
 from sds_gaussians.gaussians import GaussianModel
 
 VALIDATOR_SCRIPT = Path(__file__).resolve().parents[1] / "fixtures" / "validate_gltf.js"

@@ -206,9 +206,8 @@ def test_init_from_a_run_samples_its_mesh(tmp_path: Path, catalog: Catalog) -> N
 def test_density_field_feeds_sds_eval_geometry(tmp_path: Path, catalog: Catalog) -> None:
     pytest.importorskip("sds_eval")
     pytest.importorskip("skimage")
-    from sds_eval.geometry import run_geometry
-
     from sds_core.api import DensityField
+    from sds_eval.geometry import run_geometry
 
     trainer = start_run("a red cube", tmp_path / "run", "draft", small(2), NAMES, "cpu", [], catalog)
     trainer.run()
@@ -230,3 +229,23 @@ def test_positions_follow_dreamgaussians_learning_rate_decay(tmp_path: Path, cat
         trainer.train_step()
         (means,) = [g for g in trainer.optimizer.param_groups if g.get("name") == "means"]
         assert means["lr"] == pytest.approx(exponential_lr(i, 1e-3, 2e-5, 300))
+
+
+def test_each_view_is_shaded_with_its_own_mode() -> None:
+    """A batch of views with different modes (textureless included, `sds_3d.shading`) renders each
+    view as a batch of that view alone does."""
+    from sds_core.api import BuildContext, CameraConfig, CameraSampler
+    from sds_gaussians.config import GaussianConfig
+    from sds_gaussians.generator import GaussianGenerator
+
+    torch.manual_seed(0)
+    cfg = GaussianConfig(num_points=100, background="solid")
+    gen = GaussianGenerator(cfg, BuildContext(torch.device("cpu"), "a ball", 10)).eval()
+    cams = CameraSampler(CameraConfig(width=12, height=12)).sample(3, torch.Generator().manual_seed(0))
+    modes = ["textureless", "albedo", "lambertian"]
+    with torch.no_grad():
+        batch = gen.render_views(cams, modes)[0].image
+        alone = [gen.render_views(cams[i], [mode])[0].image for i, mode in enumerate(modes)]
+    for i in range(3):
+        assert torch.allclose(batch[i : i + 1], alone[i], atol=1e-6), modes[i]
+    assert not torch.allclose(batch[0], batch[1], atol=1e-3)  # the modes differ

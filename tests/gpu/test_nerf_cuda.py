@@ -77,7 +77,8 @@ def test_auto_sampler_on_cuda_is_nerfaccs_occupancy_grid(monkeypatch: pytest.Mon
     render = gen.render(_cameras(1), step=0)
     assert calls and calls[-1] > 0, "the render did not go through OccGridEstimator.sampling"
     assert render.image.is_cuda and torch.isfinite(render.image).all()
-    assert render.aux["ray_indices"].is_cuda and render.aux["ray_indices"].numel() == calls[-1]
+    assert render.samples is not None
+    assert render.samples.ray_indices.is_cuda and render.samples.ray_indices.numel() == calls[-1]
     occupied = float(estimator.binaries.float().mean())
     assert 0 < occupied < 0.5, occupied  # the blob is kept, the thin floor around it skipped
 

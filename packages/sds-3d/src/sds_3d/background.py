@@ -1,15 +1,25 @@
-"""Backgrounds: the paper's MLP on the encoded ray direction, a solid colour, a random colour."""
+"""Backgrounds: the paper's MLP on the encoded ray direction, a solid colour, a random colour;
+the background colour of every ray of a camera batch, for compositing."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from sds_3d.encoding import FrequencyEncoding
+from sds_3d.rays import RayBundle
 from sds_core.api import BackgroundOptions, DeclaresBackground
+
+#: a background module: (ray directions (R, 3), camera of each ray (R,), cameras B) -> colours (R, 3)
+Background = Callable[[Tensor, Tensor, int], Tensor]
+
+
+def ray_background(background: Background, rays: RayBundle) -> Tensor:
+    """The background colour (R, 3) of each ray, to composite a render over."""
+    return background(rays.dirs, rays.camera, rays.batch_size)
 
 
 class MLPBackground(nn.Module):

@@ -3,13 +3,22 @@
 Hand-rolled because the usual viewers (<model-viewer>, three.js) load scripts from the network.
 The page parses the embedded GLB (positions, indices, TEXCOORD_0 with its base-colour texture, or
 COLOR_0) and draws it with WebGL2: drag to orbit, wheel to zoom. Without WebGL2 (or without a
-mesh) it plays the embedded turntable frames on a canvas instead.
+mesh) it plays the embedded turntable frames on a canvas instead. `write_viewer` writes it as
+final/index.html.
 """
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from sds_core.api import atomic_write
 
 _PAGE = """<!doctype html>
 <html lang="en">
@@ -240,3 +249,17 @@ def viewer_html(title: str, glb_uri: str, frames: list[str]) -> str:
         .replace("__GLB__", json.dumps(glb_uri))
         .replace("__FRAMES__", json.dumps(frames))
     )
+
+
+def write_viewer(out_dir: Path, glb: bytes | None, frames: Sequence[np.ndarray], title: str) -> Path:
+    """final/index.html: the GLB embedded as a base64 data URI in a small WebGL viewer (no
+    network), plus the turntable frames as a canvas fallback where WebGL is missing."""
+    from PIL import Image
+
+    encoded = []
+    for frame in frames:
+        buffer = io.BytesIO()
+        Image.fromarray(frame).save(buffer, format="JPEG", quality=90)
+        encoded.append("data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"))
+    glb_uri = "data:model/gltf-binary;base64," + base64.b64encode(glb).decode("ascii") if glb else ""
+    return atomic_write(out_dir / "index.html", viewer_html(title, glb_uri, encoded).encode("utf-8"))

@@ -37,7 +37,7 @@ class BackgroundOptions:
 
 @dataclass
 class ExportOptions:
-    """What final/ holds (`sds_3d.export.write_final`)."""
+    """What final/ holds (`sds_3d.final.write_final`)."""
 
     texture_size: int = 1024  # side of the baked UV texture of mesh.glb / mesh.obj
     video_frames: int = 60  # turntable frames (one orbit)

@@ -437,13 +437,11 @@ class BuildContext:
     # training, the checkpoint's record when a run is loaded for inference
     facts: GuidanceFacts | None = None
 
-    def guidance_facts(self) -> GuidanceFacts:
-        """The guidance's facts; a ValueError when the context has neither facts nor a guidance."""
+    def guidance_facts(self) -> GuidanceFacts | None:
+        """The guidance's facts: `facts`, else those of `guidance`; None when there is neither."""
         if self.facts is not None:
             return self.facts
-        if self.guidance is None:
-            raise ValueError("this component is built with its guidance (BuildContext.guidance or .facts)")
-        return GuidanceFacts.of(self.guidance)
+        return None if self.guidance is None else GuidanceFacts.of(self.guidance)
 
 
 @dataclass

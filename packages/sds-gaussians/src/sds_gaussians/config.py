@@ -39,8 +39,7 @@ class GaussianConfig(ExportOptions, BackgroundOptions, ShadingOptions):
 
     # --- learning rates (DreamGaussian text.yaml; Adam, eps 1e-15 as optim.eps) -------------------
     position_lr: float = 1e-3  # position_lr_init
-    position_lr_final: float = 2e-5  # position_lr_final: exponential decay ...
-    position_lr_delay_mult: float = 0.02  # ... with 3DGS's delayed start (get_expon_lr_func) ...
+    position_lr_final: float = 2e-5  # position_lr_final: exponential decay (get_expon_lr_func) ...
     position_lr_steps: int = 300  # ... over position_lr_max_steps, constant afterwards
     color_lr: float = 0.01  # feature_lr (the SH DC term; here the sigmoid logits of the colour)
     opacity_lr: float = 0.05  # opacity_lr
@@ -96,4 +95,9 @@ GAUSSIAN_PRESETS: dict[str, dict[str, Any]] = {
         "run": {"steps": 600, "preview_every": 200, "checkpoint_every": 200},
         "cameras": {"width": 48, "height": 48},
     },
+}
+
+# options the generator no longer has -> what to do instead (one deprecation line each, then dropped)
+GAUSSIAN_RETIRED: dict[str, str] = {
+    "position_lr_delay_mult": "DreamGaussian sets no delay steps, so 3DGS's delayed start never applied; remove it",
 }

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sds_3d.export import Z_UP_TO_Y_UP, run_mesh_path
+from sds_3d.meshes import Z_UP_TO_Y_UP
+from sds_3d.run_mesh import run_mesh_path
 from sds_core.api import ConfigError
 from sds_gaussians.config import GaussianConfig
 from sds_gaussians.rasterizer import quat_to_rotmat

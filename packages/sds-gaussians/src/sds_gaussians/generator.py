@@ -2,14 +2,17 @@
 
 DreamGaussian (Tang et al. 2024, §3.1) optimises Gaussians with SDS; here the rasteriser is
 gsplat on CUDA or the PyTorch rasteriser (`sds_gaussians.rasterizer`) elsewhere, and the shading
-is DreamFusion's (§3.1, A.2; `sds_core.shading`), applied per Gaussian: each Gaussian's albedo is
-lit at its mean with its normal, then composited. The normal is the Gaussian's shortest axis,
-turned towards the camera (as GaussianShader and 2DGS take it): a flat Gaussian's shortest axis
-is its surface normal, it costs no extra pass, and it is exact per splat where normals from the
-rendered depth would need finite differences across 48-pixel silhouettes.
+is DreamFusion's (§3.1, A.2; `sds_3d.shading`), applied per Gaussian: each Gaussian's albedo is
+lit at its mean with its normal, then composited over the background (`sds_3d.background`). The
+normal is the Gaussian's shortest axis, turned towards the camera (as GaussianShader and 2DGS take
+it): a flat Gaussian's shortest axis is its surface normal, it costs no extra pass, and it is exact
+per splat where normals from the rendered depth would need finite differences across 48-pixel
+silhouettes.
 
 Densification changes the number of Gaussians after optimiser steps: the loop calls
-`after_step(optimizer, step)` (`sds_core.protocols.AdaptiveParameters`).
+`after_step(optimizer, step)` (`sds_core.protocols.AdaptiveParameters`). final/ is
+`gaussians.ply` (`sds_gaussians.export`), then `sds_3d.final`'s mesh of `density_field()`
+(`sds_gaussians.field`), turntable and viewer.
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sds_3d.background import build_background
-from sds_3d.export import render_chunked
+from sds_3d.background import build_background, ray_background
+from sds_3d.chunked import render_chunked
+from sds_3d.final import write_final
+from sds_3d.rays import camera_rays
+from sds_3d.shading import is_shaded, shade_views
 from sds_core.api import (
     BuildContext,
     CameraBatch,
@@ -32,13 +38,12 @@ from sds_core.api import (
     ShadingConfig,
     choose_shading,
     composite,
-    shade,
 )
 from sds_gaussians.config import GaussianConfig
+from sds_gaussians.export import write_ply
+from sds_gaussians.field import GaussianField
 from sds_gaussians.gaussians import GaussianModel, exponential_lr
 from sds_gaussians.rasterizer import Rasterizer, RasterOutput, Splats, TorchRasterizer
-
-SHADED = ("lambertian", "textureless")
 
 
 def gsplat_available() -> bool:
@@ -71,7 +76,7 @@ class GaussianGenerator(nn.Module):
         super().__init__()
         self.cfg = cfg = config
         self.gaussians = GaussianModel(cfg)
-        self.background = build_background(cfg, context.guidance)
+        self.background = build_background(cfg, context.guidance_facts())
         self.shading_cfg: ShadingConfig = cfg  # a 3D generator's config holds the shading options
         self.rasterizer = build_rasterizer(cfg, torch.device(context.device))
         self._last: tuple[RasterOutput, int, int] | None = None  # the training render's projection
@@ -84,26 +89,19 @@ class GaussianGenerator(nn.Module):
         means, albedo = g.means, g.colors()
         b = cameras.batch_size
         colors = albedo[None].expand(b, -1, -1)
-        if any(m in SHADED for m in modes):
+        if is_shaded(modes):
             normals = g.normals()[None]
             to_camera = cameras.position.to(means)[:, None, :] - means[None]
             facing = torch.where((normals * to_camera).sum(-1, keepdim=True) < 0, -1.0, 1.0)
             normals = normals * facing  # (B, N, 3), towards each camera
-            light = cameras.light_position.to(means)[:, None, :]
-            for mode in SHADED:
-                if mode in modes:
-                    lit = shade(mode, albedo[None], normals, means[None], light, self.cfg.ambient, self.cfg.diffuse)
-                    chosen = torch.tensor([m == mode for m in modes], device=means.device)
-                    colors = torch.where(chosen[:, None, None], lit, colors)
+            colors = shade_views(modes, albedo[None], normals, means[None], cameras.light_position, self.cfg)
         return Splats(means, g.quats, g.scales(), g.opacities(), colors.contiguous())
 
     def render_views(self, cameras: CameraBatch, modes: list[str]) -> tuple[Render, RasterOutput]:
         """One image per camera with the given shading modes (differentiably)."""
         out = self.rasterizer(self.splats(cameras, modes), cameras)
         b, h, w = cameras.batch_size, cameras.height, cameras.width
-        _, dirs = cameras.rays()
-        camera_index = torch.arange(b, device=dirs.device).repeat_interleave(h * w)
-        bg = self.background(dirs.reshape(-1, 3), camera_index, b).view(b, h, w, 3)
+        bg = ray_background(self.background, camera_rays(cameras)).view(b, h, w, 3)
         color = composite(out.color, out.alpha, bg)
         image = color.permute(0, 3, 1, 2).clamp(0.0, 1.0)
         alpha = out.alpha.permute(0, 3, 1, 2).clamp(0.0, 1.0)
@@ -144,16 +142,19 @@ class GaussianGenerator(nn.Module):
             groups.append({"params": background})
         return groups
 
+    def learning_rate(self, group: str, step: int) -> float | None:
+        """The means' rate at step `step` (0-based; `ScheduledLearningRates`): DreamGaussian's
+        step i (from 1) moves them at get_expon_lr_func(i); the other groups keep their own."""
+        cfg = self.cfg
+        if group != "means":
+            return None
+        return exponential_lr(step + 1, cfg.position_lr, cfg.position_lr_final, cfg.position_lr_steps)
+
     def after_step(self, optimizer: torch.optim.Optimizer, step: int) -> None:
-        """After optimiser step `step` (0-based): DreamGaussian's position-lr decay, densification
-        statistics, densify / prune and opacity reset on the configured schedule."""
+        """After optimiser step `step` (0-based): densification statistics, densify / prune and
+        opacity reset on the configured schedule."""
         cfg, g = self.cfg, self.gaussians
         iteration = step + 1  # DreamGaussian counts its steps from 1
-        for group in optimizer.param_groups:
-            if group.get("name") == "means":  # the next step's; the loop multiplies base_lr by its schedule
-                group["base_lr"] = exponential_lr(
-                    iteration + 1, cfg.position_lr, cfg.position_lr_final, cfg.position_lr_steps
-                )
         last, self._last = self._last, None
         if not cfg.densify_from <= iteration <= cfg.densify_until:
             return
@@ -175,12 +176,14 @@ class GaussianGenerator(nn.Module):
     def density_field(self) -> tuple[Any, Any, float]:
         """(density, albedo, level): sum_i o_i exp(-d_i^T Sigma_i^-1 d_i / 2) at world points, the
         density-weighted colour, and DreamGaussian's surface level (`density_threshold`)."""
-        from sds_gaussians.export import GaussianField
-
         field = GaussianField.of(self.gaussians)
         return field.density, field.albedo, self.cfg.density_threshold
 
     def export(self, out_dir: Any, context: ExportContext) -> list[Any]:
-        from sds_gaussians.export import export_gaussians
-
-        return export_gaussians(self, Path(out_dir), context)
+        """gaussians.ply, then `sds_3d.final`'s mesh (marching cubes of `density_field()` over
+        [-mesh_bound, mesh_bound]^3), turntable and viewer."""
+        cfg = self.cfg
+        return write_final(
+            self, Path(out_dir), context, bound=cfg.mesh_bound, resolution=cfg.mesh_resolution,
+            extra=lambda out: write_ply(out, self.gaussians),
+        )  # fmt: skip

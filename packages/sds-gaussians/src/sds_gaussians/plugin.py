@@ -7,7 +7,7 @@ from sds_core.api import PluginSpec, Registry, hookimpl
 
 @hookimpl
 def sds_register_generators(registry: Registry) -> None:
-    from sds_gaussians.config import GAUSSIAN_PRESETS, GaussianConfig
+    from sds_gaussians.config import GAUSSIAN_PRESETS, GAUSSIAN_RETIRED, GaussianConfig
 
     registry.add(
         PluginSpec(
@@ -16,5 +16,6 @@ def sds_register_generators(registry: Registry) -> None:
             config=GaussianConfig,
             description="3D Gaussian splatting (DreamGaussian): PyTorch rasteriser on CPU, gsplat on CUDA.",
             presets=GAUSSIAN_PRESETS,
+            retired=GAUSSIAN_RETIRED,
         )
     )

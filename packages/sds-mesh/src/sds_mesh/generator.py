@@ -2,8 +2,10 @@
 
 Parameters: per-vertex offsets from a template (an icosphere) or from a NeRF run's mesh (Magic3D's
 second stage, Lin et al. 2023, §4.2) and per-vertex colour logits. Rendering: a differentiable
-rasteriser (`sds_mesh.rasterizer`) fills albedo, normal and position buffers, which are shaded
-with DreamFusion's modes (§3.1, A.2; `sds_core.shading`) and composited over the background.
+rasteriser (`sds_mesh.rasterizer`) fills albedo, normal and position buffers, which are shaded per
+pixel with each view's DreamFusion mode (§3.1, A.2; `sds_3d.shading`) and composited over the
+background (`sds_3d.background`). final/ is `sds_3d.final`'s, from `surface_mesh()` and the
+float vertex colours (`vertex_albedo`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sds_3d.background import build_background
-from sds_3d.export import render_chunked
+from sds_3d.background import build_background, ray_background
+from sds_3d.chunked import render_chunked
+from sds_3d.final import write_final
+from sds_3d.rays import camera_rays
+from sds_3d.shading import shade_views
 from sds_core.api import (
     BuildContext,
     CameraBatch,
@@ -24,7 +29,6 @@ from sds_core.api import (
     ShadingConfig,
     choose_shading,
     composite,
-    shade,
 )
 from sds_mesh.config import MeshConfig
 from sds_mesh.mesh import (
@@ -37,8 +41,6 @@ from sds_mesh.mesh import (
     vertex_normals,
 )
 from sds_mesh.rasterizer import build_rasterizer
-
-SHADED = ("lambertian", "textureless")
 
 
 class MeshGenerator(nn.Module):
@@ -68,11 +70,11 @@ class MeshGenerator(nn.Module):
         self.color_logits = nn.Parameter(torch.logit(colors))
         lengths = (self.base_vertices[self.edges[:, 0]] - self.base_vertices[self.edges[:, 1]]).norm(dim=-1)
         self.target_edge = float(lengths.mean()) if len(lengths) else 1.0
-        base_lr = float(context.config.get("optim", {}).get("lr", 1e-3))
-        self.color_lr = base_lr * cfg.color_lr_scale
-        # a NeRF mesh (Magic3D's second stage) is refined with smaller vertex steps than a template
-        self.position_lr = base_lr if cfg.init == "icosphere" else base_lr * cfg.refine_lr_scale
-        self.background = build_background(cfg, context.guidance)
+        # learning rates as multiples of optim.lr (`lr_scale`, applied by the loop); a NeRF mesh
+        # (Magic3D's second stage) is refined with smaller vertex steps than a template
+        self.color_lr_scale = cfg.color_lr_scale
+        self.position_lr_scale = 1.0 if cfg.init == "icosphere" else cfg.refine_lr_scale
+        self.background = build_background(cfg, context.guidance_facts())
         self.shading_cfg: ShadingConfig = cfg  # a 3D generator's config holds the shading options
         self.rasterizer = build_rasterizer(
             cfg.rasterizer, device, sigma=cfg.sigma, gamma=cfg.gamma, near=cfg.near, far=cfg.far,
@@ -99,18 +101,9 @@ class MeshGenerator(nn.Module):
         frags = self.rasterizer(cameras, verts, self.faces, attributes)
         albedo, normal, points = frags.attributes.split(3, dim=-1)  # (B, H, W, 3) each
         normal = normal / normal.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-        rgb = albedo
-        if any(m in SHADED for m in modes):
-            light = cameras.light_position.to(points.dtype)[:, None, None, :]
-            for mode in SHADED:
-                if mode in modes:
-                    lit = shade(mode, albedo, normal, points, light, self.cfg.ambient, self.cfg.diffuse)
-                    chosen = torch.tensor([m == mode for m in modes], device=points.device)
-                    rgb = torch.where(chosen[:, None, None, None], lit, rgb)
+        rgb = shade_views(modes, albedo, normal, points, cameras.light_position, self.cfg)
         b, h, w = cameras.batch_size, cameras.height, cameras.width
-        _, dirs = cameras.rays()
-        camera_index = torch.arange(b, device=dirs.device).repeat_interleave(h * w)
-        bg = self.background(dirs.reshape(-1, 3), camera_index, b).view(b, h, w, 3)
+        bg = ray_background(self.background, camera_rays(cameras)).view(b, h, w, 3)
         opacity = frags.opacity
         color = composite(rgb * opacity, opacity, bg)
         color = self.rasterizer.antialias(torch.cat([color, opacity], dim=-1), frags)
@@ -144,8 +137,8 @@ class MeshGenerator(nn.Module):
 
     def param_groups(self) -> list[dict[str, Any]]:
         groups: list[dict[str, Any]] = [
-            {"params": [self.offsets], "lr": self.position_lr},
-            {"params": [self.color_logits], "lr": self.color_lr},
+            {"params": [self.offsets], "lr_scale": self.position_lr_scale},
+            {"params": [self.color_logits], "lr_scale": self.color_lr_scale},
         ]
         background = [p for p in self.background.parameters() if p.requires_grad]
         if background:
@@ -167,7 +160,11 @@ class MeshGenerator(nn.Module):
         faces = self.faces.cpu().numpy()
         return trimesh.Trimesh(vertices=vertices, faces=faces, vertex_colors=colours, process=False)
 
-    def export(self, out_dir: Any, context: ExportContext) -> list[Any]:
-        from sds_mesh.export import export_mesh
+    def vertex_albedo(self) -> Tensor:
+        """The vertex colours of `surface_mesh()` before their 8-bit rounding: what final/ bakes
+        (`sds_3d.surface.VertexAlbedo`)."""
+        return self.colors()
 
-        return export_mesh(self, Path(out_dir), context)
+    def export(self, out_dir: Any, context: ExportContext) -> list[Any]:
+        """final/ through `sds_3d.final` (`context.resolution` and `threshold` do not apply to a mesh)."""
+        return write_final(self, Path(out_dir), context)

@@ -1,6 +1,6 @@
 """Mesh templates, loading a NeRF run's mesh, topology, normals and the geometric regularisers.
 
-World coordinates are z-up (sds-core); mesh files written by `sds_3d.export` are y-up, so a
+World coordinates are z-up (sds-core); mesh files written by `sds_3d.meshes` are y-up, so a
 mesh read from a run folder is turned back with the inverse of `Z_UP_TO_Y_UP`.
 """
 
@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sds_3d.export import Z_UP_TO_Y_UP, run_mesh_path
+from sds_3d.meshes import Z_UP_TO_Y_UP
+from sds_3d.run_mesh import run_mesh_path
 from sds_core.api import ConfigError
 
 

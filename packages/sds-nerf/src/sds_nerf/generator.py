@@ -1,4 +1,9 @@
-"""The `nerf` generator: DreamFusion's NeRF behind the sds Generator protocol (§3.1, A.2)."""
+"""The `nerf` generator: DreamFusion's NeRF behind the sds Generator protocol (§3.1, A.2).
+
+The field is sampled along each pixel's ray (`sds_3d.rays`), shaded per sample with its view's
+mode (`sds_3d.shading`), volume-rendered with nerfacc's functions and composited over the
+background (`sds_3d.background`). final/ is `sds_3d.final`'s, from `density_field()`.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sds_3d.background import build_background
+from sds_3d.background import build_background, ray_background
+from sds_3d.final import write_final
+from sds_3d.rays import RayBundle, camera_rays
+from sds_3d.shading import is_shaded, shade_views
 from sds_core.api import (
     BuildContext,
     CameraBatch,
@@ -22,31 +30,29 @@ from sds_core.api import (
     choose_shading,
     compile_enabled,
     composite,
-    shade,
 )
 from sds_nerf.config import NerfConfig
 from sds_nerf.field import NerfField, VoxelGridField
 from sds_nerf.regularizers import annealed_weight, entropy_loss, opacity_loss, orientation_loss, reduce_rays
 from sds_nerf.sampling import NerfaccSampler, OccupancyGrid, Samples, TorchSampler, density_threshold
 
-SHADED = ("lambertian", "textureless")
+
+@dataclass
+class RaySamples:
+    """What the NeRF's regularisers read of a render: the samples along its rays."""
+
+    weights: Tensor  # (M,) the rendering weight of each sample
+    ray_indices: Tensor  # (M,) the ray of each sample
+    dirs: Tensor  # (M, 3) its ray's direction
+    n_rays: int
+    normals: Tensor | None = None  # (M, 3), when shading or the orientation loss needed them
 
 
 @dataclass
-class RayBundle:
-    """Rays of a camera batch, flattened: origins, directions, camera of each ray."""
+class NerfRender(Render):
+    """A NeRF render: a `Render` with its ray samples, for the orientation loss (Ref-NeRF, A.2)."""
 
-    origins: Tensor  # (R, 3)
-    dirs: Tensor  # (R, 3)
-    camera: Tensor  # (R,) long
-    batch_size: int
-
-
-def camera_rays(cameras: CameraBatch) -> RayBundle:
-    origins, dirs = cameras.rays()
-    b, h, w, _ = dirs.shape
-    camera = torch.arange(b, device=dirs.device).repeat_interleave(h * w)
-    return RayBundle(origins.reshape(-1, 3), dirs.reshape(-1, 3), camera, b)
+    samples: RaySamples | None = None
 
 
 class NerfGenerator(nn.Module):
@@ -64,7 +70,7 @@ class NerfGenerator(nn.Module):
         )
         if isinstance(self.field, NerfField) and compile_enabled(cfg.compile, device):
             self.field.compile_features()
-        self.background = build_background(cfg, context.guidance)
+        self.background = build_background(cfg, context.guidance_facts())
         self.shading_cfg: ShadingConfig = cfg  # a 3D generator's config holds the shading options
         self.step_size = cfg.render_step_size or 2 * cfg.radius / cfg.samples_per_ray
         threshold = density_threshold(cfg.occupancy_threshold, self.step_size)
@@ -191,9 +197,7 @@ class NerfGenerator(nn.Module):
         dirs = rays.dirs[ray_idx]
         points = rays.origins[ray_idx] + dirs * t_mid[:, None]
         cam = rays.camera[ray_idx]
-        mode_of_camera = torch.tensor([SHADED.index(m) + 1 if m in SHADED else 0 for m in modes], device=points.device)
-        sample_mode = mode_of_camera[cam]
-        need_normals = any(m in SHADED for m in modes) or self._orientation_weight_active()
+        need_normals = is_shaded(modes) or self._orientation_weight_active()
         normals: Tensor | None = None
         if points.shape[0] == 0:
             tau = points.new_zeros(0)
@@ -205,11 +209,7 @@ class NerfGenerator(nn.Module):
             tau, albedo = self.field(points)
         rgb = albedo
         if normals is not None and light_position is not None:
-            light = light_position[cam]
-            for code, mode in enumerate(SHADED, start=1):
-                if mode in modes:
-                    lit = shade(mode, albedo, normals, points, light, self.cfg.ambient, self.cfg.diffuse)
-                    rgb = torch.where((sample_mode == code)[:, None], lit, rgb)
+            rgb = shade_views(modes, albedo, normals, points, light_position, self.cfg, view=cam)
         n_rays = samples.n_rays
         if samples.packed:
             weights, _, _ = nerfacc.render_weight_from_density(
@@ -227,9 +227,8 @@ class NerfGenerator(nn.Module):
             color = nerfacc.accumulate_along_rays(weights, rgb_dense)
             opacity = nerfacc.accumulate_along_rays(weights, None)
             sample_weights = weights[ray_idx, sample_idx]
-        bg = self.background(rays.dirs, rays.camera, rays.batch_size)
         out = {
-            "color": composite(color, opacity, bg),
+            "color": composite(color, opacity, ray_background(self.background, rays)),
             "opacity": opacity,
             "weights": sample_weights,
             "ray_indices": ray_idx,
@@ -285,10 +284,15 @@ class NerfGenerator(nn.Module):
             self.last_stats["occupied_fraction"] = self.grid.occupied_fraction()
         if reset:
             self.last_stats["occupancy_reset"] = 1.0
-        aux: dict[str, Any] = {k: v for k, v in out.items() if k not in ("color",)}
-        aux["log"] = dict(self.last_stats)  # the loop writes these into metrics.jsonl
-        aux["n_rays"] = rays.origins.shape[0]
-        return Render(image=image.clamp(0.0, 1.0), space="rgb", opacity=opacity, shading=list(modes), aux=aux)
+        samples = RaySamples(out["weights"], out["ray_indices"], out["dirs"], rays.origins.shape[0], out.get("normals"))
+        return NerfRender(
+            image=image.clamp(0.0, 1.0),
+            space="rgb",
+            opacity=opacity,
+            shading=list(modes),
+            aux={"log": dict(self.last_stats)},  # the loop writes these into metrics.jsonl
+            samples=samples,
+        )
 
     @torch.no_grad()
     def render_chunked(self, cameras: CameraBatch, mode: str, chunk: int | None = None) -> tuple[Tensor, Tensor]:
@@ -298,13 +302,7 @@ class NerfGenerator(nn.Module):
         modes = [mode] * cameras.batch_size
         colors, opacities = [], []
         for start in range(0, rays.origins.shape[0], chunk):
-            part = RayBundle(
-                rays.origins[start : start + chunk],
-                rays.dirs[start : start + chunk],
-                rays.camera[start : start + chunk],
-                rays.batch_size,
-            )
-            out = self.render_rays(part, modes, cameras.light_position, create_graph=False)
+            out = self.render_rays(rays[start : start + chunk], modes, cameras.light_position, create_graph=False)
             colors.append(out["color"])
             opacities.append(out["opacity"])
         b, h, w = cameras.batch_size, cameras.height, cameras.width
@@ -313,15 +311,17 @@ class NerfGenerator(nn.Module):
 
     def regularizers(self, render: Render, cameras: CameraBatch, step: int) -> dict[str, Tensor]:
         cfg = self.cfg
-        aux = render.aux
+        samples = render.samples if isinstance(render, NerfRender) else None
         batch = render.image.shape[0]
         terms: dict[str, Tensor] = {}
-        if "normals" in aux:
+        if samples is not None and samples.normals is not None:
             weight = annealed_weight(
                 step, cfg.orientation_weight_start, cfg.orientation_weight_end, cfg.orientation_anneal_steps
             )
             if weight > 0:
-                loss = orientation_loss(aux["weights"], aux["normals"], aux["dirs"], aux["ray_indices"], aux["n_rays"])
+                loss = orientation_loss(
+                    samples.weights, samples.normals, samples.dirs, samples.ray_indices, samples.n_rays
+                )
                 terms["orientation"] = weight * reduce_rays(loss, batch, cfg.regularizer_reduction)
         if cfg.opacity_weight > 0 and render.opacity is not None:
             loss = opacity_loss(render.opacity, cfg.opacity_epsilon)
@@ -341,6 +341,10 @@ class NerfGenerator(nn.Module):
         return image
 
     def export(self, out_dir: Any, context: ExportContext) -> list[Any]:
-        from sds_nerf.export import export_nerf
-
-        return export_nerf(self, Path(out_dir), context)
+        """final/ through `sds_3d.final`: the isosurface of `density_field()` over the scene sphere's
+        cube, its albedo, turntable and viewer; the occupancy grid is rebuilt before the renders."""
+        cfg = self.cfg
+        return write_final(
+            self, Path(out_dir), context, bound=cfg.radius, resolution=cfg.mesh_resolution,
+            before_render=self.refresh_occupancy,
+        )  # fmt: skip

@@ -21,6 +21,8 @@ class ImageGenerator(nn.Module):
     def __init__(self, config: ImageConfig, context: BuildContext) -> None:
         super().__init__()
         guidance = context.guidance_facts()  # its sizes and space
+        if guidance is None:
+            raise ValueError("the image generator needs the guidance to know its size")
         space = config.space
         if space == "auto":
             space = "latent" if guidance.space == "latent" else "rgb"
