@@ -43,7 +43,7 @@ def run_object(
     prompt: str, out: Path, preset: str, overrides: dict[str, Any], seed: int, device: str = "cpu"
 ) -> dict[str, Any]:
     from sds_core.config import deep_merge
-    from sds_core.loop import start_run
+    from sds_core.lifecycle import start_run
     from sds_shapes.metrics import evaluate
 
     overrides = deep_merge({"run": {"seed": seed, "preview_every": 0, "checkpoint_every": 0}}, overrides)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from sds_core.loop import start_run
+from sds_core.lifecycle import start_run
 
 
 def run(prompt: str, preset: str, omega: float | None, steps: int | None, out: Path) -> tuple[float, float, int]:

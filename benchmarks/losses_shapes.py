@@ -52,7 +52,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from sds_core.config import deep_merge
-    from sds_core.loop import start_run
+    from sds_core.lifecycle import start_run
 
     torch.set_num_threads(1)
     generator, loss, seed, steps = job["generator"], job["loss"], job["seed"], job["steps"]

@@ -37,7 +37,7 @@ def run_object(prompt: str, out: Path, preset: str, overrides: dict[str, Any], s
     """Train the mesh generator on `prompt`; IoU of its starting and final mesh."""
     from sds_3d.surface import VertexColorField
     from sds_core.config import deep_merge
-    from sds_core.loop import start_run
+    from sds_core.lifecycle import start_run
     from sds_shapes.metrics import evaluate
 
     overrides = deep_merge({"run": {"seed": seed, "preview_every": 0, "checkpoint_every": 0}}, overrides)
@@ -70,7 +70,7 @@ def run_object(prompt: str, out: Path, preset: str, overrides: dict[str, Any], s
 
 def train_nerf(prompt: str, out: Path, seed: int) -> Path:
     """A `nerf` draft run of `prompt` with the shapes prior; its final/mesh.ply starts a refinement."""
-    from sds_core.loop import start_run
+    from sds_core.lifecycle import start_run
 
     overrides: dict[str, Any] = {
         "run": {"seed": seed, "preview_every": 0, "checkpoint_every": 0},

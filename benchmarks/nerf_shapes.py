@@ -43,7 +43,7 @@ def run_object(
 
     from sds_core.config import deep_merge
     from sds_core.events import StepFinished
-    from sds_core.loop import start_run
+    from sds_core.lifecycle import start_run
     from sds_nerf.generator import camera_rays
     from sds_nerf.sampling import density_threshold
     from sds_shapes.metrics import evaluate, volumetric_iou

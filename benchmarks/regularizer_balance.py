@@ -24,7 +24,7 @@ def measure(
     import torch
 
     from sds_core.config import deep_merge, parse_sets
-    from sds_core.loop import start_run
+    from sds_core.lifecycle import start_run
 
     overrides = deep_merge(parse_sets(sets), {"generator": {"regularizer_reduction": reduction}})
     out = Path(tempfile.mkdtemp(prefix="reg-balance-"))

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from sds_core.hookspecs import hookimpl
-from sds_core.loop import start_run
+from sds_core.lifecycle import start_run
 from sds_core.plugins import PluginSpec, load_catalog
 from sds_core.protocols import CameraBatch, LossOutput, Render, ScheduledLearningRates
 from sds_core.resolve import resolve_config

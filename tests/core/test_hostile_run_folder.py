@@ -17,8 +17,7 @@ import torch
 
 from sds_core.errors import ConfigError, RunInterrupted, SdsError
 from sds_core.files import RunLock, UnsafePath, atomic_write
-from sds_core.inference import load_run
-from sds_core.loop import is_finished, resume_run, start_run
+from sds_core.lifecycle import is_finished, load_run, resume_run, start_run
 from sds_core.plugins import PluginSpec, load_catalog
 from sds_core.run import FINISHED_MARK, RunFolder
 from tests.conftest import TargetConfig, TargetPlugin

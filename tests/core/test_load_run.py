@@ -10,8 +10,7 @@ import torch
 
 from sds_core.checkpoint import load_checkpoint
 from sds_core.hookspecs import hookimpl
-from sds_core.inference import load_run
-from sds_core.loop import start_run
+from sds_core.lifecycle import load_run, start_run
 from sds_core.plugins import Catalog, PluginSpec, load_catalog
 
 from ..conftest import TargetConfig, TargetPlugin

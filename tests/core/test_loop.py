@@ -10,7 +10,7 @@ import torch
 
 from sds_core.errors import ConfigError, RunInterrupted, SdsError
 from sds_core.events import ArtifactWritten, StepFinished
-from sds_core.loop import is_finished, resume_run, start_run
+from sds_core.lifecycle import is_finished, resume_run, start_run
 from sds_core.run import RunFolder
 
 NAMES = {"generator": "image", "guidance": "target"}

@@ -19,7 +19,7 @@ from sds_core.checkpoint import FORMAT, checkpoint_step, load_checkpoint, rng_st
 from sds_core.config import load_config_file
 from sds_core.errors import ConfigError, RunFolderBusy, SdsError
 from sds_core.files import RunLock, atomic_write
-from sds_core.loop import is_finished, resume_run, start_run
+from sds_core.lifecycle import is_finished, resume_run, start_run
 from sds_core.run import RunFolder
 
 NAMES = {"generator": "image", "guidance": "target"}

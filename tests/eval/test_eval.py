@@ -53,7 +53,7 @@ TABLE_1 = ("clip-vit-base-patch32", "clip-vit-base-patch16", "clip-vit-large-pat
 
 
 def test_table_1_clip_architectures_score_a_real_run_offline(tmp_path, catalog, published_model) -> None:
-    from sds_core.loop import start_run
+    from sds_core.lifecycle import start_run
 
     clips = [str(published_model(name)) for name in TABLE_1]
     run_dir = tmp_path / "run"
@@ -61,15 +61,15 @@ def test_table_1_clip_architectures_score_a_real_run_offline(tmp_path, catalog, 
     start_run(
         "A blue bicycle parked by a metal gate.", run_dir, "draft", {"run": {"steps": 3}}, names, "cpu", [], catalog
     ).run()
-    import sds_core.loop as loop
+    import sds_core.lifecycle as lifecycle
     from sds_eval.renders import render_run
 
-    original = loop.load_catalog
-    loop.load_catalog = lambda: catalog  # the test guidance is not installed as an entry point
+    original = lifecycle.load_catalog
+    lifecycle.load_catalog = lambda: catalog  # the test guidance is not installed as an entry point
     try:
         renders = [render_run(run_dir, views=4, resolution=16, device="cpu")]
     finally:
-        loop.load_catalog = original
+        lifecycle.load_catalog = original
     report = clip_r_precision([run_dir], clips, views=4, device="cpu", renders=renders)
     assert report["captions"] == 153 and report["views"] == 4
     for clip in clips:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from sds_core.loop import start_run
+from sds_core.lifecycle import start_run
 from sds_core.plugins import Catalog
 from sds_gaussians.config import GaussianConfig
 from sds_gaussians.export import SH_C0, ply_bytes

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sds_core.loop import resume_run, start_run
+from sds_core.lifecycle import resume_run, start_run
 from sds_core.plugins import Catalog
 from sds_core.run import RunFolder
 

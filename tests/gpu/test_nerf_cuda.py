@@ -115,7 +115,7 @@ def test_nerfacc_render_matches_the_pytorch_sampler_on_the_same_field() -> None:
 
 def test_a_few_training_steps_with_the_shapes_prior_on_cuda(tmp_path: Path) -> None:
     pytest.importorskip("sds_shapes")
-    from sds_core.loop import start_run
+    from sds_core.lifecycle import start_run
 
     overrides = {
         "run": {"steps": 4, "seed": 0, "preview_every": 0, "checkpoint_every": 0},

@@ -203,7 +203,7 @@ def test_missing_weights_offline_is_one_clear_sentence(context_factory, tmp_path
 @pytest.mark.parametrize(("name", "kind"), [("stable-diffusion", "sd-v"), ("deepfloyd-if", "if")])
 def test_start_run_with_a_backend_from_a_folder(tiny_models, tmp_path, name, kind) -> None:
     """`sds generate PROMPT --generator image --guidance NAME --set guidance.model=FOLDER`, shortened."""
-    from sds_core.loop import start_run
+    from sds_core.lifecycle import start_run
 
     trainer = start_run(
         "a red cube",

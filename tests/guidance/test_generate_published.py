@@ -51,7 +51,7 @@ def test_a_declared_model_background_replaces_the_mlp(published_model, tmp_path)
     """guidance.background (the backdrop of the model's training images) is what 3D generators with
     background = auto render on; undeclared, they keep the paper's MLP; a bad value is one sentence."""
     from sds_3d.background import MLPBackground, SolidBackground
-    from sds_core.inference import load_run
+    from sds_core.lifecycle import load_run
 
     runner = CliRunner()
     base = [

@@ -1,5 +1,5 @@
 """`sds export` and `sds eval` of a Stable Diffusion run never load the model: the run is loaded
-for inference from its checkpoint (`sds_core.inference.load_run`), so a guidance whose loading
+for inference from its checkpoint (`sds_core.lifecycle.load_run`), so a guidance whose loading
 fails (here: any attempt to build StableDiffusionGuidance) does not matter."""
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sds_core.errors import ConfigError
-from sds_core.loop import resume_run, start_run
+from sds_core.lifecycle import resume_run, start_run
 from sds_core.losses.family_config import NFSDConfig, VSDConfig
 from sds_core.losses.nfsd import NFSDLoss
 from sds_core.losses.vsd import VSDLoss

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sds_core.loop import start_run
+from sds_core.lifecycle import start_run
 from sds_core.plugins import Catalog
 
 # small exports: the point is that every artefact is written and loads, not its quality

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from sds_core.loop import start_run
+from sds_core.lifecycle import start_run
 from sds_core.plugins import Catalog
 
 # small exports: the point is that every artefact is written, not its quality
@@ -77,7 +77,7 @@ def test_draft_red_cube_with_the_shapes_prior(tmp_path: Path) -> None:
 def test_resumed_ipe_run_renders_what_training_rendered(tmp_path: Path, catalog: Catalog) -> None:
     """The IPE anneal is restored with the run: an orbit rendered after `resume_run` (what export
     and evaluation render) equals the one rendered by the trainer that wrote the checkpoint."""
-    from sds_core.loop import resume_run
+    from sds_core.lifecycle import resume_run
 
     generator = {"field": "mlp", "encoding": "ipe", "hidden": 16, "blocks": 1, "ipe_anneal_steps": 8}
     trainer = target_run(tmp_path, catalog, generator, 20)

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import torch
 
-from sds_core.inference import load_run
-from sds_core.loop import start_run
+from sds_core.lifecycle import load_run, start_run
 from sds_core.plugins import Catalog, load_catalog
 
 from ..core.test_load_run import UnloadablePlugin

@@ -286,7 +286,7 @@ def test_yaw_free_iou_forgives_a_turn_only_where_views_cannot_fix_the_yaw() -> N
 
 def test_sds_on_an_image_converges_to_a_reference_view_of_the_red_cube(tmp_path) -> None:
     """start_run("a red cube", generator image, guidance shapes, preset draft) on CPU."""
-    from sds_core.loop import start_run
+    from sds_core.lifecycle import start_run
 
     started = time.perf_counter()
     trainer = start_run(

@@ -84,7 +84,7 @@ def generate(
     """Optimise a generator so that its renders score well under a diffusion prior."""
     with user_errors():
         from sds_cli.progress import CostNotice, RunProgress
-        from sds_core.loop import start_run
+        from sds_core.lifecycle import start_run
 
         overrides = command_overrides(config, set_, steps, seed)
         names = {"generator": generator, "guidance": guidance, "loss": loss}
@@ -126,7 +126,7 @@ def resume(
     with user_errors():
         from sds_cli.progress import RunProgress
         from sds_cli.text import shown
-        from sds_core.loop import resume_run
+        from sds_core.lifecycle import resume_run
 
         progress = RunProgress()
         trainer = resume_run(run_dir, device, listeners=[progress], steps=steps)
@@ -153,7 +153,7 @@ def export(
     with user_errors():
         from sds_cli.progress import RunProgress
         from sds_core.errors import SdsError
-        from sds_core.inference import load_run
+        from sds_core.lifecycle import load_run
         from sds_core.run import RunFolder
 
         if not RunFolder(run_dir).last_checkpoint.exists():

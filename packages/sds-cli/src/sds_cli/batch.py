@@ -96,7 +96,7 @@ def run_job(job: BatchJob, listeners: list[Any] | None = None, catalog: Any = No
 
     from sds_cli.defaults import DEFAULT_NAMES
     from sds_core.errors import RunInterrupted
-    from sds_core.loop import is_finished, resume_run, start_run
+    from sds_core.lifecycle import is_finished, resume_run, start_run
     from sds_core.run import RunFolder
 
     started = time.perf_counter()

@@ -59,7 +59,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
     from sds_core.cameras import CameraSampler
     from sds_core.checkpoint import load_plain
     from sds_core.imaging import to_uint8
-    from sds_core.inference import LoadedRun, load_run
+    from sds_core.lifecycle import LoadedRun, load_run
     from sds_core.loop import resolve_device
     from sds_core.shading import SHADING_MODES, ShadingConfig, choose_shading, composite, shade
 
@@ -67,7 +67,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
 _LAZY: dict[str, tuple[str, str]] = {
     "SHADING_MODES": ("sds_core.shading", "SHADING_MODES"),
     "CameraSampler": ("sds_core.cameras", "CameraSampler"),
-    "LoadedRun": ("sds_core.inference", "LoadedRun"),
+    "LoadedRun": ("sds_core.lifecycle", "LoadedRun"),
     "ShadingConfig": ("sds_core.shading", "ShadingConfig"),
     "TensorSpec": ("sds_core.cache", "TensorSpec"),
     "cache_load": ("sds_core.cache", "load"),
@@ -75,7 +75,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "choose_shading": ("sds_core.shading", "choose_shading"),
     "composite": ("sds_core.shading", "composite"),
     "load_plain": ("sds_core.checkpoint", "load_plain"),
-    "load_run": ("sds_core.inference", "load_run"),
+    "load_run": ("sds_core.lifecycle", "load_run"),
     "resolve_device": ("sds_core.loop", "resolve_device"),
     "shade": ("sds_core.shading", "shade"),
     "to_uint8": ("sds_core.imaging", "to_uint8"),

@@ -4,6 +4,7 @@ It is seeded, writes metrics.jsonl, preview grids and atomic checkpoints, resume
 CPU, and on SIGINT or SIGTERM finishes the current step, writes a checkpoint and stops; a signal
 while the final checkpoint or final/ is being written stops at once (final/ is then absent, and
 `sds resume` writes it). A write that fails (disk full) is one sentence saying what is intact.
+Starting, resuming and loading a run folder are `sds_core.lifecycle`'s.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ import torch
 
 from sds_core.cameras import CameraSampler
 from sds_core.checkpoint import (
-    checkpoint_step,
-    load_checkpoint,
     rng_state,
     save_checkpoint,
     seed_everything,
@@ -34,7 +33,6 @@ from sds_core.errors import ConfigError, RunInterrupted, SdsError
 from sds_core.events import ArtifactWritten, Event, Listener, RunFinished, RunStarted, StepFinished
 from sds_core.files import RunLock, WriteFailed, write_failure
 from sds_core.imaging import grid, save_image
-from sds_core.plugins import Catalog, load_catalog
 from sds_core.protocols import (
     AdaptiveParameters,
     BuildContext,
@@ -43,8 +41,8 @@ from sds_core.protocols import (
     ScheduledLearningRates,
     TrainableLoss,
 )
-from sds_core.resolve import ResolvedConfig, resolve_config
-from sds_core.run import RunFolder, check_record
+from sds_core.resolve import ResolvedConfig
+from sds_core.run import RunFolder
 from sds_core.schedules import learning_rate_factor
 
 
@@ -370,133 +368,3 @@ def export_final(generator: Any, folder: RunFolder, context: ExportContext, step
         return folder.write_final(lambda staged: [Path(p) for p in generator.export(staged, context)], step)
     finally:
         generator.train(was_training)
-
-
-def start_run(
-    prompt: str,
-    out_dir: Path,
-    preset: str = "paper",
-    overrides: dict[str, Any] | None = None,
-    names: dict[str, str | None] | None = None,
-    device: str = "auto",
-    listeners: Sequence[Listener] = (),
-    catalog: Catalog | None = None,
-    defaults: dict[str, str] | None = None,
-) -> Trainer:
-    """A new run in `out_dir`, which must be new or empty; the folder stays locked for the trainer.
-    `defaults`: the plugin names of sections neither `names` nor `overrides` name."""
-    if not prompt.strip():
-        raise ConfigError('the prompt is empty; pass the text to generate, e.g. "a red cube"')
-    folder = RunFolder(Path(out_dir))
-    folder.check_new()
-    catalog = catalog or load_catalog()
-    resolved = resolve_config(catalog, preset=preset, overrides=overrides, names=names, defaults=defaults)
-    torch_device = resolve_device(device)
-    lock = folder.lock()
-    try:
-        folder.check_new()  # again, holding the lock: another process may have claimed it meanwhile
-        return Trainer(resolved, prompt, Path(out_dir), torch_device, list(listeners), lock)
-    except BaseException:
-        lock.discard()  # a refused run leaves nothing behind
-        raise
-
-
-def restore(load: Callable[[dict[str, Any]], Any], state: dict[str, Any], path: Path) -> None:
-    """load(state), a state that does not fit the built components being one sentence."""
-    try:
-        load(state)
-    except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError, AssertionError) as exc:
-        reason = " ".join(str(exc).split())[:300]
-        raise SdsError(f"{path} does not match the run's config ({reason})") from None
-
-
-def resume_run(
-    out_dir: Path,
-    device: str = "auto",
-    listeners: Sequence[Listener] = (),
-    catalog: Catalog | None = None,
-    steps: int | None = None,
-    lock: bool = True,
-) -> Trainer:
-    """The run in `out_dir`, restored from ckpts/last.pt (or from scratch if none was written).
-
-    A run whose config.json was lost is rebuilt from its checkpoint (which holds the prompt and
-    the config). lock=False reads the run without locking or writing anything (evaluation)."""
-    folder = RunFolder(Path(out_dir))
-    if not (folder.has_config() or folder.has_checkpoint()):
-        raise SdsError(
-            f"{out_dir} holds no run (no config.json or ckpts/last.pt); start one with `sds generate --out {out_dir}`"
-        )
-    folder.check_layout()
-    run_lock = folder.lock() if lock else None
-    try:
-        trainer = _resume(folder, device, listeners, catalog, steps, run_lock)
-    except BaseException:
-        if run_lock is not None:
-            run_lock.release()
-        raise
-    return trainer
-
-
-def _resume(
-    folder: RunFolder,
-    device: str,
-    listeners: Sequence[Listener],
-    catalog: Catalog | None,
-    steps: int | None,
-    run_lock: RunLock | None,
-) -> Trainer:
-    record, payload, resolved = read_run(folder, catalog, steps)
-    trainer = Trainer(resolved, record["prompt"], folder.root, resolve_device(device), list(listeners), run_lock)
-    if payload:
-        restore(trainer.load_state, payload, folder.last_checkpoint)
-    changed = steps is not None and steps != record["config"]["run"].get("steps")
-    if run_lock is not None and (changed or not folder.has_config()):
-        trainer.write_config()
-    return trainer
-
-
-def read_run(
-    folder: RunFolder, catalog: Catalog | None = None, steps: int | None = None
-) -> tuple[dict[str, Any], dict[str, Any] | None, ResolvedConfig]:
-    """A run folder's record (config.json, or the checkpoint's copy when it was lost), its last
-    checkpoint (None before the first) and its resolved config, `steps` lengthening it."""
-    last = folder.last_checkpoint
-    payload = load_checkpoint(last, map_location="cpu", root=folder.root) if folder.has_checkpoint() else None
-    if folder.has_config():
-        record = folder.read_config()
-    else:  # config.json was lost: the checkpoint holds what it said
-        payload = payload or {}
-        fields = {
-            "prompt": payload.get("prompt"),
-            "preset": payload.get("preset", "paper"),
-            "config": payload.get("config"),
-        }
-        record = check_record(fields, folder.last_checkpoint)
-    tree = record["config"]
-    done = int(payload["step"]) if payload else 0
-    if steps is not None and steps < done:
-        raise ConfigError(
-            f"--steps {steps} is fewer than the {done} steps {folder.root} has done; a run is not shortened"
-        )
-    if steps is not None:
-        tree = {**tree, "run": {**tree["run"], "steps": steps}}
-    catalog = catalog or load_catalog()
-    try:
-        names = {section: tree[section]["name"] for section in ("generator", "guidance", "loss")}
-        overrides = {k: {kk: vv for kk, vv in v.items() if kk != "name"} for k, v in tree.items()}
-    except (KeyError, TypeError, AttributeError):
-        raise SdsError(f"the config of {folder.root} lacks its generator, guidance or loss section") from None
-    resolved = resolve_config(catalog, preset=record.get("preset", "paper"), overrides=overrides, names=names)
-    return record, payload, resolved
-
-
-def is_finished(out_dir: Path) -> bool:
-    """True when the run in out_dir has written its final checkpoint and a complete final/ (an
-    interrupted or failed export leaves none; an older version's final/ without the mark counts
-    as incomplete and is rebuilt)."""
-    folder = RunFolder(Path(out_dir))
-    if not (folder.has_config() and folder.has_checkpoint() and folder.final_complete()):
-        return False
-    total = folder.read_config()["config"]["run"].get("steps")
-    return isinstance(total, int) and checkpoint_step(folder.last_checkpoint, root=folder.root) >= total

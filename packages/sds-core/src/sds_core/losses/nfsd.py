@@ -27,7 +27,7 @@ class NFSDLoss(ScoreDistillation):
         super().__init__(config, context)
         if context.guidance is not None:
             require(context.guidance, NegativePrompting, "nfsd", "predictions under a negative prompt")
-            context.guidance.negative_condition(None, config.negative_prompt)  # type: ignore[union-attr]
+            context.guidance.negative_condition(None, config.negative_prompt)  # type: ignore[attr-defined]
 
     def direction(
         self,
