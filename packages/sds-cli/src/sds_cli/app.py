@@ -24,6 +24,30 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_versions(value: bool) -> None:
+    if value:
+        from sds_cli.text import printable
+        from sds_cli.versions import version_lines
+
+        for line in version_lines():
+            typer.echo(printable(line))
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_versions, is_eager=True, help="Print the installed sds packages' versions."
+        ),
+    ] = False,
+) -> None:
+    """Text-to-3D (and text-to-anything-differentiable) through Score Distillation Sampling."""
+
+
 app.add_typer(plugins_app, name="plugins")
 app.add_typer(eval_app, name="eval")
 app.command(name="bench")(bench)

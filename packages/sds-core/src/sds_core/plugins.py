@@ -30,6 +30,9 @@ KINDS: tuple[Kind, ...] = ("generator", "guidance", "loss")
 BLOCK_ENV = "SDS_BLOCK_PLUGINS"
 ENTRY_POINT_GROUP = "sds"
 
+# generator name -> preset name (or "default") -> config-tree patch (`PluginSpec.recipes`)
+Recipes = Mapping[str, Mapping[str, Mapping[str, Any]]]
+
 _HOOK_OF_KIND = {
     "generator": "sds_register_generators",
     "guidance": "sds_register_guidance",
@@ -50,6 +53,10 @@ class PluginSpec:
     retired: options the component no longer has -> what to do instead; a config that still sets
         one (a `--set`, a file, an older run's config.json) gets one deprecation line and the key
         is dropped, so that it keeps working.
+    recipes: a guidance component's recommended settings for the other sections, by generator
+        name, then preset name (or "default", whatever the preset): {generator: {preset: tree}}.
+        They apply when this guidance is chosen with that generator, after every plugin's presets
+        and before the config file and --set (`sds_core.resolve.resolve_config`).
     """
 
     name: str
@@ -58,6 +65,7 @@ class PluginSpec:
     description: str
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     retired: Mapping[str, str] = field(default_factory=dict)
+    recipes: Recipes = field(default_factory=dict)
     provider: str = ""
     version: str = ""
     kind: Kind | None = None  # set by the registry it is added to
@@ -105,6 +113,17 @@ class DerivedSpec:
     presets: Mapping[str, Mapping[str, Any]]
     provider: str
     version: str
+    recipes: Recipes = field(default_factory=dict)
+
+
+def check_recipes(name: str, recipes: Recipes) -> None:
+    """A recipe is {generator: {preset: {section: {...}}}}: each level a mapping."""
+    for generator, by_preset in recipes.items():
+        if not isinstance(by_preset, Mapping):
+            raise PluginError(f"the recipe of {name!r} for {generator!r} is not a mapping of presets")
+        for preset, patch in by_preset.items():
+            if not isinstance(patch, Mapping) or not all(isinstance(v, Mapping) for v in patch.values()):
+                raise PluginError(f"the recipe of {name!r} for {generator!r}, {preset!r} is not a mapping of sections")
 
 
 def config_with_defaults(base: type, defaults: Mapping[str, Any], name: str, doc: str) -> type:
@@ -138,6 +157,9 @@ class Registry:
         spec = dataclasses.replace(
             spec, provider=spec.provider or provider, version=spec.version or version, kind=self.kind
         )
+        if spec.recipes and self.kind != "guidance":
+            raise PluginError(f"{self.kind} {spec.name!r} ships recipes; only a guidance component may")
+        check_recipes(spec.name, spec.recipes)
         existing = self._specs.get(spec.name)
         if existing is not None:
             raise PluginError(
@@ -153,13 +175,18 @@ class Registry:
         defaults: Mapping[str, Any],
         description: str,
         presets: Mapping[str, Mapping[str, Any]] | None = None,
+        recipes: Recipes | None = None,
     ) -> None:
         """Register `name` as the component `base` (which any package may provide) with other
         option defaults and extra presets: its factory and options are the base's, so a package
         can offer a configuration of another package's component without importing it. Resolved
-        once every package has registered (`resolve_derived`)."""
+        once every package has registered (`resolve_derived`).
+
+        recipes: as `PluginSpec.recipes`; the derived component's own only (a base's recipes are
+        tuned to the base's defaults, e.g. its weights, so they are not inherited)."""
         provider, version = self._provider
-        self._derived.append(DerivedSpec(name, base, dict(defaults), description, presets or {}, provider, version))
+        derived = DerivedSpec(name, base, dict(defaults), description, presets or {}, provider, version, recipes or {})
+        self._derived.append(derived)
 
     def resolve_derived(self) -> list[PluginFailure]:
         """Add the derived components whose base is registered; the others are failures."""
@@ -178,7 +205,10 @@ class Registry:
                 for section, options in sections.items():
                     preset[section] = {**preset.get(section, {}), **options}
             self._bind(derived.provider, derived.version)
-            self.add(PluginSpec(derived.name, base.factory, config, derived.description, presets, base.retired))
+            spec = PluginSpec(
+                derived.name, base.factory, config, derived.description, presets, base.retired, derived.recipes
+            )
+            self.add(spec)
         self._derived.clear()
         return failures
 

@@ -95,7 +95,8 @@ def resolve_config(
     layers: Sequence[tuple[str, Mapping[str, Any]]] = (),
 ) -> ResolvedConfig:
     """Merge, lowest first: core defaults, core preset, then each plugin's "default" and preset
-    overrides (loss, guidance, generator), then `overrides` (config file and --set).
+    overrides (loss, guidance, generator), then the guidance's recipe for the generator ("default",
+    then the preset: `PluginSpec.recipes`), then `overrides` (config file and --set).
 
     A section's plugin is `names[section]`, else the config's `section.name`, else `defaults`.
     layers: the overrides as labelled parts, lowest first ((label, tree), e.g. the file, then
@@ -132,6 +133,7 @@ def resolve_config(
                 raise ConfigError(f"plugin {spec.name!r} has a preset for unknown sections {unknown}")
             tree = deep_merge(tree, patch)
             _record(sources, patch, f"{spec.name} ({'for every preset' if key == 'default' else 'preset ' + key})")
+    tree = _apply_recipe(tree, sources, specs["guidance"], specs["generator"].name, preset)
     for section, value in overrides.items():
         if section not in tree:
             raise ConfigError(f"unknown config section {section!r}; accepted: {', '.join(tree)}")
@@ -165,6 +167,26 @@ def resolve_config(
     ordered = {key: final_tree[key] for key in ("generator", "guidance", "loss", "cameras", "optim", "run")}
     check_config_sizes(ordered)  # image sides and grids, before any plugin allocates them
     return ResolvedConfig(preset, specs, plugin_configs, cameras, optim, run, ordered, sources)
+
+
+def recipe_label(guidance: str, generator: str, key: str) -> str:
+    """The source `sds config` shows for a value of a recipe: "recipe of G (nerf, draft)"."""
+    return f"recipe of {guidance} ({generator}, {'every preset' if key == 'default' else key})"
+
+
+def _apply_recipe(
+    tree: dict[str, Any], sources: dict[str, str], guidance: PluginSpec, generator: str, preset: str
+) -> dict[str, Any]:
+    """Merge the guidance's recipe for `generator`: its "default", then `preset`."""
+    recipe = guidance.recipes.get(generator, {})
+    for key in ("default", preset):
+        patch = recipe.get(key, {})
+        unknown = sorted(set(patch) - set(tree))
+        if unknown:
+            raise ConfigError(f"the recipe of {guidance.name!r} for {generator} names unknown sections {unknown}")
+        tree = deep_merge(tree, patch)
+        _record(sources, patch, recipe_label(guidance.name, generator, key))
+    return tree
 
 
 def _drop_retired(section_tree: dict[str, Any], retired: Mapping[str, str], section: str) -> None:

@@ -3,4 +3,9 @@
 Importing this package is cheap: torch and nerfacc are imported by the modules that need them.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("sds-nerf")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from sds_core.api import Registry, hookimpl
 
@@ -13,6 +14,20 @@ from sds_core.api import Registry, hookimpl
 SHAPES_LEARNED = Path(__file__).parent / "models" / "shapes-learned"
 # the Stable Diffusion 1.x format model trained on the same renders (`--format sd`)
 SHAPES_LEARNED_SD = Path(__file__).parent / "models" / "shapes-learned-sd"
+
+
+# The nerf options both cards measured with (the README's "How each option helps"): Magic3D's blob,
+# which the models' small first fields need, and the cosine decay of the learning rate.
+_NERF_OPTIONS: dict[str, dict[str, Any]] = {
+    "generator": {"blob": "magic3d"},
+    "optim": {"schedule": "warmup_cosine", "warmup_steps": 0, "lr_final": 5e-4},
+}
+# models/shapes-learned/README.md: `--preset draft --steps 6000` with the options above
+SHAPES_LEARNED_RECIPES = {"nerf": {"draft": {**_NERF_OPTIONS, "run": {"steps": 6000}}}}
+# models/shapes-learned-sd/README.md: `--preset draft --steps 300` with the options above and CFG 1,000
+SHAPES_LEARNED_SD_RECIPES = {
+    "nerf": {"draft": {**_NERF_OPTIONS, "run": {"steps": 300}, "loss": {"guidance_scale": 1000.0}}}
+}
 
 
 def _training_background(folder: Path) -> tuple[float, float, float]:
@@ -36,6 +51,7 @@ def sds_register_guidance(registry: Registry) -> None:
             base="deepfloyd-if",
             defaults={"model": str(SHAPES_LEARNED), "background": _training_background(SHAPES_LEARNED)},
             description="A small DeepFloyd IF stage-I model trained on the shapes world (deepfloyd-if backend).",
+            recipes=SHAPES_LEARNED_RECIPES,
         )
     if (SHAPES_LEARNED_SD / "model_index.json").is_file():
         # the stable-diffusion backend unchanged, pointed at the shipped folder; renders are
@@ -47,4 +63,5 @@ def sds_register_guidance(registry: Registry) -> None:
             defaults={"model": str(SHAPES_LEARNED_SD), "background": _training_background(SHAPES_LEARNED_SD)},
             presets={"draft": {"guidance": {"resolution": None}}},
             description="A small Stable Diffusion 1.x model trained on the shapes world (stable-diffusion backend).",
+            recipes=SHAPES_LEARNED_SD_RECIPES,
         )

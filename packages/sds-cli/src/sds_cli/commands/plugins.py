@@ -4,13 +4,14 @@ one plugin's options. Imports no torch."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from sds_cli.text import shown
+from sds_cli.text import printable, shown
 
 
 def catalog_listing() -> dict[str, Any]:
@@ -27,6 +28,38 @@ def catalog_listing() -> dict[str, Any]:
     }
     listing["failures"] = [{"name": f.name, "package": f.provider, "error": f.error} for f in catalog.failures]
     return listing
+
+
+_TITLES = {"generator": "generators", "guidance": "guidance", "loss": "losses"}
+
+
+def listing_table(kind: str, items: list[dict[str, Any]], width: int) -> Table:
+    """One kind's plugins: name, package and version whole, the description cut (with an ellipsis)
+    to the width left, so that a plugin is one line at 80 columns (`sds plugins show` has it all)."""
+    from rich import box
+
+    table = Table(title=_TITLES.get(kind, kind), title_justify="left", box=box.SIMPLE_HEAD)
+    widths = [max([len(key), *(len(printable(item[key])) for item in items)]) for key in ("name", "package", "version")]
+    for column, column_width in zip(("name", "package", "version"), widths, strict=True):
+        table.add_column(column, no_wrap=True, min_width=column_width)
+    # the edges and a space each side of every cell: 2 + 3 * 3 + 2 columns of the 4 cells' own
+    left = width - sum(widths) - 13
+    table.add_column("description", no_wrap=True, overflow="ellipsis", max_width=max(left, 12))
+    for item in items:
+        table.add_row(*(shown(item[key]) for key in ("name", "package", "version", "description")))
+    return table
+
+
+def recipe_rows(recipes: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[tuple[str, str, str]]:
+    """(generator, preset, "section.option=value") for every value of a guidance's recipes."""
+    from sds_core.resolve import leaf_items
+
+    return [
+        (generator, preset, f"{path}={json.dumps(value)}")
+        for generator, by_preset in recipes.items()
+        for preset, patch in by_preset.items()
+        for path, value in leaf_items(patch)
+    ]
 
 
 plugins_app = typer.Typer(no_args_is_help=False, add_completion=False)
@@ -48,13 +81,9 @@ def plugins_command(
         typer.echo(json.dumps(listing, indent=2))
         return
     console = Console()
-    table = Table(title="sds plugins")
-    for column in ("kind", "name", "package", "version", "description"):
-        table.add_column(column, overflow="fold")
     for kind in ("generator", "guidance", "loss"):
-        for item in listing[kind]:
-            table.add_row(kind, *(shown(item[key]) for key in ("name", "package", "version", "description")))
-    console.print(table)
+        console.print(listing_table(kind, listing[kind], console.width))
+    console.print("`sds plugins show NAME`: a plugin's full description, options and recipes.")
     for failure in listing["failures"]:
         console.print(
             f"[yellow]plugin {shown(repr(failure['name']))} ({shown(failure['package'])}) failed to load:[/] "
@@ -92,7 +121,8 @@ def show_command(
     section = {"generator": "generator", "guidance": "guidance", "loss": "loss"}[kinds[0]]
     if as_json:
         info = {"kind": kinds[0], "name": name, "package": spec.provider, "description": spec.description}
-        typer.echo(json.dumps({**info, "options": [asdict(o) for o in options]}, indent=2))
+        recipes = {"recipes": spec.recipes} if spec.recipes else {}
+        typer.echo(json.dumps({**info, "options": [asdict(o) for o in options], **recipes}, indent=2))
         return
     table = Table(title=f"{kinds[0]} {shown(name)} ({shown(spec.provider)}): --set {section}.OPTION=VALUE")
     for column in ("option", "type", "default", "what it does"):
@@ -102,3 +132,16 @@ def show_command(
     console = Console()
     console.print(shown(spec.description))
     console.print(table)
+    if spec.recipes:
+        console.print(recipes_table(name, spec.recipes))
+
+
+def recipes_table(name: str, recipes: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> Table:
+    """The settings a guidance applies with a generator and preset (a config file and --set win)."""
+    title = f"recipes: applied with --guidance {shown(name)} and this generator and preset; --set wins"
+    table = Table(title=title)
+    for column in ("generator", "preset", "sets"):
+        table.add_column(column, overflow="fold")
+    for row in recipe_rows(recipes):
+        table.add_row(*(shown(text) for text in row))
+    return table
