@@ -15,8 +15,8 @@ import nox
 # CI's default. Each virtualenv costs about a minute of installing here (torch alone 40 s), so CI
 # makes three: sds-shapes alone; the light stack built up one package at a time (sds-core alone with
 # its tests, then sds-3d alone, then the offline mesh draft); and every package, where mypy, the
-# tests and the Ray tests run. `nox -s typecheck`, `nox -s ray` and `nox -s package` (every package
-# alone, about 1 to 2 minutes each) run those parts on their own.
+# tests, the Ray tests and the docs build (`mkdocs build --strict`) run. `nox -s typecheck`, `nox -s ray`,
+# `nox -s docs` and `nox -s package` (every package alone, about 1 to 2 minutes each) run those parts alone.
 nox.options.sessions = ["lint", "package(name='shapes')", "offline_mesh", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
@@ -111,7 +111,7 @@ def tests(session: nox.Session) -> None:
     The Ray tests run after the rest, in one process: they start a one-machine cluster.
     `nox -s tests -- ARGS` runs only `pytest ARGS`.
     """
-    install_all(session, "pytest", "pytest-xdist", "psutil", "mypy", packages=TEST_EXTRAS)
+    install_all(session, "pytest", "pytest-xdist", "psutil", "mypy", *DOCS_TOOLS, packages=TEST_EXTRAS)
     # one pytest worker a core, one thread a worker (two threads a process on two cores oversubscribe):
     # measured here, the suite takes 2 min 18 s this way
     env = {**ENV, **install_gltf_validator(session), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -121,6 +121,7 @@ def tests(session: nox.Session) -> None:
     session.run(*TYPECHECK)
     session.run("pytest", "-q", "-p", "no:cacheprovider", "-n", "auto", f"--ignore={RAY_TESTS}", env=env)
     session.run("pytest", "-q", "-p", "no:cacheprovider", RAY_TESTS, env=ENV)
+    build_docs(session)  # in this environment, which has every package: a docs session of its own costs ~2 min
 
 
 @nox.session(python=PYTHON)
@@ -256,6 +257,24 @@ def demo(session: nox.Session) -> None:
         shutil.rmtree(out)
     args = session.posargs or ["a red cube", "--guidance", "shapes", "--preset", "draft"]
     session.run("sds", "generate", *args, "--out", out, "--device", "cpu", env=ENV)
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """The docs site into .nox/site: `mkdocs build --strict`, whose hook (docs/hooks.py) generates the
+    CLI reference, the plugin options, the benchmark tables and the model cards from the installed
+    packages and benchmarks/results/ (docs/gen_pages.py)."""
+    install_all(session, *DOCS_TOOLS)
+    build_docs(session)
+
+
+DOCS_TOOLS = ("mkdocs", "mkdocs-material")
+
+
+def build_docs(session: nox.Session) -> None:
+    """`mkdocs build --strict` (warnings are errors) into .nox/site."""
+    site = os.path.join(os.getcwd(), ".nox", "site")
+    session.run("mkdocs", "build", "--strict", "--site-dir", site, env={**ENV, "NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session(python=PYTHON)
