@@ -19,15 +19,13 @@ deg elevation, 64 x 64, white background), which measures geometry as shading re
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, also when a test loads this file
+import harness
+
 STEPS: dict[str, dict[str, Any]] = {
     "base": {
         "guidance": {"window_degrees": 180.0 * 6 / 7},  # 7 azimuths evenly around the circle
@@ -59,19 +57,16 @@ def textureless_error(trainer: Any, views: int = 8, side: int = 64) -> dict[str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--objects", nargs="+", default=["a green cube", "a yellow torus"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--json", type=Path, default=None)
+    parser = harness.parser(__doc__)
+    harness.add_objects(parser, ["a green cube", "a yellow torus"])
+    harness.add_seed(parser)
+    harness.add_preset_steps(parser, preset=None)
+    harness.add_outputs(parser, json_help=None)
     args = parser.parse_args(argv)
-    spec = importlib.util.spec_from_file_location("nerf_shapes", HERE / "nerf_shapes.py")
-    assert spec is not None and spec.loader is not None
-    nerf_shapes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(nerf_shapes)
+    nerf_shapes = harness.load_script("nerf_shapes")
     from sds_core.config import deep_merge
 
-    root = Path(tempfile.mkdtemp(prefix="ablation-"))
+    root = harness.run_root(args, "ablation-")
     rows = []
     for name, overrides in STEPS.items():
         if args.steps is not None:
@@ -86,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"Chamfer {row['chamfer']:.4f} wall {row['wall_s']:.0f}s",
                 flush=True,
             )
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    harness.write_outputs(args, rows, "cpu", __file__, argv)
     return 0
 
 

@@ -18,6 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, also when a test loads this file
+import harness
+
 SHAPES = ["a red cube", "a blue sphere", "a green cone", "a yellow torus", "a red cylinder", "a blue cube"]
 
 
@@ -32,12 +35,13 @@ def sweep(
     return wall, json.loads((out / "batch.json").read_text())["runs"]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--generator", default="nerf", help="nerf (default) or image (tiny runs: overhead only)")
-    args = parser.parse_args()
+    harness.add_outputs(parser)
+    args = parser.parse_args(argv)
     ray_cli = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
     if ray_cli is None:
         sys.exit('Ray is not installed: pip install "sds-cli[ray]"')
@@ -68,6 +72,10 @@ def main() -> None:
         f"ray overhead per task: {(ray_wall * 2 - inside_ray) / n:.2f} s "
         "(wall x 2 slots - in-run time, per run; includes Ray start-up and worker imports)"
     )
+    row = {"runs": n, "steps": args.steps, "generator": args.generator, "local_wall_s": local_wall}
+    row |= {"local_in_run_s": inside_local / n, "ray_wall_s": ray_wall, "ray_in_run_s": inside_ray / n}
+    row["ray_overhead_per_task_s"] = (ray_wall * 2 - inside_ray) / n
+    harness.write_outputs(args, [row], "cpu", __file__, argv)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -12,14 +12,15 @@ measured on a busy machine be projected.
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, also when a test loads this file
+import harness
 
 DEFAULT_OBJECTS = ("a red cube", "a green sphere")
 
@@ -72,23 +73,17 @@ def run_object(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--objects", nargs="*", default=list(DEFAULT_OBJECTS))
-    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
-    parser.add_argument("--preset", default="draft")
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--device", default="cpu", help="cpu, or cuda (gsplat when installed)")
-    parser.add_argument("--set", action="append", default=[], help="key.path=value, as sds generate --set")
-    parser.add_argument("--out", type=Path, default=None, help="keep the run folders here")
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    parser = harness.parser(__doc__)
+    harness.add_objects(parser, DEFAULT_OBJECTS, nargs="*")
+    harness.add_seeds(parser, (0, 1))
+    harness.add_preset_steps(parser)
+    harness.add_device(parser, "cpu", help="cpu, or cuda (gsplat when installed)")
+    harness.add_sets(parser)
+    harness.add_outputs(parser, out=True)
     args = parser.parse_args(argv)
 
-    from sds_core.config import deep_merge, parse_sets
-
-    overrides = parse_sets(args.set)
-    if args.steps is not None:
-        overrides = deep_merge(overrides, {"run": {"steps": args.steps}})
-    root = args.out or Path(tempfile.mkdtemp(prefix="gaussians-shapes-"))
+    overrides = harness.overrides(args)
+    root = harness.run_root(args, "gaussians-shapes-")
     rows = []
     for prompt in args.objects:
         for seed in args.seeds:
@@ -102,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"wall {row['wall_s']:.0f}s  cpu {row['cpu_s']:.0f}s  count over time [{counts}]",
                 flush=True,
             )
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    harness.write_outputs(args, rows, args.device, __file__, argv)
     return 0
 
 

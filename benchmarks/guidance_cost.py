@@ -16,11 +16,15 @@ import argparse
 import gc
 import json
 import resource
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, also when a test loads this file
+import harness
 
 # The published configs, with their sources, are the test fixtures' (tests/fixtures/configs/*.json);
 # IF-I-XL's UNet config is a saved copy of its diffusers config (that file's `_source`): 4.30B parameters.
@@ -54,7 +58,10 @@ def sync(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def sds_step_cost(name: str, config: str, text: tuple[int, int], latent: bool, device: torch.device, args: Any) -> None:
+def sds_step_cost(
+    name: str, config: str, text: tuple[int, int], latent: bool, device: torch.device, args: Any
+) -> dict[str, Any]:
+    """Print, and return as a row, the mean cost of one SDS step of the model `name`."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.utils import logging
 
@@ -102,17 +109,30 @@ def sds_step_cost(name: str, config: str, text: tuple[int, int], latent: bool, d
         vae_s.append(v)
     unet_ms = 1000 * sum(unet_s) / len(unet_s)
     vae_ms = 1000 * sum(vae_s) / len(vae_s)
+    peak = peak_memory_mb(device)
     print(
         f"{name:<10} {device.type:<4} {str(dtype).removeprefix('torch.'):<8} UNet {params:7.0f}M  "
         f"UNet@b2 {unet_ms:9.1f} ms  VAE enc fwd+bwd {vae_ms:9.1f} ms  step {unet_ms + vae_ms:9.1f} ms "
         f"({(unet_ms + vae_ms) / 1000:.4f} s/step, mean of {args.steps})  "
-        f"peak {peak_memory_mb(device):8.0f} MB" + (" (process RSS)" if device.type == "cpu" else "")
+        f"peak {peak:8.0f} MB" + (" (process RSS)" if device.type == "cpu" else "")
     )
+    return {
+        "model": name,
+        "device": device.type,
+        "dtype": str(dtype).removeprefix("torch."),
+        "unet_params_m": params,
+        "resolution": args.resolution,
+        "steps_timed": args.steps,
+        "unet_pair_ms": unet_ms,
+        "vae_encoder_ms": vae_ms,
+        "step_ms": unet_ms + vae_ms,
+        "peak_mb": peak,
+    }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    harness.add_device(parser, "auto", help="auto, cpu or cuda")
     parser.add_argument("--steps", type=int, default=1, help="timed steps (averaged)")
     parser.add_argument("--warmup", type=int, default=0)
     parser.add_argument("--resolution", type=int, default=512, help="RGB side fed to the VAE")
@@ -123,7 +143,8 @@ def main() -> None:
     parser.add_argument(
         "--models", nargs="+", choices=sorted(MODELS), default=None, help="default: sd15 sd21, and if on CUDA"
     )
-    args = parser.parse_args()
+    harness.add_outputs(parser)
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "auto":
@@ -139,11 +160,14 @@ def main() -> None:
         print(f"device {torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}")
     names = args.models or ["sd15", "sd21", *(["if"] if device.type == "cuda" else [])]
     runs = [MODELS[n] for n in names]
+    rows = []
     for name, config, text, latent in runs:
-        sds_step_cost(name, config, text, latent, device, args)
+        rows.append(sds_step_cost(name, config, text, latent, device, args))
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    harness.write_outputs(args, rows, device, __file__, argv)
+    return rows
 
 
 if __name__ == "__main__":

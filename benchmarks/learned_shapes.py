@@ -24,7 +24,6 @@ world's ground truth (CPU).
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -36,6 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, also when a test loads this file
+import harness
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "packages/sds-shapes-learned/src/sds_shapes_learned/models/shapes-learned"
@@ -246,7 +248,7 @@ def sds_geometry(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser(__doc__)
     parser.add_argument(
         "--model", type=Path, default=SHIPPED, help="an IF or SD pipeline folder (default: the shipped IF one)"
     )
@@ -269,13 +271,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sds", action="store_true", help="also run SDS on nerf and mesh (minutes per run)")
     parser.add_argument("--generators", nargs="+", default=["nerf", "mesh"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    harness.add_seeds(parser, (0, 1), nargs="+")
     parser.add_argument("--priors", nargs="+", default=["learned", "exact"], choices=["learned", "exact"])
     parser.add_argument("--jobs", type=int, default=1, help="SDS runs at once (one thread each)")
     parser.add_argument("--sds-objects", nargs="+", default=None, help="default: every primitive, first colour")
-    parser.add_argument("--set", action="append", default=[], help="extra sds generate --set for SDS runs")
-    parser.add_argument("--json", type=Path, default=None)
+    harness.add_sets(parser, help="extra sds generate --set for SDS runs")
+    harness.add_outputs(parser, json_help=None)
     args = parser.parse_args(argv)
+    harness.parse_sets(args.set)  # checked as sds generate --set checks them, before minutes of work
 
     import torch
 
@@ -397,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
                 result["sds"] = list(pool.map(run, jobs))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
+    if args.record:  # one row: the whole result (classifier, samples, autoencoder, SDS runs)
+        harness.write_record(args.record, [result], "cpu", harness.command(__file__, argv))
     return 0
 
 

@@ -20,7 +20,6 @@ With --sd-memory it also counts what VSD's LoRA copy costs on Stable Diffusion 2
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import resource
@@ -30,6 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, also when a test loads this file
+import harness
 
 LOSSES = ("sds", "csd", "nfsd", "ism", "sjc", "vsd")
 
@@ -154,25 +156,23 @@ def table(rows: list[dict[str, Any]], losses: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser(__doc__)
     parser.add_argument("--losses", nargs="+", default=list(LOSSES))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    harness.add_seeds(parser, (0, 1), nargs="+")
     parser.add_argument("--prompt", default="a red cube")
     parser.add_argument("--image-steps", type=int, default=300, help="the image draft preset's 300")
     parser.add_argument("--nerf-steps", type=int, default=1500, help="the nerf draft preset's 1,500")
     parser.add_argument("--generators", nargs="+", default=["image", "nerf"])
     parser.add_argument("--sd-memory", action="store_true", help="also count VSD's LoRA copy on SD 2.1's UNet")
     parser.add_argument("--guidance", default="shapes", help="shapes (exact) or shapes-learned (nerf only)")
-    parser.add_argument("--set", action="append", default=[], help="a config override key.path=value, every run")
+    harness.add_sets(parser, help="a config override key.path=value, every run")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (one thread each)")
-    parser.add_argument("--json", type=Path, default=None)
+    harness.add_outputs(parser, json_help=None)
     args = parser.parse_args(argv)
     if args.guidance != "shapes" and "image" in args.generators:
         parser.error("the image PSNR needs the exact prior's reference views: use --generators nerf")
 
-    from sds_core.config import parse_sets
-
-    overrides = parse_sets(args.set)
+    overrides = harness.parse_sets(args.set)
 
     steps = {"image": args.image_steps, "nerf": args.nerf_steps}
     rows: list[dict[str, Any]] = []
@@ -206,8 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{cost['camera'] / 1e6:.2f}M camera embedding train (float32, with Adam's two moments: "
             f"{(cost['lora'] + cost['camera']) * 12 / 2**20:.0f} MiB)"
         )
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    harness.write_outputs(args, rows, "cpu", __file__, argv)
     return 0
 
 

@@ -16,13 +16,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, also when a test loads this file
+import harness
 
 DEFAULT_OBJECTS = ("a red cube", "a green sphere")
 
@@ -84,25 +85,21 @@ def train_nerf(prompt: str, out: Path, seed: int) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--objects", nargs="*", default=list(DEFAULT_OBJECTS))
+    parser = harness.parser(__doc__)
+    harness.add_objects(parser, DEFAULT_OBJECTS, nargs="*")
     parser.add_argument("--nerf-run", action="append", default=[], type=Path, help="a NeRF run folder to refine")
-    parser.add_argument("--preset", default="draft")
-    parser.add_argument("--steps", type=int, default=None)
+    harness.add_preset_steps(parser)
     parser.add_argument("--refine", action="store_true", help="train a nerf draft run of each object and refine it")
     parser.add_argument("--refine-steps", type=int, default=400, help="steps when refining a NeRF mesh")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", action="append", default=[], help="key.path=value, as sds generate --set")
-    parser.add_argument("--out", type=Path, default=None, help="keep the run folders here")
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    harness.add_seed(parser)
+    harness.add_sets(parser)
+    harness.add_outputs(parser, out=True)
     args = parser.parse_args(argv)
 
-    from sds_core.config import deep_merge, parse_sets
+    from sds_core.config import deep_merge
 
-    overrides = parse_sets(args.set)
-    if args.steps is not None:
-        overrides = deep_merge(overrides, {"run": {"steps": args.steps}})
-    root = args.out or Path(tempfile.mkdtemp(prefix="mesh-shapes-"))
+    overrides = harness.overrides(args)
+    root = harness.run_root(args, "mesh-shapes-")
     rows = []
     jobs: list[tuple[str, dict[str, Any], str]] = [(p, overrides, p.replace(" ", "-")) for p in args.objects]
     nerf_runs = list(args.nerf_run)
@@ -124,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             f"faces {row['faces']}  steps {row['steps']}  wall {row['wall_s']:.0f}s",
             flush=True,
         )
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    harness.write_outputs(args, rows, "cpu", __file__, argv)
     return 0
 
 

@@ -13,15 +13,16 @@ metrics.jsonl, and samples per ray with and without empty-space skipping.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, also when a test loads this file
+import harness
 
 DEFAULT_OBJECTS = ("a red sphere", "a green cube", "a blue cone", "a yellow torus")
 TIMES = ("time_render", "time_guidance", "time_backward", "time_optimizer")
@@ -136,31 +137,21 @@ def format_row(row: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--objects", nargs="+", default=list(DEFAULT_OBJECTS))
-    parser.add_argument("--preset", default="draft")
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", action="append", default=[], help="key.path=value, as sds generate --set")
-    parser.add_argument("--out", type=Path, default=None, help="keep the run folders here")
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto, as sds generate --device")
+    parser = harness.parser(__doc__)
+    harness.add_common_options(
+        parser, objects=DEFAULT_OBJECTS, device_help="cpu (default), cuda or auto, as sds generate --device"
+    )
     args = parser.parse_args(argv)
 
-    from sds_core.config import deep_merge, parse_sets
-
-    overrides = parse_sets(args.set)
-    if args.steps is not None:
-        overrides = deep_merge(overrides, {"run": {"steps": args.steps}})
-    root = args.out or Path(tempfile.mkdtemp(prefix="nerf-shapes-"))
+    overrides = harness.overrides(args)
+    root = harness.run_root(args, "nerf-shapes-")
     rows = []
     for index, prompt in enumerate(args.objects):
         folder = root / f"{index:02d}-{prompt.replace(' ', '-')}"
         row = run_object(prompt, folder, args.preset, overrides, args.seed, device=args.device)
         rows.append(row)
         print(format_row(row), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    harness.write_outputs(args, rows, args.device, __file__, argv)
     return 0
 
 

@@ -14,16 +14,14 @@ the run, wall time, this process's CPU time and steps per second.
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, also when a test loads this file
+import harness
+
 # one factor each, from paper-cpu towards the draft preset (or the paper preset's own size)
 ROWS: dict[str, dict[str, Any]] = {
     "base": {},
@@ -63,11 +61,7 @@ def scaled(steps: int) -> dict[str, Any]:
 
 
 def load_nerf_shapes() -> Any:
-    spec = importlib.util.spec_from_file_location("nerf_shapes", HERE / "nerf_shapes.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return harness.load_script("nerf_shapes")
 
 
 def run_row(
@@ -96,14 +90,14 @@ def run_row(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser(__doc__)
     parser.add_argument("--rows", nargs="+", default=["base", "entropy"], help=f"'all' or of: {', '.join(ROWS)}")
-    parser.add_argument("--objects", nargs="+", default=["a green cube"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=None, help="run length (schedules at the paper's fractions)")
+    harness.add_objects(parser, ["a green cube"])
+    harness.add_seed(parser)
+    harness.add_preset_steps(parser, preset=None, steps_help="run length (schedules at the paper's fractions)")
     parser.add_argument("--side", type=int, default=None, help="render and reference side (preset: 32)")
     parser.add_argument("--eval-every", type=int, default=100)
-    parser.add_argument("--json", type=Path, default=None)
+    harness.add_outputs(parser, json_help=None)
     args = parser.parse_args(argv)
     names = list(ROWS) if args.rows == ["all"] else args.rows
     unknown = [name for name in names if name not in ROWS]
@@ -112,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     nerf_shapes = load_nerf_shapes()
     from sds_core.config import deep_merge
 
-    root = Path(tempfile.mkdtemp(prefix="paper-cpu-"))
+    root = harness.run_root(args, "paper-cpu-")
     rows = []
     for name in names:
         overrides = ROWS[name]
@@ -132,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{row['it_per_s']:.2f} it/s",
                 flush=True,
             )
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    harness.write_outputs(args, rows, "cpu", __file__, argv)
     return 0
 
 

@@ -11,11 +11,13 @@ regularisers over rays (`generator.regularizer_reduction`: "sum" over pixels as 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, also when a test loads this file
+import harness
 
 
 def measure(
@@ -23,10 +25,10 @@ def measure(
 ) -> dict[str, Any]:
     import torch
 
-    from sds_core.config import deep_merge, parse_sets
+    from sds_core.config import deep_merge
     from sds_core.lifecycle import start_run
 
-    overrides = deep_merge(parse_sets(sets), {"generator": {"regularizer_reduction": reduction}})
+    overrides = deep_merge(harness.parse_sets(sets), {"generator": {"regularizer_reduction": reduction}})
     out = Path(tempfile.mkdtemp(prefix="reg-balance-"))
     trainer = start_run(prompt, out / "run", preset, overrides, {"guidance": "shapes"}, device="cpu")
     gen = trainer.generator
@@ -54,17 +56,21 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser(__doc__)
     parser.add_argument("--prompt", default="a red cube")
     parser.add_argument("--preset", default="paper")
     parser.add_argument("--step", type=int, default=3000, help="where in the schedule (weights, IPE)")
     parser.add_argument("--mode", default="lambertian", help="the render's shading mode")
-    parser.add_argument("--seed", type=int, default=0)
+    harness.add_seed(parser)
     parser.add_argument("--reductions", nargs="+", default=["mean", "sum"])
-    parser.add_argument("--set", action="append", default=[], help="key.path=value, as sds generate --set")
+    harness.add_sets(parser)
+    harness.add_outputs(parser)
     args = parser.parse_args(argv)
+    harness.parse_sets(args.set)  # a bad --set fails before any run starts
+    rows = []
     for reduction in args.reductions:
         row = measure(args.prompt, args.preset, reduction, args.step, args.mode, args.seed, args.set)
+        rows.append(row)
         terms = [k for k in row if k not in ("reduction", "pixels", "sds")]
         ratios = " ".join(f"{k} {row[k]:.3e} (ratio {row[k] / row['sds']:.2e})" for k in terms)
         print(
@@ -72,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             f"|grad SDS| {row['sds']:.3e}; {ratios}",
             flush=True,
         )
+    harness.write_outputs(args, rows, "cpu", __file__, argv)
     return 0
 
 

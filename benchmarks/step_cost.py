@@ -24,7 +24,6 @@ test runs this in seconds.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -32,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, also when a test loads this file
+import harness
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDANCE_MODELS = {"stable-diffusion": "sd21-base", "deepfloyd-if": "if-i-xl"}  # tests/fixtures/configs
@@ -123,7 +125,7 @@ def print_row(row: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    harness.add_device(parser, "auto", help="auto, cpu or cuda")
     parser.add_argument("--guidance", default="stable-diffusion", choices=sorted(GUIDANCE_MODELS))
     parser.add_argument("--model", default=None, help="a diffusers folder or hub id (default: built at random)")
     parser.add_argument("--size", choices=["tiny", "full"], default=None, help="default: tiny on CPU, full on CUDA")
@@ -137,12 +139,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (compilation happens here)")
     parser.add_argument("--start-step", type=int, default=1000, help="the loop's step counter (shading, anneals)")
     parser.add_argument("--prompt", default="a DSLR photo of a corgi")
-    parser.add_argument("--set", action="append", default=[], help="key.path=value for every generator's run")
-    parser.add_argument("--json", type=Path, default=None, help="write the rows here")
+    harness.add_sets(parser, help="key.path=value for every generator's run")
+    parser.add_argument("--json", type=Path, default=None, help="write the rows here (as a stored result)")
+    harness.add_record(parser)
     args = parser.parse_args(argv)
-    from sds_core.config import parse_sets
 
-    args.sets = parse_sets(args.set)  # as `sds generate --set`, checked before any model is built
+    args.sets = harness.parse_sets(args.set)  # as `sds generate --set`, checked before any model is built
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     device = args.torch_device = torch.device(args.device)
@@ -161,12 +163,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             row = measure(key, args, model, cache)
             print_row(row)
             rows.append(row)
-    if args.json:
-        from sds_cli.bench import record
-        from sds_core.files import atomic_write
-
-        command = ["python", "benchmarks/step_cost.py", *(sys.argv[1:] if argv is None else argv)]
-        atomic_write(args.json, json.dumps(record(command, device, rows), indent=1).encode())
+    command = harness.command(__file__, argv)
+    for path in (args.json, args.record):  # --json has always written the stored result here
+        if path is not None:
+            harness.write_record(path, rows, device, command)
     return rows
 
 
