@@ -119,7 +119,12 @@ def tests(session: nox.Session) -> None:
         session.run("pytest", "-q", "-p", "no:cacheprovider", "-n", "auto", *session.posargs, env=env)
         return
     session.run(*TYPECHECK)
-    session.run("pytest", "-q", "-p", "no:cacheprovider", "-n", "auto", f"--ignore={RAY_TESTS}", env=env)
+    # worksteal: a worker that runs out takes tests queued on the other, so the minute-long tests
+    # (the nerf draft, the shipped-model runs) do not leave one core idle at the end
+    session.run(
+        "pytest", "-q", "-p", "no:cacheprovider", "-n", "auto", "--dist", "worksteal", "--durations=15",
+        f"--ignore={RAY_TESTS}", env=env,
+    )  # fmt: skip
     session.run("pytest", "-q", "-p", "no:cacheprovider", RAY_TESTS, env=ENV)
     build_docs(session)  # in this environment, which has every package: a docs session of its own costs ~2 min
 
