@@ -22,8 +22,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # the old kinds of `tiny_models`, and the published architecture each now is (tests/fixtures)
 KINDS = {"sd-epsilon": "sd21-base", "sd-v": "sd21-v", "if": "if-i-xl"}
+KINDS["sdxl"] = "sdxl-base"  # Stable Diffusion XL base (two CLIP encoders, text_time embedding)
 # the side each works at by default: SD sample_size 8 x its VAE's downscale 8, IF sample_size 8
 SIDE = {"sd-epsilon": 64, "sd-v": 96, "if": 8}
+SIDE["sdxl"] = 128  # SDXL: sample_size 128 / 8 = 16 latents x its VAE's downscale 8
 
 
 @pytest.fixture(autouse=True)

@@ -82,6 +82,21 @@ class StableDiffusionConfig(BackgroundDeclaration, CompileOptions, PromptOptions
 
 
 @dataclass
+class StableDiffusionXLConfig(StableDiffusionConfig):
+    """Any diffusers Stable Diffusion XL checkpoint (Podell et al. 2023): two CLIP text encoders,
+    pooled text and size/crop ids as added conditioning. The other options are Stable Diffusion's."""
+
+    model: str = "stabilityai/stable-diffusion-xl-base-1.0"  # hub id or local folder
+    # None: the model's own side, the UNet's sample_size x the VAE's downscale (1024 for SDXL base,
+    # the side it was fine-tuned at, §2.5); the time ids tell the UNet this side
+    resolution: int | None = None
+    guidance_scale: float = 100.0  # DreamFusion §3.2: omega = 100 (as for Stable Diffusion)
+    # the unconditional branch of the empty negative prompt as zeros (StableDiffusionXLPipeline's
+    # `force_zeros_for_empty_prompt`); None: the model's model_index.json (true for SDXL base)
+    force_zeros_for_empty_prompt: bool | None = None
+
+
+@dataclass
 class DeepFloydIFConfig(BackgroundDeclaration, CompileOptions, PromptOptions):
     """DeepFloyd IF stage I: a 64 x 64 pixel diffusion model with a T5 text encoder."""
 

@@ -51,14 +51,16 @@ class LoraEpsilon(nn.Module):
         self.dtype = guidance.dtype
         self.prediction_type = guidance.prediction_type
         self._alphas = guidance.alphas_cumprod()
+        # the UNet's conditioning arguments (SDXL adds its pooled text and time ids); IF: the text alone
+        self._inputs = getattr(guidance, "unet_inputs", lambda states: {"encoder_hidden_states": states})
 
     def forward(self, x_t: Tensor, t: Tensor, conditioning: Any, camera: Tensor) -> Tensor:
         device = module_device(self.unet, x_t.device)
         out = self.unet(
             x_t.to(device, self.dtype),
             t.to(device),
-            encoder_hidden_states=conditioning.cond.to(device, self.dtype),
             class_labels=camera.to(device, torch.float32),
+            **self._inputs(conditioning.cond.to(device, self.dtype)),
         ).sample.float()
         out = out[:, : x_t.shape[1]]  # IF: drop the variance half
         alphas = self._alphas.to(device)[t.to(device)]

@@ -10,6 +10,7 @@ from sds_guidance.config import (
     STABLE_DIFFUSION_PRESETS,
     DeepFloydIFConfig,
     StableDiffusionConfig,
+    StableDiffusionXLConfig,
 )
 
 
@@ -21,6 +22,15 @@ def sds_register_guidance(registry: Registry) -> None:
             factory="sds_guidance.stable_diffusion:StableDiffusionGuidance",
             config=StableDiffusionConfig,
             description="Stable Diffusion 1.x/2.x from a hub id or folder (latent prior, VAE-encoded renders).",
+            presets=STABLE_DIFFUSION_PRESETS,
+        )
+    )
+    registry.add(
+        PluginSpec(
+            name="stable-diffusion-xl",
+            factory="sds_guidance.stable_diffusion_xl:StableDiffusionXLGuidance",
+            config=StableDiffusionXLConfig,
+            description="Stable Diffusion XL from a hub id or folder (two CLIP encoders, size-conditioned latents).",
             presets=STABLE_DIFFUSION_PRESETS,
         )
     )

@@ -69,7 +69,7 @@ def model_key(model: str, *parts: str | int | None) -> str:
         stamps = sorted(
             (str(p.relative_to(path)), p.stat().st_size, int(p.stat().st_mtime))
             for p in path.rglob("*")
-            if p.is_file() and p.parent.name in ("text_encoder", "tokenizer")
+            if p.is_file() and p.parent.name in ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
         )
         return json.dumps([str(path.resolve()), stamps, *parts])
     return json.dumps([model, *parts])

@@ -42,17 +42,17 @@ class StableDiffusionGuidance:
     """A frozen Stable Diffusion UNet + VAE; predicts eps for classifier-free guidance."""
 
     space = "latent"
+    what = "Stable Diffusion"  # the kind of folder a failed load names
 
     def __init__(self, config: StableDiffusionConfig, context: BuildContext) -> None:
         from diffusers import AutoencoderKL
-        from transformers import AutoTokenizer, CLIPTextModel
 
         self.config = config
         self.device = torch.device(context.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         compiling = compile_wanted(config, self.device)
         model, extra = config.model, hub_kwargs(config.variant, config.revision)
-        what = "Stable Diffusion"
+        what = self.what
         declare_background(self, config)
 
         self.scheduler, self.unet = load_scheduler_and_unet(model, what, config, self.device, self.dtype)
@@ -65,28 +65,8 @@ class StableDiffusionGuidance:
                 model, subfolder="vae", torch_dtype=self.dtype, use_safetensors=safe, **extra
             ),
         )
-        tokenizer = load_part(  # a tokenizer has no weights; trust_remote_code=False refuses a folder's code
-            config,
-            what,
-            "tokenizer",
-            lambda: AutoTokenizer.from_pretrained(
-                model, subfolder="tokenizer", revision=config.revision, trust_remote_code=False
-            ),
-        )
-        text_encoder = load_part(
-            config,
-            what,
-            "text_encoder",
-            lambda: CLIPTextModel.from_pretrained(
-                model,
-                subfolder="text_encoder",
-                torch_dtype=self.dtype,
-                use_safetensors=safe,
-                trust_remote_code=False,
-                **extra,
-            ),
-        )
-        freeze(self.vae, text_encoder)
+        freeze(self.vae)
+        self.vae_dtype = self._vae_dtype()
 
         self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.resolution = config.resolution or int(self.unet.config.sample_size) * self.vae_scale
@@ -100,21 +80,75 @@ class StableDiffusionGuidance:
         self._alphas = self.scheduler.alphas_cumprod.to(torch.float32)
         self.scaling_factor = float(getattr(self.vae.config, "scaling_factor", 0.18215))
 
-        text_encoder.to(self.device)  # type: ignore[arg-type]
+        self.embeddings = self._prompt_embeddings(context)
+        # the text encoder is referenced only by `encode`, which the embeddings drop at the first prediction
+        place([self.unet, self.vae], self.device, self.dtype, config.cpu_offload)
+        if self.vae_dtype != self.dtype:
+            self.vae.to(dtype=self.vae_dtype)
+        self._unet = compile_for(self.unet, config, compiling)
+        self._moments = compile_for(self._encoder_moments, config, compiling)
+
+    # --- loading the text side (overridden by SDXL: two encoders) ----------------------------
+
+    def _tokenizer(self, part: str) -> Any:
+        """The tokenizer in subfolder `part`; it has no weights, and trust_remote_code=False refuses a folder's code."""
+        from transformers import AutoTokenizer
+
+        config = self.config
+        return load_part(
+            config,
+            self.what,
+            part,
+            lambda: AutoTokenizer.from_pretrained(
+                config.model, subfolder=part, revision=config.revision, trust_remote_code=False
+            ),
+        )
+
+    def _text_encoder(self, part: str, projection: bool = False) -> Any:
+        """The frozen CLIP text encoder in subfolder `part` (`projection`: CLIPTextModelWithProjection,
+        SDXL's text_encoder_2), on the device. Each class is named at its call, for the static check
+        of tests/guidance/test_model_folder_safety.py."""
+        from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+        config = self.config
+        safe, extra = use_safetensors(config.allow_pickled_weights), hub_kwargs(config.variant, config.revision)
+        options: dict[str, Any] = {"subfolder": part, "torch_dtype": self.dtype, **extra}
+
+        def load() -> Any:
+            if projection:
+                return CLIPTextModelWithProjection.from_pretrained(
+                    config.model, use_safetensors=safe, trust_remote_code=False, **options
+                )
+            return CLIPTextModel.from_pretrained(config.model, use_safetensors=safe, trust_remote_code=False, **options)
+
+        encoder = load_part(config, self.what, part, load)
+        freeze(encoder)
+        return encoder.to(self.device)
+
+    def _prompt_embeddings(self, context: BuildContext) -> PromptEmbeddings:
+        """CLIP's last hidden states of every prompt the run needs (SD 1.x / 2.x)."""
+        config = self.config
+        tokenizer = self._tokenizer("tokenizer")
+        text_encoder = self._text_encoder("text_encoder")
         max_length = int(min(tokenizer.model_max_length, text_encoder.config.max_position_embeddings))
 
         def encode(prompts: list[str]) -> Tensor:
             ids = tokenizer(
                 prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
             ).input_ids
-            return text_encoder(ids.to(self.device))[0]
+            return text_encoder(ids.to(self.device))[0]  # type: ignore[no-any-return]
 
-        key = model_key(model, "clip", config.variant, config.revision, max_length)
-        self.embeddings = PromptEmbeddings(context.prompt, config, encode, key, self.device, self.dtype)
-        # the text encoder is referenced only by `encode`, which the embeddings drop at the first prediction
-        place([self.unet, self.vae], self.device, self.dtype, config.cpu_offload)
-        self._unet = compile_for(self.unet, config, compiling)
-        self._moments = compile_for(self._encoder_moments, config, compiling)
+        key = model_key(config.model, "clip", config.variant, config.revision, max_length)
+        return PromptEmbeddings(context.prompt, config, encode, key, self.device, self.dtype)
+
+    def _vae_dtype(self) -> torch.dtype:
+        """The dtype the VAE runs in: the UNet's (SDXL's overrides it with `force_upcast`)."""
+        return self.dtype
+
+    def unet_inputs(self, states: Tensor) -> dict[str, Any]:
+        """The UNet's conditioning arguments for the stacked text embeddings `states` (B, L, D); the
+        LoRA copy of VSD (`sds_guidance.lora`) calls it too."""
+        return {"encoder_hidden_states": states}
 
     # --- the Guidance protocol --------------------------------------------------------------
 
@@ -132,7 +166,7 @@ class StableDiffusionGuidance:
             return image
         if image.shape[-2:] != (self.resolution, self.resolution):
             image = F.interpolate(image, (self.resolution, self.resolution), mode="bilinear", align_corners=False)
-        x = (image * 2 - 1).to(module_device(self.vae, self.device), self.dtype)
+        x = (image * 2 - 1).to(module_device(self.vae, self.device), self.vae_dtype)
         posterior = DiagonalGaussianDistribution(self._moments(x))
         latents = posterior.mean if self.config.encode == "mean" else posterior.sample()
         return (latents * self.scaling_factor).float()
@@ -144,7 +178,7 @@ class StableDiffusionGuidance:
 
     def decode(self, x: Tensor) -> Tensor:
         with torch.no_grad():
-            z = (x / self.scaling_factor).to(module_device(self.vae, self.device), self.dtype)
+            z = (x / self.scaling_factor).to(module_device(self.vae, self.device), self.vae_dtype)
             image = self.vae.decode(z).sample
         return ((image.float() + 1) / 2).clamp(0, 1)
 
@@ -172,7 +206,7 @@ class StableDiffusionGuidance:
         model_in = x_in.to(self.dtype)
         t_in = t.to(device).repeat(copies)
         states = conditioning_batch(cond.cond, cond.uncond, cond.negative).to(device, self.dtype)
-        output = self._unet(model_in, t_in, encoder_hidden_states=states).sample.float()
+        output = self._unet(model_in, t_in, **self.unet_inputs(states)).sample.float()
         alphas = self._alphas.to(device)[t_in]
         eps = epsilon_from_output(output, x_in, alphas, self.prediction_type)
         eps_c, eps_u, eps_n = split_predictions(eps.to(x_t.device), batch, cond.negative is not None)
