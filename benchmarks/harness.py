@@ -107,14 +107,11 @@ def parse_sets(items: Sequence[str]) -> dict[str, Any]:
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The config overrides of `--set` (when the script has it), then `--steps` as run.steps."""
-    from sds_core.config import deep_merge
+    """The config overrides of `--set` (when the script has it), then `--steps` as run.steps:
+    `sds generate`'s own `command_overrides`."""
+    from sds_cli.options import command_overrides
 
-    tree = parse_sets(getattr(args, "set", None) or [])
-    steps = getattr(args, "steps", None)
-    if steps is not None:
-        tree = deep_merge(tree, {"run": {"steps": steps}})
-    return tree
+    return command_overrides(None, getattr(args, "set", None), getattr(args, "steps", None), None)
 
 
 def run_root(args: argparse.Namespace, prefix: str) -> Path:

@@ -128,10 +128,8 @@ class GaussianGenerator(nn.Module):
 
     def param_groups(self) -> list[dict[str, Any]]:
         g, cfg = self.gaussians, self.cfg
-        # DreamGaussian's step i (from 1) moves the means at get_expon_lr_func(i)
-        position_lr = exponential_lr(1, cfg.position_lr, cfg.position_lr_final, cfg.position_lr_steps)
         groups: list[dict[str, Any]] = [
-            {"params": [g.means], "lr": position_lr, "name": "means"},
+            {"params": [g.means], "lr": self.learning_rate("means", 0), "name": "means"},
             {"params": [g.color_logits], "lr": cfg.color_lr, "name": "colors"},
             {"params": [g.opacity_logits], "lr": cfg.opacity_lr, "name": "opacities"},
             {"params": [g.log_scales], "lr": cfg.scaling_lr, "name": "scales"},

@@ -70,10 +70,6 @@ class MeshGenerator(nn.Module):
         self.color_logits = nn.Parameter(torch.logit(colors))
         lengths = (self.base_vertices[self.edges[:, 0]] - self.base_vertices[self.edges[:, 1]]).norm(dim=-1)
         self.target_edge = float(lengths.mean()) if len(lengths) else 1.0
-        # learning rates as multiples of optim.lr (`lr_scale`, applied by the loop); a NeRF mesh
-        # (Magic3D's second stage) is refined with smaller vertex steps than a template
-        self.color_lr_scale = cfg.color_lr_scale
-        self.position_lr_scale = 1.0 if cfg.init == "icosphere" else cfg.refine_lr_scale
         self.background = build_background(cfg, context.guidance_facts())
         self.shading_cfg: ShadingConfig = cfg  # a 3D generator's config holds the shading options
         self.rasterizer = build_rasterizer(
@@ -136,9 +132,13 @@ class MeshGenerator(nn.Module):
         return terms
 
     def param_groups(self) -> list[dict[str, Any]]:
+        cfg = self.cfg
+        # learning rates as multiples of optim.lr (`lr_scale`, applied by the loop); a NeRF mesh
+        # (Magic3D's second stage) is refined with smaller vertex steps than a template
+        position_scale = 1.0 if cfg.init == "icosphere" else cfg.refine_lr_scale
         groups: list[dict[str, Any]] = [
-            {"params": [self.offsets], "lr_scale": self.position_lr_scale},
-            {"params": [self.color_logits], "lr_scale": self.color_lr_scale},
+            {"params": [self.offsets], "lr_scale": position_scale},
+            {"params": [self.color_logits], "lr_scale": cfg.color_lr_scale},
         ]
         background = [p for p in self.background.parameters() if p.requires_grad]
         if background:
