@@ -44,6 +44,8 @@ from sds_core.protocols import (
     LossOutput,
     NegativePrompting,
     NoisePrediction,
+    NoiseSchedule,
+    OwnsSchedule,
     Render,
     ScheduledLearningRates,
     SurfaceMesh,
@@ -61,6 +63,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
     from sds_core.imaging import to_uint8
     from sds_core.lifecycle import LoadedRun, load_run
     from sds_core.loop import resolve_device
+    from sds_core.schedules import FlowSchedule, VPSchedule
     from sds_core.shading import SHADING_MODES, ShadingConfig, choose_shading, composite, shade
 
 # name -> (module, attribute): the names whose module imports torch, imported on first use
@@ -78,6 +81,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "load_run": ("sds_core.lifecycle", "load_run"),
     "resolve_device": ("sds_core.loop", "resolve_device"),
     "shade": ("sds_core.shading", "shade"),
+    "FlowSchedule": ("sds_core.schedules", "FlowSchedule"),
+    "VPSchedule": ("sds_core.schedules", "VPSchedule"),
     "to_uint8": ("sds_core.imaging", "to_uint8"),
 }
 
@@ -120,6 +125,7 @@ __all__ = [
     "DistillationLoss",
     "ExportContext",
     "ExportOptions",
+    "FlowSchedule",
     "Generator",
     "GroundTruth",
     "Guidance",
@@ -128,6 +134,8 @@ __all__ = [
     "LossOutput",
     "NegativePrompting",
     "NoisePrediction",
+    "NoiseSchedule",
+    "OwnsSchedule",
     "PluginError",
     "PluginSpec",
     "Registry",
@@ -141,6 +149,7 @@ __all__ = [
     "TensorSpec",
     "TrainableCopy",
     "TrainableLoss",
+    "VPSchedule",
     "atomic_write",
     "build_config",
     "cache_load",

@@ -192,11 +192,12 @@ class Guidance(Protocol):
     #: `ground_truth`, the object a prompt names (`GroundTruth`)
     #: the classifier-free guidance scale omega this prior wants by default (DreamFusion: 100)
     default_guidance_scale: float
+    #: the noise schedule: a DDPM prior gives `alphas_cumprod()`, alpha-bar_t for t = 0 ..
+    #: num_train_timesteps - 1 (the VP schedule, `sds_core.schedules.VPSchedule`); any prior may
+    #: instead give its own `noise_schedule()` (`OwnsSchedule`: a flow-matching prior does).
+    #: A guidance-distilled prior (FLUX.1-dev) sets `distilled_guidance = True`: both branches of
+    #: its prediction are the one guided prediction, and losses needing them apart refuse it
     num_train_timesteps: int
-
-    def alphas_cumprod(self) -> Tensor:
-        """alpha-bar_t for t = 0 .. num_train_timesteps - 1 (the VP schedule)."""
-        ...
 
     def prepare(self, render: Render) -> Tensor:
         """The render in model space, differentiably: resized RGB in [-1, 1], or latents."""
@@ -212,8 +213,52 @@ class Guidance(Protocol):
         ...
 
     def predict_noise(self, x_t: Tensor, t: Tensor, conditioning: Any) -> NoisePrediction:
-        """Noise predictions (conditional and unconditional) for noisy x_t at integer steps t."""
+        """Predictions (conditional and unconditional) for noisy x_t at integer steps t, in the
+        quantity of the guidance's noise schedule: eps (DDPM), the velocity eps - x (flow)."""
         ...
+
+
+@runtime_checkable
+class NoiseSchedule(Protocol):
+    """How a guidance noises x at integer step t (0 .. num_train_timesteps - 1, noise growing) and
+    how its predictions read; every loss of the family works through it
+    (`sds_core.schedules`: `VPSchedule` for DDPM, `FlowSchedule` for flow matching)."""
+
+    kind: str  # "ddpm" or "flow"
+    prediction: str  # what `predict_noise` gives: "epsilon" or "velocity"
+    num_train_timesteps: int
+
+    def add_noise(self, x: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        """x_t = alpha_t x + sigma_t eps."""
+        ...
+
+    def target(self, x: Tensor, noise: Tensor) -> Tensor:
+        """What an exact prediction of the clean x equals at x_t: eps, or eps - x for a flow."""
+        ...
+
+    def epsilon(self, prediction: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """The prediction as an eps estimate."""
+        ...
+
+    def x0(self, prediction: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """The prediction as an estimate of the clean x."""
+        ...
+
+    def step(self, x_t: Tensor, prediction: Tensor, t_from: Tensor, t_to: Tensor) -> Tensor:
+        """Deterministic DDIM from t_from to t_to, up or down (Euler on a flow's ODE)."""
+        ...
+
+    def weight(self, t: Tensor, weighting: str) -> Tensor:
+        """w(t) of a loss's `weighting` ("sds": the noise variance, "ism", "uniform"), per sample."""
+        ...
+
+
+@runtime_checkable
+class OwnsSchedule(Protocol):
+    """A guidance with a noise schedule of its own (a flow-matching prior), instead of DDPM's
+    `alphas_cumprod()`."""
+
+    def noise_schedule(self) -> NoiseSchedule: ...
 
 
 # --- optional capabilities of a guidance, asked for by losses at build time -------------------

@@ -15,6 +15,10 @@ exact `shapes` prior) or by choice, the frozen prior's eps(x_t; y) plus a small 
 residual of (x_t, t, c) whose last layer starts at zero, so that eps_phi starts as the prior (as a
 zero-initialised LoRA does). Its parameters are an optimiser group of their own (lr `phi_lr`) and
 its weights are part of the checkpoint.
+
+On a flow prior eps_phi is a velocity model (the prior's v_y plus the residual, trained towards
+eps - x, `schedule.target`); the LoRA copy needs a UNet backend (`TrainableCopy`), so phi=auto
+takes the residual there.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sds_core.losses.base import ScoreDistillation, add_noise
+from sds_core.losses.base import ScoreDistillation
 from sds_core.losses.family_config import VSDConfig
 from sds_core.losses.guidance_combination import guided_noise
 from sds_core.protocols import BuildContext, CameraBatch, Guidance, LossOutput, TrainableCopy, require
@@ -134,7 +138,7 @@ class VSDLoss(ScoreDistillation):
         cameras: CameraBatch | None = None,
     ) -> Tensor:
         """eps_hat(x_t; y, t) - eps_phi(x_t; y, t, c)."""
-        x_t = add_noise(x, noise, self.alphas(guidance, x)[t])
+        x_t = self.schedule(guidance, x).add_noise(x, noise, t)
         prediction = guidance.predict_noise(x_t, t, conditioning)
         eps_hat = guided_noise(prediction, self.guidance_scale(guidance)).float()
         return eps_hat - self.eps_phi(
@@ -148,8 +152,10 @@ class VSDLoss(ScoreDistillation):
         noise = torch.randn(x.shape, dtype=torch.float32).to(x.device)
         keep = (torch.rand(batch) >= self.config.camera_dropout).to(x.device, torch.float32)
         camera = self.camera(x, cameras) * keep[:, None]
-        x_t = add_noise(x.detach().float(), noise, self.alphas(guidance, x)[t])
-        return (self.eps_phi(x_t, t, guidance, conditioning, camera) - noise).pow(2).mean()
+        schedule = self.schedule(guidance, x)
+        x0 = x.detach().float()
+        x_t = schedule.add_noise(x0, noise, t)
+        return (self.eps_phi(x_t, t, guidance, conditioning, camera) - schedule.target(x0, noise)).pow(2).mean()
 
     def compute(
         self,
