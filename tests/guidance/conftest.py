@@ -41,3 +41,19 @@ def tiny_models(published_model: Callable[[str], Path]) -> Callable[[str], Path]
     """A factory of tiny model folders by kind: "sd-epsilon" (SD 2.1-base), "sd-v" (SD 2.1, 768,
     v-prediction), "if" (IF-I-XL), or any name of tests/fixtures/configs; each built once."""
     return lambda kind: published_model(KINDS.get(kind, kind))
+
+
+@pytest.fixture(scope="session")
+def flow_models(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """Folders of the tiny SD3 medium and FLUX.1-dev pipelines (tests/guidance/flow_models.py), each built once."""
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            pytest.importorskip("diffusers")
+            from tests.guidance.flow_models import build
+
+            built[name] = build(name, tmp_path_factory.mktemp(name))
+        return built[name]
+
+    return get

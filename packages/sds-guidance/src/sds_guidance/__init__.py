@@ -1,4 +1,4 @@
-"""Guidance backends for sds: Stable Diffusion, DeepFloyd IF and the exact offline `shapes` prior.
+"""Guidance backends for sds: Stable Diffusion (1.x/2.x, XL, 3), FLUX.1 and DeepFloyd IF.
 
 Importing this package is cheap; the backends import torch, diffusers and transformers themselves.
 """

@@ -119,3 +119,59 @@ class DeepFloydIFConfig(BackgroundDeclaration, CompileOptions, PromptOptions):
 STABLE_DIFFUSION_PRESETS: dict[str, dict[str, Any]] = {
     "draft": {"guidance": {"resolution": 256}},
 }
+
+
+@dataclass
+class FlowModelOptions(BackgroundDeclaration, CompileOptions, PromptOptions):
+    """What the rectified-flow transformer backends (SD3, FLUX) share: the model folder, sizes,
+    precision and memory options (`sds_guidance._flow`)."""
+
+    model: str = ""  # hub id or local folder
+    variant: str | None = None  # e.g. "fp16" to load the half-precision files of a hub repo
+    revision: str | None = None
+    # load `.bin` (pickled) weights when a folder has no safetensors; off: such a folder is refused,
+    # since unpickling can run code (allowed, they are unpickled with weights_only=True)
+    allow_pickled_weights: bool = False
+    # RGB renders are resized to this side before VAE encoding; None: the model's own side (1024
+    # for SD3 medium, the transformer's sample_size 128 x the VAE's 8; 1024 for FLUX.1, its
+    # pipeline's default_sample_size 128 x 8)
+    resolution: int | None = None
+    # DreamFusion's omega (§3.2: 100, as for Stable Diffusion) in v_0 + (1 + omega)(v_y - v_0),
+    # the pipelines' classifier-free guidance with guidance_scale = 1 + omega
+    guidance_scale: float = 100.0
+    # auto: bfloat16 on CUDA (the SD3 / FLUX pipelines' model cards load them so), float32 on CPU;
+    # float16 halves memory too, but FLUX's activations overflow in it
+    dtype: Dtype = "auto"
+    encode: Literal["sample", "mean"] = "sample"  # draw from the VAE posterior, or take its mean
+    # keep the transformer and VAE on the CPU between calls (CUDA only; needs accelerate): the
+    # transformer moves to the GPU for each prediction (slow, a fraction of the memory)
+    cpu_offload: bool = False
+    max_sequence_length: int = 256  # T5 tokens (StableDiffusion3Pipeline: 256; FluxPipeline: 512)
+
+
+@dataclass
+class StableDiffusion3Config(FlowModelOptions):
+    """Any diffusers Stable Diffusion 3 / 3.5 checkpoint (Esser et al. 2024): an MMDiT on 16-channel
+    latents, rectified-flow velocity with the scheduler's time shift, CLIP L + CLIP G + T5 text."""
+
+    model: str = "stabilityai/stable-diffusion-3-medium-diffusers"  # hub id or local folder
+    max_sequence_length: int = 256  # StableDiffusion3Pipeline's default
+    # leave T5-XXL (4.7B parameters, about 9.5 GB in half precision) unloaded: its tokens are zeros,
+    # as StableDiffusion3Pipeline makes them when text_encoder_3 is None (the paper's §5.3.2 shows
+    # the small loss in prompt following without it)
+    drop_t5: bool = False
+
+
+@dataclass
+class FluxConfig(FlowModelOptions):
+    """Any diffusers FLUX.1 checkpoint (Black Forest Labs): an MMDiT with single-stream blocks on
+    2 x 2-packed 16-channel latents, CLIP L pooled + T5 text, a resolution-dependent time shift."""
+
+    model: str = "black-forest-labs/FLUX.1-dev"  # hub id or local folder
+    max_sequence_length: int = 512  # FluxPipeline's default (FLUX.1-dev)
+    # "distilled": FLUX.1-dev's guidance embedding carries the guidance, one transformer call per
+    # prediction (FluxPipeline with true_cfg_scale 1, its default); "true-cfg": classifier-free guidance
+    # with the negative prompt's branch as well, twice the batch (FluxPipeline's true_cfg_scale = 1 + omega)
+    cfg_mode: Literal["distilled", "true-cfg"] = "distilled"
+    # the guidance embedding's scale for a guidance-distilled model (FluxPipeline's guidance_scale 3.5)
+    distilled_guidance_scale: float = 3.5

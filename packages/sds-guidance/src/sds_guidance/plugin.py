@@ -9,6 +9,8 @@ from sds_core.api import PluginSpec, Registry, hookimpl
 from sds_guidance.config import (
     STABLE_DIFFUSION_PRESETS,
     DeepFloydIFConfig,
+    FluxConfig,
+    StableDiffusion3Config,
     StableDiffusionConfig,
     StableDiffusionXLConfig,
 )
@@ -31,6 +33,24 @@ def sds_register_guidance(registry: Registry) -> None:
             factory="sds_guidance.stable_diffusion_xl:StableDiffusionXLGuidance",
             config=StableDiffusionXLConfig,
             description="Stable Diffusion XL from a hub id or folder (two CLIP encoders, size-conditioned latents).",
+            presets=STABLE_DIFFUSION_PRESETS,
+        )
+    )
+    registry.add(
+        PluginSpec(
+            name="stable-diffusion-3",
+            factory="sds_guidance.stable_diffusion_3:StableDiffusion3Guidance",
+            config=StableDiffusion3Config,
+            description="Stable Diffusion 3 / 3.5 from a hub id or folder (rectified-flow MMDiT, CLIP L + G and T5).",
+            presets=STABLE_DIFFUSION_PRESETS,
+        )
+    )
+    registry.add(
+        PluginSpec(
+            name="flux",
+            factory="sds_guidance.flux:FluxGuidance",
+            config=FluxConfig,
+            description="FLUX.1 from a hub id or folder (rectified-flow MMDiT, guidance-distilled for FLUX.1-dev).",
             presets=STABLE_DIFFUSION_PRESETS,
         )
     )

@@ -62,6 +62,10 @@ def all_prompts(prompt: str, options: PromptOptions) -> list[str]:
     return list(dict.fromkeys(texts))
 
 
+# the subfolders whose files an embedding depends on (SD3 adds a third encoder: T5)
+_TEXT_PARTS = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "text_encoder_3", "tokenizer_3")
+
+
 def model_key(model: str, *parts: str | int | None) -> str:
     """A cache key for a model: the hub id, or the folder's absolute path with its files' sizes and times."""
     path = Path(model).expanduser()
@@ -69,7 +73,7 @@ def model_key(model: str, *parts: str | int | None) -> str:
         stamps = sorted(
             (str(p.relative_to(path)), p.stat().st_size, int(p.stat().st_mtime))
             for p in path.rglob("*")
-            if p.is_file() and p.parent.name in ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
+            if p.is_file() and p.parent.name in _TEXT_PARTS
         )
         return json.dumps([str(path.resolve()), stamps, *parts])
     return json.dumps([model, *parts])
