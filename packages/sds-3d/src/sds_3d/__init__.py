@@ -9,7 +9,8 @@ time).
 final/: final.py (`write_final`: the writer every generator calls, from its geometry protocols
 `SurfaceMesh` / `DensityField`) · surface.py (that surface: marching cubes, vertex colours at
 points) · fields.py (point callables in chunks, density grids) · meshes.py (UV texture baking,
-GLB / OBJ / PLY, y-up) · turntable.py (turntable frames, MP4 / GIF) · viewer.py (the offline
+GLB / OBJ / PLY, y-up) · textured.py (a `TexturedSurface`'s own mesh and texture, seams
+padded) · turntable.py (turntable frames, MP4 / GIF) · viewer.py (the offline
 viewer page) · formats.py (the formats, which one an export asked for).
 
 run_mesh.py: a run folder's mesh for `generator.init`. `sds-nerf`, `sds-mesh` and `sds-gaussians`

@@ -14,6 +14,7 @@ from torch import Tensor
 from sds_3d.formats import requested_formats, wants_mesh, wants_turntable, wants_viewer
 from sds_3d.meshes import build_meshes, write_mesh_files
 from sds_3d.surface import Surface, surface_of
+from sds_3d.textured import TexturedSurface, textured_meshes
 from sds_3d.turntable import turntable_frames, write_turntable
 from sds_3d.viewer import write_viewer
 from sds_core.api import CameraBatch, ExportContext, ExportOptions
@@ -61,7 +62,8 @@ def write_final(
     generator.eval()
     try:
         paths = extra(out_dir) if extra is not None else []
-        surface = surface_of(generator, context, bound, resolution) if wants_mesh(formats) else None
+        own = isinstance(generator, TexturedSurface)  # its own mesh and texture: nothing to extract
+        surface = surface_of(generator, context, bound, resolution) if wants_mesh(formats) and not own else None
         if before_render is not None:
             before_render()
         return paths + write_artefacts(generator, out_dir, context, formats, surface)
@@ -72,11 +74,17 @@ def write_final(
 def write_artefacts(
     generator: Exportable, out_dir: Path, context: ExportContext, formats: tuple[str, ...], surface: Surface | None
 ) -> list[Path]:
-    """Mesh files of `surface` (none when None), the turntable and the viewer page, as `formats` ask."""
+    """Mesh files of a `TexturedSurface`'s own mesh, else of `surface` (none when None), the turntable
+    and the viewer page, as `formats` ask."""
     cfg = generator.cfg
     paths: list[Path] = []
     glb: bytes | None = None
-    if surface is not None and wants_mesh(formats):
+    if isinstance(generator, TexturedSurface) and wants_mesh(formats):
+        # the mesh as it was given, with its texture; OBJ digits enough for float32 to read back exactly
+        textured, colored = textured_meshes(generator.uv_texture())
+        written, glb = write_mesh_files(out_dir, textured, colored, formats, obj_digits=17)
+        paths += written
+    elif surface is not None and wants_mesh(formats):
         vertices, faces, albedo = surface
         textured, colored = build_meshes(vertices, faces, albedo, cfg.texture_size, context.device)
         written, glb = write_mesh_files(out_dir, textured, colored, formats)

@@ -104,9 +104,15 @@ def write_file(path: Path, data: bytes | str) -> Path:
 
 
 def write_mesh_files(
-    out_dir: Path, textured: trimesh.Trimesh, colored: trimesh.Trimesh, formats: Sequence[str], name: str = "mesh"
+    out_dir: Path,
+    textured: trimesh.Trimesh,
+    colored: trimesh.Trimesh,
+    formats: Sequence[str],
+    name: str = "mesh",
+    obj_digits: int = 8,
 ) -> tuple[list[Path], bytes | None]:
-    """mesh.glb (UV texture), mesh.obj + mesh.mtl + texture PNG, mesh.ply (vertex colours).
+    """mesh.glb (UV texture), mesh.obj + mesh.mtl + texture PNG, mesh.ply (vertex colours);
+    `obj_digits` decimals per OBJ coordinate.
 
     Returns the paths and the GLB bytes (for the viewer page)."""
     from trimesh.exchange.gltf import export_glb
@@ -121,7 +127,9 @@ def write_mesh_files(
         if "glb" in formats:
             paths.append(write_file(out_dir / f"{name}.glb", glb))
     if "obj" in formats:
-        text, files = export_obj(textured, include_texture=True, return_texture=True, mtl_name=f"{name}.mtl")
+        text, files = export_obj(
+            textured, include_texture=True, return_texture=True, mtl_name=f"{name}.mtl", digits=obj_digits
+        )
         for filename, data in files.items():
             paths.append(write_file(out_dir / filename, data))
         paths.append(write_file(out_dir / f"{name}.obj", text))

@@ -1,4 +1,5 @@
-"""sds-mesh: an explicit triangle mesh as an SDS generator (the `mesh` plugin)."""
+"""sds-mesh: triangle-mesh SDS generators: an explicit mesh (the `mesh` plugin) and a UV texture on a
+mesh the user brings (the `texture` plugin)."""
 
 from __future__ import annotations
 
