@@ -400,8 +400,12 @@ def main(argv: list[str] | None = None) -> int:
                 result["sds"] = list(pool.map(run, jobs))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
-    if args.record:  # one row: the whole result (classifier, samples, autoencoder, SDS runs)
-        harness.write_record(args.record, [result], "cpu", harness.command(__file__, argv))
+    if args.record:
+        # SDS alone: a row per run (the docs render them as a table); else one row, the whole result
+        # (classifier, samples, autoencoder, SDS runs)
+        alone = args.sds and not args.cfg and not args.autoencoder
+        rows = [{"model": Path(result["model"]).name, "step": step, **r} for r in result["sds"]] if alone else [result]
+        harness.write_record(args.record, rows, "cpu", harness.command(__file__, argv))
     return 0
 
 

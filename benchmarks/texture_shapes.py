@@ -9,7 +9,8 @@ then `sds generate PROMPT --generator texture --set generator.mesh=TRUE_MESH --g
 - the colour error (mean absolute RGB difference of the albedo at true surface points,
   `sds_shapes.metrics.colour_error`) of the texture, looked up at the nearest surface point;
   `sds eval geometry` reports the nearest-vertex colour (coarser on a mesh with few vertices);
-- the nerf draft's colour error on the same object from benchmarks/results/nerf_shapes-draft.json.
+- the nerf draft's colour error on the same object and seed, from benchmarks/results/nerf_shapes-draft.json
+  (seed 0) and nerf_shapes-draft-seedN.json (seed N).
 
     python benchmarks/texture_shapes.py                                     # green cube, seeds 0 1
     python benchmarks/texture_shapes.py --objects "a red sphere" "a green cube" "a blue cone" \\
@@ -28,14 +29,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, also wh
 import harness
 
 DEFAULT_OBJECTS = ("a green cube",)
-NERF_RESULT = Path(__file__).resolve().parent / "results" / "nerf_shapes-draft.json"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def nerf_colour_errors() -> dict[str, float]:
-    """The stored nerf draft's colour error per prompt (its command's seed, 0)."""
-    if not NERF_RESULT.is_file():
+def nerf_result(seed: int) -> Path:
+    """The stored nerf draft of a seed: nerf_shapes-draft.json (seed 0), nerf_shapes-draft-seedN.json."""
+    return RESULTS / ("nerf_shapes-draft.json" if seed == 0 else f"nerf_shapes-draft-seed{seed}.json")
+
+
+def nerf_colour_errors(seed: int) -> dict[str, float]:
+    """The stored nerf draft's colour error per prompt for that seed ({} when none is stored)."""
+    path = nerf_result(seed)
+    if not path.is_file():
         return {}
-    rows = json.loads(NERF_RESULT.read_text())["rows"]
+    rows = json.loads(path.read_text())["rows"]
     return {row["prompt"]: row["colour_error"] for row in rows if "colour_error" in row}
 
 
@@ -97,11 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = harness.overrides(args)
     root = harness.run_root(args, "texture-shapes-")
-    nerf = nerf_colour_errors()
     rows = []
     for prompt in args.objects:
         for seed in args.seeds:
             row = run_object(prompt, root / f"{prompt.replace(' ', '-')}-seed{seed}", args.preset, overrides, seed)
+            nerf = nerf_colour_errors(seed)  # the nerf draft of the same seed
             row["nerf_draft_colour_error"] = nerf.get(prompt)
             row["at_most_nerf"] = None if prompt not in nerf else row["colour_error"] <= nerf[prompt]
             rows.append(row)
