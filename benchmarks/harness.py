@@ -12,7 +12,9 @@ The scripts run as `python benchmarks/X.py`, so this module is imported as plain
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -115,9 +117,14 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_root(args: argparse.Namespace, prefix: str) -> Path:
-    """`--out` when given, else a fresh temporary folder named `prefix...`."""
+    """`--out` when given (kept), else a fresh temporary folder named `prefix...`, removed when the
+    process exits (run folders of a benchmark are hundreds of MB; nothing is left on the disk)."""
     out = getattr(args, "out", None)
-    return Path(out) if out is not None else Path(tempfile.mkdtemp(prefix=prefix))
+    if out is not None:
+        return Path(out)
+    root = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return Path(root)
 
 
 def command(script: str, argv: Sequence[str] | None = None) -> list[str]:

@@ -5,9 +5,12 @@ Only torch, pluggy and sds_core here, so that the core's tests run with sds-core
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
+import shutil
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +22,11 @@ import torch
 
 # Before anything imports huggingface_hub (it reads this once): no test reaches a model hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Compiled extensions (nerfacc's kernels, if a CUDA function is ever called) never touch the user's
+# cache: a folder of this process's own, removed when it exits, unless the caller named one.
+if "TORCH_EXTENSIONS_DIR" not in os.environ:
+    os.environ["TORCH_EXTENSIONS_DIR"] = _extensions = tempfile.mkdtemp(prefix="sds-torch-ext-")
+    atexit.register(shutil.rmtree, _extensions, ignore_errors=True)
 
 from sds_core.hookspecs import hookimpl
 from sds_core.plugins import Catalog, PluginSpec, load_catalog

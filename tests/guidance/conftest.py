@@ -9,14 +9,12 @@ backends from that folder with HF_HUB_OFFLINE=1, so the real loading code runs w
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-# compiled extensions (if any) and caches must never touch the user's folders
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", tempfile.mkdtemp(prefix="sds-torch-ext-"))
+# compiled extensions go to a temp folder (tests/conftest.py); caches never touch the user's folders
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

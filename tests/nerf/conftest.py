@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import pytest
 
-# nerfacc compiles CUDA kernels into TORCH_EXTENSIONS_DIR when a CUDA function is called; keep
-# that out of the user's cache (and the CPU tests never call one).
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", tempfile.mkdtemp(prefix="sds-nerf-ext-"))
+# nerfacc compiles CUDA kernels into TORCH_EXTENSIONS_DIR when a CUDA function is called:
+# tests/conftest.py points it at a temp folder of its own (and the CPU tests never call one).
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("nerfacc")
