@@ -91,7 +91,16 @@ def _run_and_report(trainer: object, progress: object) -> None:
 
 @app.command()
 def generate(
-    prompt: Annotated[str, typer.Argument(help='What to make, e.g. "a red cube".')],
+    prompt: Annotated[
+        str | None, typer.Argument(help='What to make, e.g. "a red cube" (optional with --image).')
+    ] = None,
+    image: Annotated[
+        Path | None,
+        typer.Option(
+            help="Image-to-3D: a reference image (RGBA, or RGB on a plain background) for an "
+            "image-conditioned guidance (--guidance zero123); docs/image-to-3d.md."
+        ),
+    ] = None,
     generator: Annotated[str | None, typer.Option(help="Generator plugin (default: nerf).")] = None,
     guidance: Annotated[str | None, typer.Option(help="Guidance plugin (default: shapes, the offline prior).")] = None,
     loss: Annotated[str | None, typer.Option(help="Distillation loss plugin (default: sds).")] = None,
@@ -114,16 +123,21 @@ def generate(
         names = {"generator": generator, "guidance": guidance, "loss": loss}
         from sds_core.errors import RunFolderBusy
 
+        if prompt is None and image is None:
+            from sds_core.errors import ConfigError
+
+            raise ConfigError('give a prompt, e.g. sds generate "a red cube", or a reference image with --image PATH')
+        text = prompt or ""
         progress = RunProgress()
         listeners: list[Any] = [progress]
         if preset is None:  # the default preset on a CPU: say what it costs, once
             listeners.append(CostNotice(progress.console, DEFAULT_PRESET))
         taken: set[Path] = set()
         while True:
-            folder = out or _default_out(prompt, taken)
+            folder = out or _default_out(text or (image.stem if image is not None else ""), taken)
             try:
                 trainer = start_run(
-                    prompt,
+                    text,
                     folder,
                     preset or DEFAULT_PRESET,
                     overrides,
@@ -131,6 +145,7 @@ def generate(
                     device,
                     listeners=listeners,
                     defaults=DEFAULT_NAMES,
+                    image=image,
                 )
                 break
             except RunFolderBusy:

@@ -52,6 +52,7 @@ from sds_core.protocols import (
     TrainableCopy,
     TrainableLoss,
 )
+from sds_core.reference_options import ReferenceOptions
 from sds_core.run import RunFolder
 
 if TYPE_CHECKING:  # the lazy names below, for type checkers
@@ -138,6 +139,7 @@ __all__ = [
     "OwnsSchedule",
     "PluginError",
     "PluginSpec",
+    "ReferenceOptions",
     "Registry",
     "Render",
     "RunFolder",

@@ -23,6 +23,7 @@ from sds_core.files import RunLock
 from sds_core.loop import Trainer, export_final, resolve_device, stop_at_once
 from sds_core.plugins import Catalog, load_catalog
 from sds_core.protocols import BuildContext, ExportContext, Guidance, GuidanceFacts
+from sds_core.reference import ReferenceImage, load_kept, load_reference, reference_options
 from sds_core.resolve import ResolvedConfig, resolve_config
 from sds_core.run import RunFolder, check_record
 
@@ -39,20 +40,28 @@ def start_run(
     listeners: Sequence[Listener] = (),
     catalog: Catalog | None = None,
     defaults: dict[str, str] | None = None,
+    image: Path | None = None,
 ) -> Trainer:
     """A new run in `out_dir`, which must be new or empty; the folder stays locked for the trainer.
-    `defaults`: the plugin names of sections neither `names` nor `overrides` name."""
-    if not prompt.strip():
+    `defaults`: the plugin names of sections neither `names` nor `overrides` name. `image`: the
+    reference image of an image-conditioned guidance (`sds generate --image`; the prompt may then
+    be empty)."""
+    if not prompt.strip() and image is None:
         raise ConfigError('the prompt is empty; pass the text to generate, e.g. "a red cube"')
     folder = RunFolder(Path(out_dir))
     folder.check_new()
     catalog = catalog or load_catalog()
     resolved = resolve_config(catalog, preset=preset, overrides=overrides, names=names, defaults=defaults)
     torch_device = resolve_device(device)
+    reference: ReferenceImage | None = None
+    options = reference_options(resolved.plugin_configs["guidance"], resolved.specs["guidance"].name, image is not None)
+    if options is not None and image is not None:  # read before the folder is made: a bad image leaves nothing
+        reference = load_reference(image, options)
     lock = folder.lock()
     try:
         folder.check_new()  # again, holding the lock: another process may have claimed it meanwhile
-        return Trainer(resolved, prompt, Path(out_dir), torch_device, list(listeners), lock)
+        source = None if image is None else str(image)
+        return Trainer(resolved, prompt, Path(out_dir), torch_device, list(listeners), lock, reference, source)
     except BaseException:
         lock.discard()  # a refused run leaves nothing behind
         raise
@@ -104,7 +113,15 @@ def _resume(
     run_lock: RunLock | None,
 ) -> Trainer:
     record, payload, resolved = read_run(folder, catalog, steps)
-    trainer = Trainer(resolved, record["prompt"], folder.root, resolve_device(device), list(listeners), run_lock)
+    reference = None
+    options = reference_options(resolved.plugin_configs["guidance"], resolved.specs["guidance"].name, "image" in record)
+    if options is not None:  # the kept copy, checked against its recorded SHA-256
+        reference = load_kept(folder.root, record["image"], options)
+    source = record["image"].get("source") if reference is not None else None
+    source = source if isinstance(source, str) else None
+    trainer = Trainer(
+        resolved, record["prompt"], folder.root, resolve_device(device), list(listeners), run_lock, reference, source
+    )
     if payload:
         restore(trainer.load_state, payload, folder.last_checkpoint)
     changed = steps is not None and steps != record["config"]["run"].get("steps")
@@ -128,6 +145,7 @@ def read_run(
             "prompt": payload.get("prompt"),
             "preset": payload.get("preset", "paper"),
             "config": payload.get("config"),
+            **({"image": payload["image"]} if "image" in payload else {}),
         }
         record = check_record(fields, folder.last_checkpoint)
     tree = record["config"]

@@ -41,6 +41,8 @@ from sds_core.protocols import (
     ScheduledLearningRates,
     TrainableLoss,
 )
+from sds_core.reference import ReferenceImage
+from sds_core.reference_terms import attach_reference
 from sds_core.resolve import ResolvedConfig
 from sds_core.run import RunFolder
 from sds_core.schedules import learning_rate_factor
@@ -143,6 +145,9 @@ class Trainer:
     device: torch.device
     listeners: Sequence[Listener] = field(default_factory=list)
     lock: RunLock | None = None  # the run folder's lock, held while this trainer may write there
+    # image-to-3D (`sds generate --image`): the reference image, and the path it was read from
+    reference: ReferenceImage | None = None
+    image_source: str | None = None
 
     def __post_init__(self) -> None:
         self.folder = RunFolder(Path(self.out_dir))
@@ -157,6 +162,10 @@ class Trainer:
         self.generator = specs["generator"].build(configs["generator"], context).to(self.device)
         self.loss = specs["loss"].build(configs["loss"], context)
         self.cameras = CameraSampler(self.resolved.cameras)
+        # the reference-view terms of an image-conditioned guidance (None for a text-only run)
+        self.reference_terms = attach_reference(
+            self.resolved, self.guidance, self.generator, self.reference, self.device
+        )
         groups = self.generator.param_groups()
         if isinstance(self.loss, TrainableLoss):  # e.g. VSD's eps_phi, with its own lr
             groups += self.loss.param_groups()
@@ -184,6 +193,7 @@ class Trainer:
             # what the generator read from the guidance: `load_run` builds it without the model
             "guidance": asdict(GuidanceFacts.of(self.guidance)),
             **({"loss": self.loss.state_dict()} if isinstance(self.loss, TrainableLoss) else {}),
+            **({"image": self.reference.record(self.image_source)} if self.reference is not None else {}),
         }
 
     def load_state(self, payload: dict[str, Any]) -> None:
@@ -216,6 +226,8 @@ class Trainer:
         return f"the checkpoint of step {self.saved_step} is intact"
 
     def write_config(self) -> None:
+        if self.reference is not None:  # the input image is kept beside the config that names it
+            self.reference.write(self.folder.root)
         self.folder.write_config(
             {
                 "prompt": self.prompt,
@@ -228,6 +240,7 @@ class Trainer:
                     for section, spec in self.resolved.specs.items()
                 },
                 "versions": _versions(self.resolved),
+                **({"image": self.reference.record(self.image_source)} if self.reference is not None else {}),
             }
         )
 
@@ -264,7 +277,11 @@ class Trainer:
         conditioning = self.guidance.condition(render, views)
         out = self.loss(x, self.guidance, conditioning, self.step, cameras=views)
         regs = self.generator.regularizers(render, cams, self.step)
-        total = out.loss + sum(regs.values(), torch.zeros((), device=out.loss.device))
+        loss = out.loss
+        if self.reference_terms is not None:  # image-to-3D: the prior's weight, and the reference view's terms
+            loss = self.reference_terms.options.lambda_sds * loss
+            regs = {**regs, **self.reference_terms(self.generator, self.step)}
+        total = loss + sum(regs.values(), torch.zeros((), device=out.loss.device))
         t2 = self._sync()
         self.optimizer.zero_grad(set_to_none=True)
         if total.requires_grad:  # a render that reached no parameter (e.g. an emptied field) skips its update

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from sds_core.api import ReferenceOptions
+
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 
 
@@ -175,3 +177,64 @@ class FluxConfig(FlowModelOptions):
     cfg_mode: Literal["distilled", "true-cfg"] = "distilled"
     # the guidance embedding's scale for a guidance-distilled model (FluxPipeline's guidance_scale 3.5)
     distilled_guidance_scale: float = 3.5
+
+
+@dataclass
+class Zero123Config(ReferenceOptions, CompileOptions):
+    """Zero-1-to-3 (Liu et al., ICCV 2023) or Stable Zero123 (Stability AI, 2023) in diffusers
+    format as an image-conditioned prior (`sds_guidance.zero123`): a UNet on the noisy latent
+    concatenated with the reference image's latent, cross-attending to the CLIP image embedding
+    of the reference and the relative camera of each view. The reference options (its camera,
+    foreground, the reference-view terms' weights) are `ReferenceOptions` (sds_core)."""
+
+    # hub id or local folder in the diffusers layout of kxic/zero123-xl-diffusers (unet, vae,
+    # image_encoder, feature_extractor, scheduler, cc_projection); a Stable Zero123 port
+    # (ashawkey/stable-zero123-diffusers) names its projection clip_camera_projection
+    model: str = "kxic/zero123-xl-diffusers"
+    revision: str | None = None  # a branch, tag or commit of the hub repository
+    variant: str | None = None  # e.g. "fp16" to load the half-precision files of a hub repo
+    # load `.bin` (pickled) weights when a folder has no safetensors; off: such a folder is refused,
+    # since unpickling can run code (allowed, they are unpickled with weights_only=True)
+    allow_pickled_weights: bool = False
+    # the relative camera fed to the projection with the CLIP embedding: "zero123" [d_polar,
+    # sin d_azimuth, cos d_azimuth, d_radius] (Zero-1-to-3, threestudio zero123_guidance.py);
+    # "stable-zero123" puts the reference's own polar angle (radians) in the last slot instead of
+    # d_radius (threestudio stable_zero123_guidance.py, DreamGaussian; recalled, see docs/image-to-3d.md)
+    camera_encoding: Literal["zero123", "stable-zero123"] = "zero123"
+    # omega of eps_u + (1 + omega)(eps_c - eps_u): threestudio's zero123 / stable-zero123 configs and
+    # the diffusers Zero1to3 pipeline guide with guidance_scale 3.0 = 1 + omega
+    guidance_scale: float = 2.0
+    # RGB renders are resized to this side before VAE encoding; None: the model's own (256 for
+    # Zero-1-to-3: the UNet's sample_size 32 x the VAE's 8)
+    resolution: int | None = None
+    dtype: Dtype = "auto"  # auto: float16 on CUDA, float32 on CPU
+    encode: Literal["sample", "mean"] = "sample"  # draw from the VAE posterior, or take its mean
+    channels_last: bool = True  # memory format of the UNet on CUDA
+    attention_slicing: bool = False  # lower memory, slower
+    cpu_offload: bool = False  # unused by zero123 (its models are small); kept for the shared loaders
+    # Zero-1-to-3 was trained on Objaverse renders on white: 3D generators with background=auto
+    # render on it, and the reference image is composited on it
+    background: tuple[float, float, float] | None = (1.0, 1.0, 1.0)
+
+
+# threestudio configs/zero123.yaml lights the material ambient-only for the whole run
+# (`ambient_only_steps: 100000`, recalled): the 3D generators stay on albedo, so the reference
+# view's render is comparable with the photograph
+ZERO123_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    name: {"default": {"generator": {"albedo_only_steps": 100_000}}} for name in ("nerf", "mesh", "gaussians")
+}
+# the novel views around the reference (DreamGaussian image mode: radius 2, fovy 49.1 deg;
+# threestudio zero123: elevations -10 .. 80): at the reference's distance and field of view, so the
+# relative camera's d_radius is 0 as in Zero-1-to-3's training pairs; focal = 0.5 / tan(49.1 / 2)
+ZERO123_PRESETS: dict[str, dict[str, Any]] = {
+    "default": {
+        "cameras": {
+            "elevation_range": [-10.0, 80.0],
+            "distance_range": [2.0, 2.0],
+            "focal_range": [1.0946, 1.0946],
+            "position_jitter": 0.0,
+            "target_std": 0.0,
+            "up_std": 0.0,
+        }
+    }
+}

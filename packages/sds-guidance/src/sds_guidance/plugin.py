@@ -8,11 +8,14 @@ from __future__ import annotations
 from sds_core.api import PluginSpec, Registry, hookimpl
 from sds_guidance.config import (
     STABLE_DIFFUSION_PRESETS,
+    ZERO123_PRESETS,
+    ZERO123_RECIPES,
     DeepFloydIFConfig,
     FluxConfig,
     StableDiffusion3Config,
     StableDiffusionConfig,
     StableDiffusionXLConfig,
+    Zero123Config,
 )
 
 
@@ -60,5 +63,15 @@ def sds_register_guidance(registry: Registry) -> None:
             factory="sds_guidance.deepfloyd_if:DeepFloydIFGuidance",
             config=DeepFloydIFConfig,
             description="DeepFloyd IF stage I: 64x64 pixel prior with a T5 text encoder.",
+        )
+    )
+    registry.add(
+        PluginSpec(
+            name="zero123",
+            factory="sds_guidance.zero123:Zero123Guidance",
+            config=Zero123Config,
+            description="Zero-1-to-3 (XL) / Stable Zero123 from a hub id or folder: image-to-3D from --image.",
+            presets=ZERO123_PRESETS,
+            recipes=ZERO123_RECIPES,
         )
     )
