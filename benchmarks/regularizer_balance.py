@@ -11,8 +11,8 @@ regularisers over rays (`generator.regularizer_reduction`: "sum" over pixels as 
 
 from __future__ import annotations
 
+import argparse
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,9 @@ def measure(
     from sds_core.lifecycle import start_run
 
     overrides = deep_merge(harness.parse_sets(sets), {"generator": {"regularizer_reduction": reduction}})
-    out = Path(tempfile.mkdtemp(prefix="reg-balance-"))
-    trainer = start_run(prompt, out / "run", preset, overrides, {"guidance": "shapes"}, device="cpu")
+    out = harness.run_root(argparse.Namespace(), "reg-balance-")  # removed when the process exits
+    names = {"generator": "nerf", "guidance": "shapes"}
+    trainer = start_run(prompt, out / "run", preset, overrides, names, device="cpu")
     gen = trainer.generator
     gen.train()
     gen.field.set_step(step)

@@ -145,3 +145,15 @@ def test_stored_results_keep_their_provenance(path: Path) -> None:
     assert isinstance(stored["command"], list) and stored["command"], path.name
     assert isinstance(stored["rows"], list) and stored["rows"], path.name
     assert isinstance(stored["machine"], dict) and stored["date"] and stored["torch"], path.name
+
+
+def test_regularizer_balance_runs_and_records(tmp_path: Path) -> None:
+    """The script builds its nerf run through the lifecycle and records both reductions' gradient norms."""
+    pytest.importorskip("sds_nerf")
+    script = harness.load_script("regularizer_balance")
+    record = tmp_path / "balance.json"
+    args = ["--preset", "draft", "--step", "500", "--record", str(record)]
+    assert script.main(args) == 0
+    rows = json.loads(record.read_text())["rows"]
+    assert [r["reduction"] for r in rows] == ["mean", "sum"]
+    assert all(r["sds"] > 0 and r["pixels"] == 32 * 32 for r in rows)  # the draft renders 32 x 32
