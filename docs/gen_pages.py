@@ -6,7 +6,9 @@
   their config dataclasses through `sds_core.option_docs.option_docs` (what `sds plugins show` prints);
 - `benchmarks_page(paths)`: one table per stored result (`benchmarks/results/*.json`) with its
   provenance line;
-- `model_card_pages(models)`: the learned priors' model cards, included as they are.
+- `model_card_pages(models)`: the learned priors' model cards, included as they are;
+- `render_results(markdown)`: a hand-written page's `<!-- result NAME columns=... -->` markers
+  replaced by the stored result's table, so that prose cites figures and never types them.
 
 `docs/hooks.py` hands them to MkDocs in memory (`mkdocs build` alone works);
 `python docs/gen_pages.py OUT` writes them into OUT to read them without MkDocs.
@@ -15,9 +17,10 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +191,40 @@ def result_section(name: str, record: Mapping[str, Any]) -> str:
     else:
         out += [table(keys, ([row.get(k, "") for k in keys] for row in rows)), ""]
     return "\n".join(out)
+
+
+# `<!-- result NAME -->` or `<!-- result NAME columns=a,b,c -->` in a page: the stored result
+# benchmarks/results/NAME.json as a table (those columns, in that order), with its provenance
+RESULT_MARKER = re.compile(r"<!--\s*result\s+([\w.-]+)(?:\s+columns=([\w.,-]+))?\s*-->")
+
+
+def result_table(name: str, columns: Sequence[str] | None = None, results: Path = RESULTS, up: str = "") -> str:
+    """The stored result NAME as a Markdown table and a provenance line; ValueError when it is not
+    stored or lacks a column asked for (the docs build fails: a page never cites a missing figure)."""
+    path = Path(results) / f"{name}.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"the page cites the stored result {name!r}, which cannot be read: {exc}") from exc
+    rows = [r for r in record.get("rows", []) if isinstance(r, Mapping)]
+    keys = list(columns) if columns else list(dict.fromkeys(k for row in rows for k in row))
+    missing = [k for k in keys if not any(k in row for row in rows)]
+    if not rows or missing:
+        raise ValueError(f"the stored result {name!r} has no rows or no column {', '.join(missing)}")
+    body = table(keys, ([row.get(k, "") for k in keys] for row in rows))
+    where = f"[`{name}`]({up}reference/benchmarks.md#{name.lower().replace('.', '')})"
+    return f"{body}\n\n*Stored result {where}: {provenance(record)}.*\n"
+
+
+def render_results(markdown: str, results: Path = RESULTS, depth: int = 0) -> str:
+    """Every result marker of a page replaced by its table (`depth`: the page's folders below docs/,
+    for the link to the benchmarks page)."""
+
+    def replace(match: re.Match[str]) -> str:
+        columns = match.group(2).split(",") if match.group(2) else None
+        return result_table(match.group(1), columns, results, "../" * depth)
+
+    return RESULT_MARKER.sub(replace, markdown)
 
 
 def benchmarks_page(paths: Iterable[Path]) -> str:

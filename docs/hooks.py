@@ -1,6 +1,7 @@
 """MkDocs hook: the generated pages (`docs/gen_pages.py`) are added to the site in memory, so that
 `mkdocs build` alone regenerates them from the installed code, the plugins and
-benchmarks/results/ (nothing is written into docs/)."""
+benchmarks/results/ (nothing is written into docs/); and the stored-result markers of the
+hand-written pages are rendered as tables."""
 
 from __future__ import annotations
 
@@ -23,3 +24,9 @@ def on_files(files: Any, config: Any) -> Any:
             files.remove(stale)
         files.append(File.generated(config, path, content=content))
     return files
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    """A page's stored-result markers (`<!-- result NAME -->`) become the result's table."""
+    depth = page.file.src_uri.count("/")
+    return gen_pages.render_results(markdown, depth=depth)

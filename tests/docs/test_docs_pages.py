@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,3 +130,28 @@ def test_the_model_cards_are_included_unchanged():
     for name, text in pages.items():
         card = gen_pages.MODELS / Path(name).stem / "README.md"
         assert text.startswith(card.read_text())
+
+
+def test_a_result_marker_becomes_the_stored_table_and_a_missing_one_fails(tmp_path: Path):
+    record = {"command": ["python", "benchmarks/x.py"], "commit": "abc", "rows": [{"prompt": "a red cube", "iou": 0.5}]}
+    (tmp_path / "x-draft.json").write_text(json.dumps(record))
+    page = "Before.\n\n<!-- result x-draft columns=iou,prompt -->\n\nAfter."
+    out = gen_pages.render_results(page, tmp_path, depth=1)
+    assert "| iou | prompt |" in out and "| 0.5 | a red cube |" in out
+    assert "(../reference/benchmarks.md#x-draft)" in out and "commit `abc`" in out
+    assert out.startswith("Before.") and out.endswith("After.")
+    with pytest.raises(ValueError, match="'missing'"):
+        gen_pages.render_results("<!-- result missing -->", tmp_path)
+    with pytest.raises(ValueError, match="no column chamfer"):
+        gen_pages.render_results("<!-- result x-draft columns=chamfer -->", tmp_path)
+
+
+def test_no_page_types_a_figure_table_by_hand():
+    """A table of measured figures in a hand-written page is a stored result's marker, not typed
+    digits: no table row with three decimals (the paper's constants, 0.02 or 0.75, have two), and
+    none with two in the experiments page, which has no constants."""
+    for page in (ROOT / "docs").glob("*.md"):
+        decimal = re.compile(r"\d\.\d\d" if page.name == "experiments.md" else r"\d\.\d\d\d")
+        lines = (re.sub(r"arXiv:\S+", "", line) for line in page.read_text().splitlines())  # ids, not figures
+        rows = [line for line in lines if line.startswith("|") and decimal.search(line)]
+        assert not rows, f"{page.name}: {rows[:2]}"
