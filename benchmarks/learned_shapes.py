@@ -1,17 +1,20 @@
-"""The learned priors `shapes-learned` (an IF stage-I format model trained on the shapes world) and
-`shapes-learned-sd` (a Stable Diffusion 1.x format one, `--model` its folder), judged against the
-world's ground truth (CPU).
+"""The learned priors `shapes-learned` (an IF stage-I format model trained on the shapes world),
+`shapes-learned-sd` (a Stable Diffusion 1.x format one, `--model` its folder) and a Stable Diffusion 3
+format one (`--format sd3`, `--model` its folder), judged against the world's ground truth (CPU).
 
 1. A small classifier (primitive, colour) trained on exact renders from A.2 cameras that the
    model never saw; its held-out accuracy on other cameras is printed first (a judge weaker
    than ~95% says little about the samples).
 2. Samples of the model (its DDPM scheduler: IF's with learned variance, SD's with fixed variance
    in latent space, decoded by its autoencoder; `--sampling-steps`, CFG `--cfg`), `--samples`
-   per prompt: the share that show the prompt's primitive, its colour, both.
-3. With `--sds`: `sds generate` with the model (the deepfloyd-if or stable-diffusion backend on
-   the folder, which is what `shapes-learned` / `shapes-learned-sd` is) on the nerf and mesh
-   generators, draft preset (A.2's cameras), per object and seed, then `sds eval geometry`; and
-   the exact `shapes` prior beside it. A cube's row also gives its yaw-free IoU (the best over
+   per prompt: the share that show the prompt's primitive, its colour, both. An SD3 folder samples
+   by its own pipeline (StableDiffusion3Pipeline without T5: Euler steps over its flow-matching
+   scheduler's shifted sigmas, CFG on the velocity).
+3. With `--sds`: `sds generate` with the model (the deepfloyd-if, stable-diffusion or
+   stable-diffusion-3 backend, the last with `drop_t5`, on the folder, which is what
+   `shapes-learned` / `shapes-learned-sd` is) on the nerf and mesh generators, draft preset
+   (A.2's cameras), per object and seed, then `sds eval geometry`; and the exact `shapes` prior
+   beside it. A cube's row also gives its yaw-free IoU (the best over
    turns about z: view-captioned images cannot fix the yaw of a shape a quarter turn leaves
    unchanged; `sds_shapes.metrics.yaw_free_iou`).
 4. With `--autoencoder` (SD folders): the autoencoder's PSNR on renders from unseen A.2 cameras.
@@ -158,9 +161,19 @@ def train_classifier(cfg: Any, cache: Path, steps: int, log: Any) -> tuple[Any, 
     return net, accuracy
 
 
+def pipeline_class(model: Path) -> str:
+    """The pipeline class a folder names in its model_index.json."""
+    return str(json.loads((model / "model_index.json").read_text())["_class_name"])
+
+
+def is_sd3(model: Path) -> bool:
+    """Whether the folder is a Stable Diffusion 3 pipeline (`--format sd3`)."""
+    return pipeline_class(model) == "StableDiffusion3Pipeline"
+
+
 def is_stable_diffusion(model: Path) -> bool:
-    """Whether the folder is a Stable Diffusion pipeline (else an IF one), from its model_index.json."""
-    return bool(json.loads((model / "model_index.json").read_text())["_class_name"] == "StableDiffusionPipeline")
+    """Whether the folder is a Stable Diffusion (1.x or 3) pipeline with an autoencoder (else an IF one)."""
+    return pipeline_class(model) in ("StableDiffusionPipeline", "StableDiffusion3Pipeline")
 
 
 def autoencoder_psnr(model: Path, cfg: Any, cache: Path, count: int = 64) -> dict[str, float]:
@@ -184,15 +197,18 @@ def autoencoder_psnr(model: Path, cfg: Any, cache: Path, count: int = 64) -> dic
 @functools.cache
 def load_pipeline(model: Path) -> Any:
     """The pipeline in `model`, loaded once: IF's with its DDPM scheduler (learned variance), or
-    SD's with the DDPM scheduler of its betas (its folder holds PNDM's config)."""
-    from diffusers import DDPMScheduler, IFPipeline, StableDiffusionPipeline
+    SD's with the DDPM scheduler of its betas (its folder holds PNDM's config), SD3's with its
+    flow-matching Euler scheduler and no T5."""
+    from diffusers import DDPMScheduler, IFPipeline, StableDiffusion3Pipeline, StableDiffusionPipeline
     from diffusers.utils import logging
     from transformers.utils import logging as transformers_logging
 
     logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     pipe: Any
-    if is_stable_diffusion(model):
+    if is_sd3(model):
+        pipe = StableDiffusion3Pipeline.from_pretrained(model, text_encoder_3=None, tokenizer_3=None)
+    elif is_stable_diffusion(model):
         pipe = StableDiffusionPipeline.from_pretrained(model, safety_checker=None, feature_extractor=None)
         pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     else:
@@ -207,6 +223,19 @@ def sample_model(model: Path, prompts: list[str], steps: int, cfg_scale: float, 
 
     generator = torch.Generator().manual_seed(seed)
     pipe = load_pipeline(model)
+    if is_sd3(model):
+        side = pipe.transformer.config.sample_size * pipe.vae_scale_factor
+        out = pipe(
+            prompts,
+            height=side,
+            width=side,
+            num_inference_steps=steps,
+            guidance_scale=cfg_scale,
+            generator=generator,
+            output_type="pt",
+            max_sequence_length=_training_config(model).t5_tokens,  # T5's zero tokens, as trained
+        )
+        return (out.images * 2 - 1).clamp(-1, 1)
     if is_stable_diffusion(model):
         side = pipe.unet.config.sample_size * pipe.vae_scale_factor
         out = pipe(
@@ -230,6 +259,21 @@ def sample_model(model: Path, prompts: list[str], steps: int, cfg_scale: float, 
     return out.images.clamp(-1, 1)
 
 
+def learned_backend(model: Path, cfg: Any) -> list[str]:
+    """The guidance backend (and its options) that runs the folder as its prior is registered:
+    deepfloyd-if; stable-diffusion at the model's side; stable-diffusion-3 at the model's side,
+    with T5 dropped (the folder has none) and as many zero T5 tokens as in training."""
+    if is_sd3(model):
+        return [
+            "stable-diffusion-3",
+            *("--set", f"guidance.resolution={cfg.resolution}", "--set", "guidance.drop_t5=true"),
+            *("--set", f"guidance.max_sequence_length={cfg.t5_tokens}"),
+        ]
+    if is_stable_diffusion(model):
+        return ["stable-diffusion", "--set", f"guidance.resolution={cfg.resolution}"]
+    return ["deepfloyd-if"]
+
+
 def sds_geometry(
     prompt: str, generator: str, guidance: list[str], seed: int, out: Path, extra: list[str]
 ) -> dict[str, Any]:
@@ -250,7 +294,7 @@ def sds_geometry(
 def main(argv: list[str] | None = None) -> int:
     parser = harness.parser(__doc__)
     parser.add_argument(
-        "--model", type=Path, default=SHIPPED, help="an IF or SD pipeline folder (default: the shipped IF one)"
+        "--model", type=Path, default=SHIPPED, help="an IF, SD or SD3 pipeline folder (default: the shipped IF one)"
     )
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sds-learned-bench")
     parser.add_argument("--classifier-steps", type=int, default=4000)
@@ -341,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         share = [sum(r[k] for r in rows) / len(rows) for k in (1, 2, 3)]
         print(
             f"samples at CFG {scale} ({args.samples} per prompt{' without' if args.plain else ', with'} view suffixes, "
-            f"{args.sampling_steps} DDPM steps): "
+            f"{args.sampling_steps} {'Euler' if is_sd3(args.model) else 'DDPM'} steps): "
             f"primitive {share[0]:.3f}, colour {share[1]:.3f}, both {share[2]:.3f}"
         )
         for prompt, sp, sc, sb in rows:
@@ -359,8 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         # what `shapes-learned` / `shapes-learned-sd` is: the deepfloyd-if / stable-diffusion backend
         # on the folder, with the backdrop of its training renders declared (SD: renders encoded at
         # the model's side, not the draft preset's 256)
-        sd = is_stable_diffusion(args.model)
-        backend = ["stable-diffusion", "--set", f"guidance.resolution={cfg.resolution}"] if sd else ["deepfloyd-if"]
+        backend = learned_backend(args.model, cfg)
         priors = {
             "learned": [
                 "--guidance",

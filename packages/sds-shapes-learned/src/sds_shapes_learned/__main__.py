@@ -5,7 +5,8 @@
 file of figures measured on those weights to the card.
 
 Every field of `TrainConfig` is a flag (tuples as comma-separated values); `--format sd` trains the
-Stable Diffusion format model, with `SD_DEFAULTS` for the options not given. Bad options: one
+Stable Diffusion format model, with `SD_DEFAULTS` for the options not given (`--format sd3`: the
+Stable Diffusion 3 one, with `SD3_DEFAULTS`). Bad options: one
 sentence on stderr, exit status 2.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sds_core.api import SdsError
-from sds_shapes_learned.config import FORMATS, SD_DEFAULTS, TrainConfig
+from sds_shapes_learned.config import FORMATS, SD3_DEFAULTS, SD_DEFAULTS, TrainConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,6 +66,8 @@ def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | 
         raise SdsError(f"--format takes one of {', '.join(FORMATS)}, not {values['format']!r}")
     if values.get("format") == "sd":
         values = {**SD_DEFAULTS, **values}
+    elif values.get("format") == "sd3":
+        values = {**SD3_DEFAULTS, **values}
     return TrainConfig(**values), ship, figures
 
 

@@ -10,6 +10,14 @@ from sds_shapes_learned.config import TrainConfig
 from sds_shapes_learned.plugin import SHAPES_LEARNED, SHAPES_LEARNED_SD
 
 COMMAND = "OMP_NUM_THREADS=1 python -m sds_shapes_learned{format} --out {out}"
+# where `--format sd3`'s weights would ship (not registered: none are trained yet, docs/priors.md)
+SHAPES_LEARNED_FLOW = SHAPES_LEARNED.parent / "shapes-learned-flow"
+# each format's model name, run folder and model folder
+NAMES = {
+    "if": (SHAPES_LEARNED.name, "runs/shapes-learned", SHAPES_LEARNED),
+    "sd": (SHAPES_LEARNED_SD.name, "runs/shapes-learned-sd", SHAPES_LEARNED_SD),
+    "sd3": (SHAPES_LEARNED_FLOW.name, "runs/shapes-learned-flow", SHAPES_LEARNED_FLOW),
+}
 
 
 def _source_path(folder: Path) -> str:
@@ -19,15 +27,14 @@ def _source_path(folder: Path) -> str:
 
 def _commands(cfg: TrainConfig, step: int, segments: list[dict[str, int]]) -> list[str]:
     """The commands that trained these weights, one per stretch of one worker count, then the export."""
-    sd = cfg.format == "sd"
-    out = "runs/shapes-learned-sd" if sd else "runs/shapes-learned"
-    command = COMMAND.format(format=" --format sd" if sd else "", out=out)
+    _, out, folder = NAMES[cfg.format]
+    command = COMMAND.format(format="" if cfg.format == "if" else f" --format {cfg.format}", out=out)
     lines = []
     for i, segment in enumerate(segments):
         end = segments[i + 1]["step"] if i + 1 < len(segments) else step
         workers = f" --workers {segment['workers']}" if segment["workers"] > 1 else ""
         lines.append(f"{command}{workers} --steps {end}")
-    ship = _source_path(SHAPES_LEARNED_SD if sd else SHAPES_LEARNED)
+    ship = _source_path(folder)
     lines.append(f"{command.removeprefix('OMP_NUM_THREADS=1 ')} --ship {ship}")
     return ["```", *lines, "```"]
 
@@ -55,12 +62,13 @@ def _digests(lines: list[str]) -> list[str]:
     ]
 
 
-def _curve(log: list[dict[str, float]], rows: int = 12) -> list[str]:
-    """The loss log thinned to about `rows` rows (means over each stretch of entries)."""
+def _curve(log: list[dict[str, float]], rows: int = 12, flow: bool = False) -> list[str]:
+    """The loss log thinned to about `rows` rows (means over each stretch of entries); `flow`: the
+    MSE is the velocity's (SD3)."""
     if not log:
         return ["(no steps yet)"]
     size = max(1, len(log) // rows)
-    names = {"mse": "noise MSE", "vlb": "L_vlb term"}
+    names = {"mse": "velocity MSE" if flow else "noise MSE", "vlb": "L_vlb term"}
     keys = [k for k in names if any(e[k] for e in log)]  # SD's fixed variance logs no L_vlb
     lines = ["| steps | " + " | ".join(names[k] for k in keys) + " | seconds |", "| --- " * (len(keys) + 2) + "|"]
     for start in range(0, len(log), size):
@@ -79,16 +87,28 @@ def model_card(
     vae_log: list[dict[str, Any]] | None = None,
     scaling_factor: float | None = None,
     digests: list[str] | None = None,
+    shift_factor: float | None = None,
 ) -> str:
     """Data, model, training, loss curve and the commands that made the weights; `digests`:
     `weight_digests` of the exported folder; `figures`: Markdown of measurements on these weights,
-    appended as they are."""
+    appended as they are; `scaling_factor`, `shift_factor`: the autoencoder's (SD formats)."""
     segments = segments or [{"step": 0, "workers": cfg.workers}]
-    sd = cfg.format == "sd"
+    sd, flow = cfg.format == "sd", cfg.format == "sd3"
+    if flow:
+        model_lines = _sd3_model(cfg, scaling_factor, shift_factor)
+    else:
+        model_lines = _sd_model(cfg, scaling_factor) if sd else _if_model(cfg)
+    if flow:
+        objective = (
+            f"the velocity MSE of rectified flow (SD3: x_t = (1 - t) x + t eps, target eps - x, t logit-normal "
+            f"m {cfg.logit_mean} s {cfg.logit_std})"
+        )
+    else:
+        objective = "the noise MSE (SD's fixed variance)" if sd else f"hybrid loss L_simple + {cfg.vlb_weight} L_vlb"
     lines = [
-        f"# {SHAPES_LEARNED_SD.name if sd else SHAPES_LEARNED.name}",
+        f"# {NAMES[cfg.format][0]}",
         "",
-        *_intro(sd),
+        *_intro(cfg.format),
         "",
         "## Data",
         f"- World (narrowed for the learned model): primitives {', '.join(cfg.primitives)}; colours "
@@ -100,21 +120,19 @@ def model_card(
         f"probability {cfg.view_suffix_probability}; empty with probability {cfg.caption_dropout} (CFG).",
         "",
         "## Model",
-        *(_sd_model(cfg, scaling_factor) if sd else _if_model(cfg)),
+        *model_lines,
         "",
         "## Training",
-        *(_sd_training(cfg, vae_log or []) if sd else []),
+        *(_sd_training(cfg, vae_log or [], flow) if sd or flow else []),
         f"- {step} steps of batch {cfg.batch_size}, AdamW lr {cfg.lr} (warm-up {cfg.warmup_steps} steps), gradient "
-        f"clip {cfg.grad_clip}, EMA {cfg.ema_decay} (weights here are the EMA), "
-        + ("the noise MSE (SD's fixed variance)" if sd else f"hybrid loss L_simple + {cfg.vlb_weight} L_vlb")
-        + f", seed {cfg.seed}.",
+        f"clip {cfg.grad_clip}, EMA {cfg.ema_decay} (weights here are the EMA), {objective}, seed {cfg.seed}.",
         "- Commands (each resumes the state in the folder and trains to `--steps`; a worker is a process with",
         "  its own seeded data stream, so the worker count of each stretch is part of what was trained):",
         "",
         *_commands(cfg, step, segments),
         "",
-        "## Loss curve" + (" (the latent UNet)" if sd else ""),
-        *_curve(log),
+        "## Loss curve" + (" (the latent UNet)" if sd else " (the latent transformer)" if flow else ""),
+        *_curve(log, flow=flow),
         "",
         *_digests(digests or []),
     ]
@@ -123,8 +141,16 @@ def model_card(
     return "\n".join(lines)
 
 
-def _intro(sd: bool) -> list[str]:
-    if sd:
+def _intro(fmt: str) -> list[str]:
+    if fmt == "sd3":
+        return [
+            "A Stable Diffusion 3 format latent rectified-flow model (StableDiffusion3Pipeline folder: two CLIP",
+            "tokenizers and text encoders with projections, no T5, a 16-channel KL autoencoder with scaling and",
+            "shift factors, SD3Transformer2DModel with SD3 medium's MMDiT fields, FlowMatchEulerDiscreteScheduler)",
+            "trained on renders of the sds-shapes world. Made by `sds_shapes_learned --format sd3`",
+            "(packages/sds-shapes-learned). Load it with the `stable-diffusion-3` backend and `guidance.drop_t5=true`.",
+        ]
+    if fmt == "sd":
         return [
             "A Stable Diffusion 1.x format latent diffusion model (StableDiffusionPipeline folder: CLIP tokenizer",
             "and text encoder, KL autoencoder, UNet2DConditionModel with SD 1.5's block types, SD's PNDM scheduler",
@@ -163,7 +189,28 @@ def _sd_model(cfg: TrainConfig, scaling_factor: float | None) -> list[str]:
     ]
 
 
-def _sd_training(cfg: TrainConfig, vae_log: list[dict[str, Any]]) -> list[str]:
+def _sd3_model(cfg: TrainConfig, scaling_factor: float | None, shift_factor: float | None) -> list[str]:
+    vae = "/".join(str(c) for c in cfg.vae_channels)
+    side = cfg.resolution // 2 ** (len(cfg.vae_channels) - 1)
+    scale = f"{scaling_factor:.5f}" if scaling_factor is not None else "not set yet"
+    shift = f"{shift_factor:.5f}" if shift_factor is not None else "not set yet"
+    return [
+        f"- KL autoencoder: {vae} channels, 1 layer per block, 16 latent channels: {cfg.resolution} x "
+        f"{cfg.resolution} images to {side} x {side} x 16 latents; scaling factor {scale} (1 / std of the latents), "
+        f"shift factor {shift} (their mean).",
+        f"- MMDiT: {cfg.mmdit_layers} joint layers of {cfg.mmdit_heads} heads of {cfg.mmdit_head_dim}, patch size "
+        f"{cfg.patch_size}, joint attention dim {cfg.joint_attention_dim}, 16 output channels (velocity); the "
+        f"scheduler's shift {cfg.flow_shift}.",
+        f"- CLIP L and CLIP G text towers with projections: widths {cfg.clip_width} and {cfg.openclip_width}, "
+        f"{cfg.clip_layers} and {cfg.openclip_layers} layers, {cfg.clip_heads} heads, trained with the transformer; "
+        f"T5 absent (its {cfg.t5_tokens} tokens zeros, as the SD3 pipeline without text_encoder_3).",
+        f"- Load: `--guidance stable-diffusion-3 --set guidance.model=FOLDER --set guidance.drop_t5=true --set "
+        f"guidance.resolution={cfg.resolution} --set guidance.max_sequence_length={cfg.t5_tokens}` (the folder has "
+        "no T5; the backend's draft preset would render past the positional table).",
+    ]
+
+
+def _sd_training(cfg: TrainConfig, vae_log: list[dict[str, Any]], flow: bool = False) -> list[str]:
     last = vae_log[-1] if vae_log else None
     reached = (
         f" (last logged: L1 {last['l1']:.4f} a pixel in [-1, 1], KL {last['kl']:.1f}; {last['elapsed_s']:.0f} s)"
@@ -173,6 +220,12 @@ def _sd_training(cfg: TrainConfig, vae_log: list[dict[str, Any]]) -> list[str]:
     return [
         f"- First the autoencoder: {cfg.vae_steps} steps of batch {cfg.vae_batch_size}, AdamW lr {cfg.vae_lr}, "
         f"L1 + {cfg.vae_kl_weight} KL (LDM's kl-f8 objective without its LPIPS and GAN terms){reached}, in one "
-        "process with as many threads as `--workers`; then frozen. The UNet and the text encoder are then trained "
-        "on its latents (drawn from its posterior, times the scaling factor):",
+        "process with as many threads as `--workers`; then frozen. "
+        + (
+            "The transformer and the text encoders are then trained on its latents (drawn from its posterior, "
+            "shifted and scaled):"
+            if flow
+            else "The UNet and the text encoder are then trained on its latents (drawn from its posterior, times "
+            "the scaling factor):"
+        ),
     ]

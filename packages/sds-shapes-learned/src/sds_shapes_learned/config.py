@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 
 @dataclass
 class TrainConfig:
-    """A DeepFloyd IF stage-I (or, `format` "sd", Stable Diffusion 1.x) format model trained on
-    renders of the shapes world (docs/design.md)."""
+    """A DeepFloyd IF stage-I (or, `format` "sd", Stable Diffusion 1.x; "sd3", Stable Diffusion 3)
+    format model trained on renders of the shapes world (docs/design.md)."""
 
     out: str = "runs/shapes-learned"  # state (checkpoint, loss log, data cache, exported folder)
     # "if": IF stage I, a pixel model (shapes-learned); "sd": SD 1.x, a KL autoencoder trained
     # first, then a latent UNet (shapes-learned-sd; `--format sd` takes SD_DEFAULTS for the
-    # options not given)
+    # options not given); "sd3": SD3, a 16-channel KL autoencoder trained first, then an MMDiT by
+    # rectified flow (shapes-learned-flow, not trained yet; SD3_DEFAULTS)
     format: str = "if"
     seed: int = 0
     # The world narrowed for the learned model (the issue allows it; see the model card): the
@@ -52,6 +53,26 @@ class TrainConfig:
     vae_batch_size: int = 16
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-6
+    # format "sd3": SD3's second CLIP text tower (OpenCLIP bigG's, 1280 / 768 of CLIP L's width),
+    # both with projections, trained with the transformer
+    openclip_width: int = 112
+    openclip_layers: int = 2
+    # format "sd3": the MMDiT (SD3 medium's SD3Transformer2DModel: 24 joint layers of 24 heads of
+    # 64 on 2 x 2 patches, narrowed); joint_attention_dim is T5's width in SD3 (4096), the width the
+    # text tokens enter at (CLIP L + G's states zero-padded to it); T5 is absent, its `t5_tokens`
+    # tokens zeros as StableDiffusion3Pipeline makes them without T5 (its max_sequence_length 256)
+    mmdit_layers: int = 4
+    mmdit_heads: int = 4
+    mmdit_head_dim: int = 32
+    patch_size: int = 2
+    joint_attention_dim: int = 256
+    t5_tokens: int = 256
+    # format "sd3": rectified flow (Esser et al. 2024, §3 and §3.1): x_t = (1 - t) x + t eps, the
+    # target eps - x, t logit-normal (`logit_mean`, `logit_std`: their rf/lognorm(0.00, 1.00)); the
+    # exported scheduler's time shift (SD3 medium's 3.0)
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    flow_shift: float = 3.0
     max_length: int = 77
     batch_size: int = 32
     lr: float = 5e-4
@@ -81,4 +102,12 @@ SD_DEFAULTS: dict[str, object] = {
     "unet_channels": (24, 48, 96, 96),
     "attention_head_dim": 8,
 }
-FORMATS = ("if", "sd")
+# `--format sd3`: the SD format's sizes for the renders and the autoencoder (64 x 64 renders, 8 x 8
+# x 16 latents, 4 x 4 patches of 2 x 2), the transformer at its defaults above
+SD3_DEFAULTS: dict[str, object] = {
+    "out": "runs/shapes-learned-flow",
+    "resolution": 64,
+}
+FORMATS = ("if", "sd", "sd3")
+# the formats whose diffusion model works on the latents of an autoencoder trained first
+LATENT_FORMATS = ("sd", "sd3")

@@ -58,10 +58,10 @@ def _word_merges(words: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     return [left + right for left, right in merges], merges
 
 
-def tokenizer() -> Any:
+def tokenizer(pad_token: str = "<|endoftext|>") -> Any:
     """CLIP's byte-level BPE built offline: every byte as CLIP has it, the world's words one token
     each (so "a red cube, side view" is 7 tokens between the start and end tokens), the special
-    tokens last as in CLIP's vocabulary."""
+    tokens last as in CLIP's vocabulary; padded with the end token (SD; SD3's second tokenizer: "!")."""
     from tokenizers.pre_tokenizers import ByteLevel
     from transformers import CLIPTokenizer
 
@@ -73,7 +73,7 @@ def tokenizer() -> Any:
         vocab.setdefault(token, len(vocab))
     vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
     # transformers 5 reads merges as (left, right) pairs at run time; its hints still say strings
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77, pad_token="<|endoftext|>")  # type: ignore[arg-type]
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77, pad_token=pad_token)  # type: ignore[arg-type]
 
 
 def unet_config(cfg: TrainConfig) -> dict[str, Any]:

@@ -3,10 +3,11 @@
 Everything the run needs to continue lives in DIR: `state.pt` (UNet, text encoder, EMA,
 optimiser, RNG states, step, loss log; written atomically every `checkpoint_minutes` and on
 SIGTERM/SIGINT), `losses.json` (the loss log), the traced camera bank, and `export/` (the EMA
-weights as an IF pipeline folder, or with `--format sd` a Stable Diffusion one, whose frozen
-autoencoder is trained first, `vae.pt`, by `sds_shapes_learned.vae`). Running the same command
-again resumes where the state stops; the data order and noise come from one seeded generator
-saved with the state, so a resumed run draws what an uninterrupted one would have drawn.
+weights as an IF pipeline folder, or with `--format sd` a Stable Diffusion one, with `--format sd3`
+a Stable Diffusion 3 one, whose frozen autoencoder is trained first, `vae.pt`, by
+`sds_shapes_learned.vae`; SD3's transformer learns by rectified flow, `flow_loss`). Running the
+same command again resumes where the state stops; the data order and noise come from one seeded
+generator saved with the state, so a resumed run draws what an uninterrupted one would have drawn.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from typing import Any
 import torch
 
 from sds_core.api import ConfigError, atomic_write, load_plain
-from sds_shapes_learned import data, model, sd_model, vae
+from sds_shapes_learned import data, model, sd3_model, sd_model, vae
 from sds_shapes_learned.card import model_card, weight_digests
-from sds_shapes_learned.config import FORMATS, TrainConfig
+from sds_shapes_learned.config import FORMATS, LATENT_FORMATS, TrainConfig
 from sds_shapes_learned.losses import HybridLoss
 from sds_shapes_learned.steps import load_progress, logged_step, progress_state
 
@@ -35,6 +36,8 @@ from sds_shapes_learned.steps import load_progress, logged_step, progress_state
 RESUMABLE = {"out", "steps", "workers", "checkpoint_minutes", "log_every", "extra"}
 # each worker's data stream is seeded apart from the others'
 WORKER_SEED_STRIDE = 7919
+# the module that builds and saves each format's parts
+MODELS = {"if": model, "sd": sd_model, "sd3": sd3_model}
 
 
 class Trainer:
@@ -46,11 +49,13 @@ class Trainer:
         self.cfg = cfg
         self.rank = rank
         self.sd = cfg.format == "sd"
-        # the SD format's trained autoencoder stage (its frozen model, log and scaling factor)
-        self.vae_stage = vae.trained(cfg) if self.sd else None
+        self.flow = cfg.format == "sd3"  # SD3: an MMDiT (`self.unet`) on rectified flow, two CLIPs (`self.encoder`)
+        self.latent = cfg.format in LATENT_FORMATS
+        # the SD formats' trained autoencoder stage (its frozen model, log, scaling and shift factors)
+        self.vae_stage = vae.trained(cfg) if self.latent else None
         self.vae = self.vae_stage.vae if self.vae_stage is not None else None
         torch.manual_seed(cfg.seed)
-        self.tokenizer, self.encoder, self.unet, self.scheduler = (sd_model if self.sd else model).build(cfg)
+        self.tokenizer, self.encoder, self.unet, self.scheduler = MODELS[cfg.format].build(cfg)
         self.params = list(self.unet.parameters())
         if cfg.train_text_encoder:
             self.params += list(self.encoder.parameters())
@@ -59,8 +64,9 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=0.0)
         self.ema = EMAModel(self.params, decay=cfg.ema_decay, use_ema_warmup=True)
         self.timesteps = int(self.scheduler.config.num_train_timesteps)
-        # IF's learned variance trains on the hybrid objective; SD's fixed variance on the noise MSE alone
-        self.loss = None if self.sd else HybridLoss(self.scheduler.alphas_cumprod, cfg.vlb_weight)
+        # IF's learned variance trains on the hybrid objective; SD's fixed variance on the noise MSE
+        # alone; SD3 on the velocity MSE (`flow_loss`)
+        self.loss = None if self.latent else HybridLoss(self.scheduler.alphas_cumprod, cfg.vlb_weight)
         self.generator = torch.Generator().manual_seed(cfg.seed + 1 + WORKER_SEED_STRIDE * rank)
         if rank:  # dropout differs between workers; the first keeps the stream after the model's
             # initialisation, as the one-worker trainer that made the first stretch of the shipped
@@ -74,6 +80,42 @@ class Trainer:
         self.segments: list[dict[str, int]] = [{"step": 0, "workers": cfg.workers}]
         self.elapsed = 0.0
         self._tokens: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def encode_flow(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """SD3's (text states, pooled) of the captions, tokenised by both CLIP tokenizers as the
+        `stable-diffusion-3` backend does (padded to max_length; `sd3_model.encode`)."""
+        missing = [c for c in dict.fromkeys(captions) if c not in self._tokens]
+        if missing:
+            tokens = [
+                tok(missing, padding="max_length", max_length=self.cfg.max_length, truncation=True, return_tensors="pt")
+                for tok in self.tokenizer
+            ]
+            for i, c in enumerate(missing):
+                self._tokens[c] = (tokens[0].input_ids[i], tokens[1].input_ids[i])
+        ids = [torch.stack([self._tokens[c][k] for c in captions]) for k in (0, 1)]
+        return sd3_model.encode(self.cfg, self.encoder, ids)
+
+    def flow_loss(self, x0: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        """SD3's rectified-flow objective (Esser et al. 2024: §2's flow-matching loss on §3's
+        rectified flow, x_t = (1 - t) x + t eps with the velocity target eps - x, uniformly weighted),
+        t drawn from the logit-normal distribution (§3.1 "Logit-Normal Sampling", m = logit_mean,
+        s = logit_std; §5.1 ranks rf/lognorm(0.00, 1.00) first) by diffusers'
+        `compute_density_for_timestep_sampling`; the transformer's timestep is t x 1000, as the
+        scheduler and the `stable-diffusion-3` backend give it."""
+        from diffusers.training_utils import compute_density_for_timestep_sampling
+
+        cfg = self.cfg
+        noise = torch.randn(x0.shape, generator=self.generator)
+        t = compute_density_for_timestep_sampling(
+            "logit_normal", x0.shape[0], cfg.logit_mean, cfg.logit_std, generator=self.generator
+        )
+        sigma = t.view(-1, 1, 1, 1)
+        x_t = (1 - sigma) * x0 + sigma * noise
+        states, pooled = self.encode_flow(captions)
+        velocity = self.unet(
+            hidden_states=x_t, timestep=t * self.timesteps, encoder_hidden_states=states, pooled_projections=pooled
+        ).sample
+        return (velocity - (noise - x0)).pow(2).mean()
 
     def encode(self, captions: list[str]) -> torch.Tensor:
         """Text states of the captions, tokenised as the backend does (padded to max_length): T5 with
@@ -100,15 +142,18 @@ class Trainer:
         share = cfg.batch_size // cfg.workers + (self.rank < cfg.batch_size % cfg.workers)
         batch = data.sample_batch(bank, cfg, share, self.generator)
         x0 = self.latents(batch.images)
-        noise = torch.randn(x0.shape, generator=self.generator)
-        t = torch.randint(0, self.timesteps, (x0.shape[0],), generator=self.generator)
-        x_t = self.scheduler.add_noise(x0, noise, t)
-        states = self.encode(batch.captions)
-        output = self.unet(x_t, t, encoder_hidden_states=states).sample
-        if self.loss is None:  # SD's fixed variance: the noise MSE alone (LDM's objective)
-            mse, vlb = (output - noise).pow(2).mean(), torch.zeros(())
+        if self.flow:
+            mse, vlb = self.flow_loss(x0, batch.captions), torch.zeros(())
         else:
-            mse, vlb = self.loss(output, x0, x_t, noise, t)
+            noise = torch.randn(x0.shape, generator=self.generator)
+            t = torch.randint(0, self.timesteps, (x0.shape[0],), generator=self.generator)
+            x_t = self.scheduler.add_noise(x0, noise, t)
+            states = self.encode(batch.captions)
+            output = self.unet(x_t, t, encoder_hidden_states=states).sample
+            if self.loss is None:  # SD's fixed variance: the noise MSE alone (LDM's objective)
+                mse, vlb = (output - noise).pow(2).mean(), torch.zeros(())
+            else:
+                mse, vlb = self.loss(output, x0, x_t, noise, t)
         self.optimizer.zero_grad(set_to_none=True)
         # this worker's share of the batch's mean loss, scaled back by the average over workers
         weight = share / cfg.batch_size * cfg.workers  # 1.0 with one worker
@@ -125,10 +170,14 @@ class Trainer:
     @torch.no_grad()
     def latents(self, images: torch.Tensor) -> torch.Tensor:
         """What the UNet models: the images themselves (IF), or the frozen autoencoder's scaled
-        latents of them, drawn from its posterior (SD, as LDM trains)."""
+        latents of them, drawn from its posterior (SD, as LDM trains; SD3 shifted first, as its
+        pipeline encodes: (z - shift_factor) * scaling_factor)."""
         if self.vae is None:
             return images
         posterior = self.vae.encode(images).latent_dist
+        if self.flow:
+            z = posterior.sample(generator=self.generator)
+            return (z - self.vae.config.shift_factor) * self.vae.config.scaling_factor
         return posterior.sample(generator=self.generator) * self.vae.config.scaling_factor
 
     def _average_gradients(self, stats: torch.Tensor) -> torch.Tensor:
@@ -202,18 +251,19 @@ class Trainer:
         return unet.eval(), encoder.eval()
 
     def export(self, folder: Path, figures: str = "") -> Path:
-        """The EMA weights as an IF pipeline folder, replacing `folder` whole (written beside it, then
-        renamed); `figures`: Markdown for the model card (`model_card`)."""
+        """The EMA weights as an IF (SD, SD3) pipeline folder, replacing `folder` whole (written
+        beside it, then renamed); `figures`: Markdown for the model card (`model_card`)."""
         unet, encoder = self.ema_parts()
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
         # a fresh tokenizer: the one `encode` has called keeps its padding and truncation settings
         # in tokenizer.json, so an export after training steps would differ in bytes from `--ship`'s
-        tok = (sd_model if self.sd else model).tokenizer()
-        if self.vae is not None:
-            sd_model.save_folder(tmp, tok, encoder, unet, self.vae)
+        if self.flow:
+            sd3_model.save_folder(tmp, sd3_model.tokenizers(), encoder, unet, self.vae, sd3_model.scheduler(self.cfg))
+        elif self.vae is not None:
+            sd_model.save_folder(tmp, sd_model.tokenizer(), encoder, unet, self.vae)
         else:
-            model.save_folder(tmp, tok, encoder, unet, self.scheduler)
+            model.save_folder(tmp, model.tokenizer(), encoder, unet, self.scheduler)
         info = {"step": self.step, "config": asdict(self.cfg), "elapsed_s": round(self.elapsed)}
         (tmp / "training.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
         stage = self.vae_stage
@@ -225,6 +275,7 @@ class Trainer:
             figures,
             vae_log=stage.log if stage is not None else None,
             scaling_factor=stage.scaling_factor if stage is not None else None,
+            shift_factor=stage.shift_factor if stage is not None else None,
             digests=weight_digests(tmp),
         )
         (tmp / "README.md").write_text(card, encoding="utf-8")
@@ -293,7 +344,7 @@ def ship(cfg: TrainConfig, folder: Path, figures: Path | None = None) -> Trainer
 
 def train(cfg: TrainConfig, console: Any = None) -> Trainer | None:
     """Train (or resume) to cfg.steps, saving state to cfg.out; returns the trainer at the saved
-    state (None when stopped before the SD format's autoencoder was trained).
+    state (None when stopped before the SD formats' autoencoder was trained).
 
     With cfg.workers > 1 the workers are processes of this machine (torch.distributed, gloo)."""
     if cfg.workers < 1 or cfg.workers > cfg.batch_size:
@@ -302,7 +353,7 @@ def train(cfg: TrainConfig, console: Any = None) -> Trainer | None:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}, not {cfg.format!r}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.format == "sd":
+    if cfg.format in LATENT_FORMATS:
         from rich.console import Console
 
         state = saved_state(cfg)
@@ -386,8 +437,9 @@ def _train(cfg: TrainConfig, rank: int, console: Any) -> Trainer:
     bank = data.build_bank(cfg, cache=out)
     unet_size = sum(p.numel() for p in trainer.unet.parameters()) / 1e6
     text_size = sum(p.numel() for p in trainer.encoder.parameters()) / 1e6
-    encoder_name = "CLIP" if trainer.sd else "T5"
-    console.log(f"UNet {unet_size:.2f}M parameters, {encoder_name} {text_size:.2f}M, {cfg.workers} worker(s)")
+    encoder_name = "CLIP L + G" if trainer.flow else "CLIP" if trainer.sd else "T5"
+    denoiser = "MMDiT" if trainer.flow else "UNet"
+    console.log(f"{denoiser} {unet_size:.2f}M parameters, {encoder_name} {text_size:.2f}M, {cfg.workers} worker(s)")
 
     stop = {"now": False}
 
@@ -411,7 +463,7 @@ def _train(cfg: TrainConfig, rank: int, console: Any) -> Trainer:
             while trainer.step < cfg.steps and not stopping:
                 entry = logged_step(trainer, bank, cfg.log_every)
                 if entry is not None:
-                    text = f"mse {entry['mse']:.4f}" + ("" if trainer.sd else f" vlb {entry['vlb']:.4f}")
+                    text = f"mse {entry['mse']:.4f}" + ("" if trainer.latent else f" vlb {entry['vlb']:.4f}")
                     progress.update(task, loss=text)
                     if not console.is_terminal:
                         console.log(f"step {trainer.step}: {text}, {trainer.elapsed / trainer.step:.2f} s/step")

@@ -1,11 +1,17 @@
-"""The first stage of the Stable Diffusion format model: its KL autoencoder, trained on the same
-renders, then frozen (the latent UNet is trained on its latents).
+"""The first stage of the Stable Diffusion format models: their KL autoencoder, trained on the same
+renders, then frozen (the latent UNet, or SD3's transformer, is trained on its latents). One stage
+for both formats: `--format sd` builds SD 1.5's 4-channel autoencoder (`sd_model.build_vae`),
+`--format sd3` SD3's 16-channel one (`sd3_model.build_vae`); the objective, data, state and resume
+are the same.
 
 The objective is LDM's for its kl-f8 autoencoder without the terms that need other networks: the
 L1 reconstruction summed over an image plus `vae_kl_weight` times the posterior's KL to N(0, I),
 both averaged over the batch (its LPIPS term needs a pretrained VGG, its patch GAN a
 discriminator: left out, a documented deviation). When training ends, `scaling_factor` is set as
-LDM set SD's 0.18215: one over the standard deviation of the latents of a fixed set of renders.
+LDM set SD's 0.18215: one over the standard deviation of the latents of a fixed set of renders;
+for SD3 also `shift_factor`, their mean, so that (z - shift_factor) * scaling_factor, what SD3's
+pipeline and transformer work on, has zero mean and unit variance over those renders (SD3 medium
+publishes shift 0.0609 and scale 1.5305 for its autoencoder; diffusers' SD3 pipeline applies them so).
 The state (`vae.pt` in the run folder) is written atomically every `checkpoint_minutes`, on
 SIGTERM/SIGINT and at the end, so the stage resumes as the UNet's does.
 """
@@ -22,7 +28,7 @@ from typing import Any
 import torch
 
 from sds_core.api import ConfigError, atomic_write, load_plain
-from sds_shapes_learned import data, sd_model
+from sds_shapes_learned import data, sd3_model, sd_model
 from sds_shapes_learned.config import TrainConfig
 from sds_shapes_learned.steps import load_progress, logged_step, progress_state
 
@@ -32,6 +38,7 @@ SCALE_IMAGES = 1024  # renders whose latents set the scaling factor
 SCALE_SEED_OFFSET = 3
 # options that decide what the autoencoder is; changing any of them needs a new run folder
 VAE_OPTIONS = (
+    "format",
     "seed",
     "primitives",
     "colours",
@@ -54,7 +61,8 @@ class VaeTrainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
         torch.manual_seed(cfg.seed)
-        self.vae = sd_model.build_vae(cfg)
+        self.flow = cfg.format == "sd3"
+        self.vae = (sd3_model if self.flow else sd_model).build_vae(cfg)
         self.optimizer = torch.optim.AdamW(self.vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
         self.generator = torch.Generator().manual_seed(cfg.seed + SEED_OFFSET)
         self.step = 0
@@ -62,6 +70,7 @@ class VaeTrainer:
         self.log: list[dict[str, float]] = []
         self.window: list[dict[str, float]] = []  # losses since the last logged step
         self.scaling_factor: float | None = None
+        self.shift_factor: float | None = None  # SD3's (the SD format has none)
 
     def train_step(self, bank: data.RenderBank) -> dict[str, float]:
         self.vae.train()
@@ -80,7 +89,8 @@ class VaeTrainer:
 
     @torch.no_grad()
     def set_scaling_factor(self, bank: data.RenderBank) -> float:
-        """One over the standard deviation of the latents of SCALE_IMAGES fixed renders (LDM's rule)."""
+        """One over the standard deviation of the latents of SCALE_IMAGES fixed renders (LDM's rule);
+        for SD3 the shift factor too, their mean."""
         self.vae.eval()
         generator = torch.Generator().manual_seed(self.cfg.seed + SCALE_SEED_OFFSET)
         latents = []
@@ -89,10 +99,13 @@ class VaeTrainer:
             latents.append(self.vae.encode(x).latent_dist.sample(generator=generator))
         self.scaling_factor = float(1.0 / torch.cat(latents).std())
         self.vae.register_to_config(scaling_factor=self.scaling_factor)
+        if self.flow:
+            self.shift_factor = float(torch.cat(latents).mean())
+            self.vae.register_to_config(shift_factor=self.shift_factor)
         return self.scaling_factor
 
     def state(self) -> dict[str, Any]:
-        return {
+        state = {
             "config": asdict(self.cfg),
             **progress_state(self),
             "vae": self.vae.state_dict(),
@@ -101,6 +114,9 @@ class VaeTrainer:
             "torch_rng": torch.get_rng_state(),
             "scaling_factor": self.scaling_factor,
         }
+        if self.flow:
+            state["shift_factor"] = self.shift_factor
+        return state
 
     def load(self, state: dict[str, Any]) -> None:
         changed = [k for k in VAE_OPTIONS if json.dumps(state["config"].get(k)) != json.dumps(asdict(self.cfg)[k])]
@@ -115,6 +131,9 @@ class VaeTrainer:
         self.scaling_factor = state["scaling_factor"]
         if self.scaling_factor is not None:
             self.vae.register_to_config(scaling_factor=self.scaling_factor)
+        self.shift_factor = state.get("shift_factor")
+        if self.shift_factor is not None:
+            self.vae.register_to_config(shift_factor=self.shift_factor)
 
     @property
     def done(self) -> bool:
