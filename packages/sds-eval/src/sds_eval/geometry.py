@@ -4,7 +4,9 @@ A run's geometry comes from its generator, through one of two optional capabilit
 (`sds_core.protocols`): `DensityField` (the NeRF: density and albedo callables and the density
 level that mesh export uses) or `SurfaceMesh` (the mesh generator: a world-space mesh with vertex
 colours). The truth is the shapes-world object the run's prompt names ("a red cube, side view"),
-whatever the guidance: the `shapes` prior, or a learned prior such as `shapes-learned`.
+whatever the guidance: the `shapes` prior, or a learned prior such as `shapes-learned`. For an
+object with a front (the bird, the marked cube) the row has its Janus score (`janus`,
+`janus_front`; None for the others): docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from sds_core.api import (
     SurfaceMesh,
     check_grid_side,
 )
+
+# the Janus score of an object with a front (`sds_shapes.metrics.janus_score`), None otherwise
+JANUS_KEYS = ("janus", "janus_front")
 
 
 def _nearest_vertex_colours(mesh: Any) -> Any:
@@ -49,7 +54,7 @@ def check_eval_resolution(resolution: int) -> int:
 
 
 def run_geometry(run_dir: Path, resolution: int = 64, device: str = "cpu") -> dict[str, Any]:
-    """IoU, Chamfer and colour error of one run against its shapes-world object (the IoU grid's
+    """IoU, Chamfer, colour error (and Janus score) of one run against its shapes-world object (the IoU grid's
     side is checked against `sds_core.limits.MAX_EVAL_GRID_SIDE` before the run is loaded)."""
     from sds_core.api import load_run
 
@@ -79,4 +84,6 @@ def run_geometry(run_dir: Path, resolution: int = 64, device: str = "cpu") -> di
     else:
         name = run.resolved.specs["generator"].name
         raise SdsError(f"generator {name!r} of {run_dir} exposes no 3D geometry (a 2D image has none)")
+    for key in JANUS_KEYS:  # an object without a front has no Janus score
+        metrics.setdefault(key, None)
     return {"run": str(run_dir), "prompt": run.prompt, "object": truth.prompt, **metrics}

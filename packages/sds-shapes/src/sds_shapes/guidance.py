@@ -5,7 +5,8 @@ primitive in a colour) seen from V cameras of DreamFusion's distribution (A.2), 
 mode (§3.1). Its denoiser is exact (`ExactDenoiser`), on Stable Diffusion's DDPM schedule:
 - conditional set: the prompt's object, in the render's shading mode, narrowed to the prompt's
   view bucket (a ", side view" suffix) or, with cameras, by `view_conditioning`;
-- unconditional set: every object in the render's shading mode.
+- unconditional set: every object in the render's shading mode (the default world's; with the
+  objects with a front too for a prompt naming one, `world.world_primitives`).
 So classifier-free guidance behaves as with a trained model, and the ground truth is known.
 """
 
@@ -34,8 +35,8 @@ from sds_core.api import (
 )
 from sds_shapes.config import ShapesConfig
 from sds_shapes.denoiser import ExactDenoiser
-from sds_shapes.render import ReferenceViews, build_references, compose, trace_buffers
-from sds_shapes.world import COLOURS, PRIMITIVES, ShapeObject, parse_prompt
+from sds_shapes.render import Marks, ReferenceViews, build_references, compose, trace_layers
+from sds_shapes.world import COLOURS, ShapeObject, parse_prompt, world_primitives
 
 # Stable Diffusion's DDPM schedule: "scaled_linear" betas from 0.00085 to 0.012 over 1,000 steps
 BETA_START, BETA_END, TRAIN_STEPS = 0.00085, 0.012, 1000
@@ -64,20 +65,27 @@ class ShapesConditioning:
 @dataclass
 class _ReferenceSet:
     denoiser: ExactDenoiser
-    primitive: Tensor  # (N,) index into PRIMITIVES
+    primitive: Tensor  # (N,) index into the guidance's `primitives` (world.world_primitives)
     colour: Tensor  # (N,) index into COLOURS, -1 when colour-free (textureless)
     view: Tensor  # (N,) index into the V reference cameras
 
 
 def object_references(
-    coverage: Tensor, lit: Tensor, mode: str, background: Tensor, chunk_size: int, device: torch.device
+    coverage: Tensor,
+    lit: Tensor,
+    mode: str,
+    background: Tensor,
+    chunk_size: int,
+    device: torch.device,
+    marks: Marks | None = None,
 ) -> _ReferenceSet:
     """Every object of the world (each primitive in each colour; textureless: each primitive)
-    from the V views of the buffers (P, V, H, W), as one exact denoiser's references."""
+    from the V views of the buffers (P, V, H, W) (and a marked primitive's `marks`), as one exact
+    denoiser's references."""
     if mode not in SHADING_MODES:
         raise ConfigError(f"unknown shading mode {mode!r}; the shapes prior has {', '.join(SHADING_MODES)}")
     albedo = None if mode == "textureless" else torch.tensor(list(COLOURS.values()))
-    images = compose(coverage, lit, mode, albedo, background) * 2 - 1  # (P, C, V, 3, H, W)
+    images = compose(coverage, lit, mode, albedo, background, marks) * 2 - 1  # (P, C, V, 3, H, W)
     p, c, v = images.shape[:3]
     grid = torch.meshgrid(torch.arange(p), torch.arange(c), torch.arange(v), indexing="ij")
     colour = grid[1] if albedo is not None else torch.full_like(grid[1], -1)
@@ -126,6 +134,8 @@ class ShapesGuidance:
         self.device = torch.device(context.device)
         self.prompt = context.prompt
         self.parsed = parse_prompt(context.prompt)
+        # the default world, and the objects with a front after it for a prompt naming one
+        self.primitives = world_primitives(self.parsed.obj)
         if config.view_conditioning not in ("none", "bucket", "window"):
             raise ConfigError("guidance.view_conditioning must be one of 'none', 'bucket', 'window'")
         self.resolution = config.resolution
@@ -149,7 +159,13 @@ class ShapesGuidance:
             config = self.config
             cache = cache_root(config.cache_dir) if config.cache else None
             self._views = build_references(
-                self.camera_config, config.resolution, config.views, config.seed, config.supersample, cache
+                self.camera_config,
+                config.resolution,
+                config.views,
+                config.seed,
+                config.supersample,
+                cache,
+                self.primitives,
             )
         return self._views
 
@@ -164,14 +180,14 @@ class ShapesGuidance:
         """(V, 3, H, W) RGB in [0, 1]: the reference renders of `obj` (default: the prompt's)."""
         obj = obj or self.parsed.obj
         rho = torch.tensor(obj.rgb) if mode != "textureless" else None
-        return self.views.image(PRIMITIVES.index(obj.primitive), mode, rho, torch.tensor(self.background))
+        return self.views.image(self._primitive_index(obj), mode, rho, torch.tensor(self.background))
 
     def _reference_set(self, mode: str) -> _ReferenceSet:
         """Every object's fixed references in one shading mode, built on first use."""
         if mode not in self._sets:
             views, background = self.views, torch.tensor(self.background)
             self._sets[mode] = object_references(
-                views.coverage, views.lit, mode, background, self.config.chunk_size, self.device
+                views.coverage, views.lit, mode, background, self.config.chunk_size, self.device, views.marks
             )
         return self._sets[mode]
 
@@ -181,7 +197,8 @@ class ShapesGuidance:
         trace of every primitive serves every colour and mode."""
         config = self.config
         cams = offset_cameras(cameras.to(self.device), self._offsets, self.resolution)
-        coverage, lit = trace_buffers(cams, config.camera_supersample)  # (P, B * K, H, W)
+        # (P, B * K, H, W) each
+        coverage, lit, marks = trace_layers(cams, config.camera_supersample, primitives=self.primitives)
         k = self._offsets.shape[0]
         background = torch.tensor(self.background)
         return [
@@ -192,6 +209,7 @@ class ShapesGuidance:
                 background,
                 config.chunk_size,
                 self.device,
+                None if marks is None else (marks[0][:, i * k : (i + 1) * k], marks[1][:, i * k : (i + 1) * k]),
             )
             for i, mode in enumerate(modes)
         ]
@@ -255,10 +273,18 @@ class ShapesGuidance:
             masks.append(mask)
         return ShapesConditioning(prompts, modes, masks)
 
-    @staticmethod
-    def _object_mask(ref: _ReferenceSet, mode: str, obj: ShapeObject) -> Tensor:
+    def _primitive_index(self, obj: ShapeObject) -> int:
+        """The index of `obj`'s primitive in this prior's world; an SdsError when it is not there."""
+        if obj.primitive not in self.primitives:
+            raise SdsError(
+                f"{obj.prompt!r} is an object with a front, outside the world of {self.prompt!r}; "
+                "the prior serves it only to a prompt that names one"
+            )
+        return self.primitives.index(obj.primitive)
+
+    def _object_mask(self, ref: _ReferenceSet, mode: str, obj: ShapeObject) -> Tensor:
         """The references of `obj` (any colour when textureless)."""
-        mask = ref.primitive == PRIMITIVES.index(obj.primitive)
+        mask = ref.primitive == self._primitive_index(obj)
         if mode != "textureless":
             mask = mask & (ref.colour == list(COLOURS).index(obj.colour))
         return mask

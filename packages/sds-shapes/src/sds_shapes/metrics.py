@@ -8,7 +8,10 @@ A prediction is a density field, given as a callable on points (N, 3) -> (N,), a
   images cannot know that object's yaw (`yaw_free_iou`);
 - Chamfer distance between surface samples (marching cubes of the field, or mesh samples) and
   the true surface: the mean of the two directed mean nearest-neighbour distances, in world units;
-- colour error: mean absolute RGB difference of the predicted albedo at true surface points.
+- colour error: mean absolute RGB difference of the predicted albedo at true surface points;
+- for an object with a front (`world.FRONT_PRIMITIVES`), the Janus score: the fraction of the
+  true front part mirrored to the back (x -> -x) that the prediction occupies (`janus_score`,
+  the bird's nose), or that shows the front's colour (`mark_janus_score`, the marked cube's face).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sds_shapes.world import BOUND_RADIUS, ShapeObject
+from sds_shapes.world import BOUND_RADIUS, MARK_RGB, MARKS, ShapeObject
 
 Field = Callable[[Tensor], Tensor] | Tensor | Any  # callable, (R, R, R) grid, or trimesh.Trimesh
 DEFAULT_BOUND = BOUND_RADIUS + 0.15  # every primitive lies inside [-0.45, 0.45]^3
@@ -215,6 +218,66 @@ def colour_error(albedo: Callable[[Tensor], Tensor] | Tensor | tuple[float, floa
     return float((pred - target).abs().mean())
 
 
+def mirrored_front_x(points: Tensor) -> Tensor:
+    """Points (N, 3) mirrored front to back: (x, y, z) -> (-x, y, z), x being the world's front."""
+    return points * points.new_tensor([-1.0, 1.0, 1.0])
+
+
+def janus_score(occ: Tensor, truth: ShapeObject, bound: float = DEFAULT_BOUND) -> dict[str, float] | None:
+    """The Janus score of an occupancy grid (R, R, R) on `grid_points(R, bound)` against an object
+    whose front is a shape (the bird); None for any other object (`mark_janus_score`: a colour).
+
+    With F the true front part (`ShapeObject.front_part`: the bird's nose outside its body) and
+    M(F) its mirror image behind the object (x -> -x, disjoint from the true object),
+        janus       = |occ ∩ M(F)| / |M(F)|   (the front part found where the truth has none),
+        janus_front = |occ ∩ F| / |F|         (the front part found where it belongs).
+    The true object scores janus 0 and janus_front 1; a two-faced one (the truth and M(F)) janus 1.
+    The grid is symmetric about 0, so |M(F)| = |F| node for node.
+    """
+    if not truth.has_front or truth.primitive in MARKS:
+        return None
+    flat = occ.reshape(-1)
+    points = grid_points(occ.shape[0], bound)
+    front = truth.front_part(points)
+    back = truth.front_part(mirrored_front_x(points))
+    if not bool(front.any()):
+        side = occ.shape[0]
+        raise ValueError(f"the grid ({side} nodes a side) is too coarse to hold the front part of {truth.prompt!r}")
+    return {
+        "janus": float((flat & back).sum() / back.sum()),
+        "janus_front": float((flat & front).sum() / front.sum()),
+    }
+
+
+def mark_janus_score(
+    albedo: Callable[[Tensor], Tensor] | Tensor | tuple[float, float, float], truth: ShapeObject
+) -> dict[str, float] | None:
+    """The Janus score of a predicted albedo against an object whose front is a colour (the marked
+    cube, `world.MARKS`); None for any other object.
+
+    On the true surface S (`true_surface_points`), with K the mark (the front face) and M the mirror
+    x -> -x (M(K): the back face), a point shows the mark when its predicted colour is nearer
+    MARK_RGB than the body's colour (RGB distance):
+        janus       = |{p in S ∩ M(K): p shows the mark}| / |S ∩ M(K)|   (the front colour on the back),
+        janus_front = |{p in S ∩ K: p shows the mark}| / |S ∩ K|.
+    """
+    if truth.primitive not in MARKS:
+        return None
+    points = true_surface_points(truth, resolution=64)
+    if callable(albedo):
+        with torch.no_grad():
+            pred = albedo(points).reshape(-1, 3).float().cpu()
+    else:
+        pred = torch.as_tensor(albedo, dtype=torch.float32).reshape(-1, 3).expand(len(points), 3)
+    shows = (pred - torch.tensor(MARK_RGB)).norm(dim=-1) < (pred - torch.tensor(truth.rgb)).norm(dim=-1)
+    front = MARKS[truth.primitive](points)
+    back = MARKS[truth.primitive](mirrored_front_x(points))
+    return {
+        "janus": float((shows & back).sum() / back.sum()),
+        "janus_front": float((shows & front).sum() / front.sum()),
+    }
+
+
 def evaluate(
     pred: Field,
     truth: ShapeObject,
@@ -224,7 +287,8 @@ def evaluate(
     threshold: float = DEFAULT_THRESHOLD,
 ) -> dict[str, float]:
     """IoU (plain and yaw-free, with the turn), Chamfer distance and (when an albedo is given)
-    colour error, as a dict."""
+    colour error, as a dict; for an object with a front, its Janus score too (`janus_score`; for
+    a marked object, `mark_janus_score`, when an albedo is given)."""
     occ = occupancy(pred, resolution, bound, threshold)
     yaw_free, turn = yaw_free_iou(pred, truth, bound=bound, occ=occ)
     out = {
@@ -235,4 +299,9 @@ def evaluate(
     }
     if albedo is not None:
         out["colour_error"] = colour_error(albedo, truth)
+    janus = janus_score(occ, truth, bound)
+    if janus is None and albedo is not None:
+        janus = mark_janus_score(albedo, truth)
+    if janus is not None:
+        out.update(janus)
     return out

@@ -2,8 +2,9 @@
 
 Each primitive of `world.py` has an exact first hit: the sphere, the cylinder, the cone and the
 capsule are quadrics (and planes) solved in closed form, the cube is a slab test, and the torus is
-a quartic solved in closed form (Ferrari, float64, polished by Newton steps). Hand-written because
-no maintained library casts rays against these analytic solids, batched, in torch (trimesh and
+a quartic solved in closed form (Ferrari, float64, polished by Newton steps); the bird (an object
+with a front, `world.FRONT_PRIMITIVES`) is the union of two spheres, the nearer of their hits.
+Hand-written because no maintained library casts rays against these analytic solids, batched, in torch (trimesh and
 Open3D cast against triangle meshes, in numpy, and a mesh is not the exact surface); sphere
 tracing an SDF needs ~100 SDF evaluations per ray. The constants are `world.py`'s SDFs' (the
 tests check the hits against those SDFs).
@@ -20,6 +21,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+
+from sds_shapes.world import BIRD_BODY_RADIUS, BIRD_NOSE_CENTRE, BIRD_NOSE_RADIUS
 
 INF = math.inf
 
@@ -229,6 +232,19 @@ def normal_capsule(p: Tensor, half: float = 0.2) -> Tensor:
     return _unit(p - axis)
 
 
+def hit_bird(o: Tensor, d: Tensor) -> Tensor:
+    """The union of the body and nose spheres: the nearer of the two first hits."""
+    body = _sphere_hits(o, d, (0.0, 0.0, 0.0), BIRD_BODY_RADIUS)
+    return torch.minimum(body, _sphere_hits(o, d, BIRD_NOSE_CENTRE, BIRD_NOSE_RADIUS))
+
+
+def normal_bird(p: Tensor) -> Tensor:
+    """The normal of the sphere (body or nose) the surface point lies on: the one nearer to it."""
+    centre = p.new_tensor(BIRD_NOSE_CENTRE)
+    on_nose = ((p - centre).norm(dim=-1) - BIRD_NOSE_RADIUS).abs() < (p.norm(dim=-1) - BIRD_BODY_RADIUS).abs()
+    return torch.where(on_nose[:, None], _unit(p - centre), _unit(p))
+
+
 HITS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "sphere": hit_sphere,
     "cube": hit_cube,
@@ -236,6 +252,8 @@ HITS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "cone": hit_cone,
     "torus": hit_torus,
     "capsule": hit_capsule,
+    "bird": hit_bird,  # objects with a front (world.FRONT_PRIMITIVES)
+    "marked cube": hit_cube,  # the cube: its front face differs in colour only (world.MARKS)
 }
 # outward unit normals at points on each surface (the SDF's gradient, in closed form)
 NORMALS: dict[str, Callable[[Tensor], Tensor]] = {
@@ -245,4 +263,6 @@ NORMALS: dict[str, Callable[[Tensor], Tensor]] = {
     "cone": normal_cone,
     "torus": normal_torus,
     "capsule": normal_capsule,
+    "bird": normal_bird,
+    "marked cube": normal_cube,
 }

@@ -1,6 +1,7 @@
 """A shapes-world object's true surface as a mesh file (the `texture` generator's input in
-benchmarks and tests): the cube exactly (trimesh's 12-face box), the curved primitives as the
-marching-cubes isosurface of their exact SDF. Files are y-up, as sds writes meshes (glTF's axes).
+benchmarks and tests): the cube exactly (trimesh's 12-face box), the curved primitives (and the
+marked cube, whose front face's vertices carry its mark) as the marching-cubes isosurface of their
+exact SDF. Files are y-up, as sds writes meshes (glTF's axes).
 Needs trimesh and scikit-image (`sds-shapes[metrics]`).
 
     python -m sds_shapes.true_mesh "a green cube" cube.ply [--resolution 64]
@@ -14,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from sds_shapes.world import ShapeObject, parse_prompt
+from sds_shapes.world import MARK_RGB, MARKS, ShapeObject, parse_prompt
 
 CUBE_HALF = 0.22  # sds_shapes.world._sdf_cube's half side
 MESH_BOUND = 0.45  # every primitive lies inside [-0.45, 0.45]^3 (world.BOUND_RADIUS)
@@ -34,7 +36,6 @@ def true_mesh(obj: ShapeObject, resolution: int = 64) -> Any:
         box = trimesh.creation.box(extents=(2 * CUBE_HALF,) * 3)
         vertices, faces = np.asarray(box.vertices, np.float32), np.asarray(box.faces, np.int64)
     else:
-        import torch
         from skimage import measure
 
         axis = torch.linspace(-MESH_BOUND, MESH_BOUND, resolution)
@@ -45,7 +46,11 @@ def true_mesh(obj: ShapeObject, resolution: int = 64) -> Any:
         verts, faces, _, _ = measure.marching_cubes(-sdf, 0.0, spacing=spacing, gradient_direction="ascent")
         vertices, faces = (verts - MESH_BOUND).astype(np.float32), faces.astype(np.int64)
     colour = np.array([*(round(255 * c) for c in obj.rgb), 255], dtype=np.uint8)
-    mesh = trimesh.Trimesh(to_y_up(vertices), faces, vertex_colors=np.tile(colour, (len(vertices), 1)), process=False)
+    colours = np.tile(colour, (len(vertices), 1))
+    if obj.primitive in MARKS:  # the marked cube (marching cubes): its front face's vertices in MARK_RGB
+        mark = MARKS[obj.primitive](torch.from_numpy(vertices)).numpy()
+        colours[mark, :3] = [round(255 * c) for c in MARK_RGB]
+    mesh = trimesh.Trimesh(to_y_up(vertices), faces, vertex_colors=colours, process=False)
     return mesh
 
 

@@ -87,6 +87,47 @@ SDFS: dict[str, Callable[[Tensor], Tensor]] = {
     "capsule": _sdf_capsule,
 }
 PRIMITIVES: tuple[str, ...] = tuple(SDFS)
+# Objects with a front (opt-in, issue 38): they differ front (+x) to back, so a run that grows a
+# second front behind them (the Janus problem) can be measured against the truth. They are not
+# in PRIMITIVES (the default world of the prior's unconditional set and of the learned priors'
+# training data stays as it was); the grammar names them and the prior serves them.
+BIRD_BODY_RADIUS = 0.25  # a sphere at the origin
+BIRD_NOSE_CENTRE = (0.3, 0.0, 0.0)  # a smaller sphere on +x, the front: its tip at x = 0.42
+BIRD_NOSE_RADIUS = 0.12
+
+
+def _sdf_bird_body(p: Tensor) -> Tensor:
+    return p.norm(dim=-1) - BIRD_BODY_RADIUS
+
+
+def sdf_bird_nose(p: Tensor) -> Tensor:
+    """The bird's nose sphere alone (it overlaps the body; the nose part proper is nose minus body)."""
+    return (p - p.new_tensor(BIRD_NOSE_CENTRE)).norm(dim=-1) - BIRD_NOSE_RADIUS
+
+
+def _sdf_bird(p: Tensor) -> Tensor:
+    # the union of two SDFs is their minimum: exact outside, and its sign is exact everywhere
+    return torch.minimum(_sdf_bird_body(p), sdf_bird_nose(p))
+
+
+# the marked cube: the cube, its front face (+x) painted in MARK_RGB (near black: neither a colour
+# of the world nor the white background)
+MARK_RGB = (0.1, 0.1, 0.1)
+
+
+def on_front_face(p: Tensor) -> Tensor:
+    """(...,) bool: the marked cube's front face region, the pyramid x >= |y|, |z|, x > 0 (on the
+    cube's surface: exactly its face x = half)."""
+    x = p[..., 0]
+    return (x > 0) & (x >= p[..., 1].abs()) & (x >= p[..., 2].abs())
+
+
+FRONT_SDFS: dict[str, Callable[[Tensor], Tensor]] = {"bird": _sdf_bird, "marked cube": _sdf_cube}
+# the objects with a front whose front is a colour: where on the surface it is painted MARK_RGB
+MARKS: dict[str, Callable[[Tensor], Tensor]] = {"marked cube": on_front_face}
+FRONT_PRIMITIVES: tuple[str, ...] = tuple(FRONT_SDFS)
+# every primitive the grammar names: the default world, then the objects with a front
+ALL_SDFS: dict[str, Callable[[Tensor], Tensor]] = {**SDFS, **FRONT_SDFS}
 SYNONYMS = {"ball": "sphere", "box": "cube", "donut": "torus", "doughnut": "torus", "pill": "capsule"}
 
 # albedo in [0, 1]; the background (white by default) is not among them
@@ -117,14 +158,30 @@ class ShapeObject:
 
     def sdf(self, points: Tensor) -> Tensor:
         """Signed distance (negative inside) of points (..., 3) to the surface."""
-        return SDFS[self.primitive](points)
+        return ALL_SDFS[self.primitive](points)
 
     def contains(self, points: Tensor) -> Tensor:
         return self.sdf(points) <= 0
 
+    @property
+    def has_front(self) -> bool:
+        """Whether the object differs front (+x) to back (`FRONT_PRIMITIVES`)."""
+        return self.primitive in FRONT_SDFS
+
+    def front_part(self, points: Tensor) -> Tensor:
+        """(...,) bool: points in the object's distinctive front part (the bird's nose outside its
+        body); all False for an object without a front."""
+        if self.primitive == "bird":
+            return (sdf_bird_nose(points) <= 0) & (_sdf_bird_body(points) > 0)
+        return torch.zeros(points.shape[:-1], dtype=torch.bool, device=points.device)
+
     def albedo(self, points: Tensor) -> Tensor:
-        """The true colour at points (..., 3): uniform."""
-        return points.new_tensor(self.rgb).expand(*points.shape[:-1], 3)
+        """The true colour at points (..., 3): uniform, but MARK_RGB on a marked object's mark."""
+        body = points.new_tensor(self.rgb).expand(*points.shape[:-1], 3)
+        if self.primitive not in MARKS:
+            return body
+        mark = MARKS[self.primitive](points)[..., None]
+        return torch.where(mark, points.new_tensor(MARK_RGB), body)
 
 
 @dataclass(frozen=True)
@@ -136,12 +193,13 @@ class ParsedPrompt:
 def vocabulary() -> str:
     return (
         f"colours {', '.join(COLOURS)}; shapes {', '.join(PRIMITIVES)}; "
+        f"shapes with a front {', '.join(FRONT_PRIMITIVES)}; "
         f"optional view suffix ', {{{'|'.join(VIEWS)}}} view'"
     )
 
 
 _PROMPT = re.compile(
-    r"^\s*(?:(?:a|an|the|one)\s+)?(?P<colour>[a-z]+)\s+(?P<shape>[a-z]+)"
+    r"^\s*(?:(?:a|an|the|one)\s+)?(?P<colour>[a-z]+)\s+(?P<shape>[a-z]+(?:\s+[a-z]+)?)"
     r"(?:\s*,\s*(?P<view>[a-z]+)\s+view)?\s*\.?\s*$",
     re.IGNORECASE,
 )
@@ -152,11 +210,11 @@ def parse_prompt(prompt: str) -> ParsedPrompt:
     match = _PROMPT.match(prompt)
     if match:
         colour = match.group("colour").lower()
-        shape = match.group("shape").lower()
+        shape = " ".join(match.group("shape").lower().split())  # "marked  cube" -> "marked cube"
         shape = SYNONYMS.get(shape, shape)
         view = match.group("view")
         view = view.lower() if view else None
-        if colour in COLOURS and shape in SDFS and (view is None or view in VIEWS):
+        if colour in COLOURS and shape in ALL_SDFS and (view is None or view in VIEWS):
             return ParsedPrompt(ShapeObject(shape, colour), view)
     raise SdsError(
         f'the shapes prior cannot draw {prompt!r}; it knows prompts like "a red cube" or '
@@ -166,3 +224,14 @@ def parse_prompt(prompt: str) -> ParsedPrompt:
 
 def all_objects() -> list[ShapeObject]:
     return [ShapeObject(p, c) for p in PRIMITIVES for c in COLOURS]
+
+
+def front_objects() -> list[ShapeObject]:
+    """Every object with a front, in every colour (not in `all_objects`: opt-in)."""
+    return [ShapeObject(p, c) for p in FRONT_PRIMITIVES for c in COLOURS]
+
+
+def world_primitives(obj: ShapeObject) -> tuple[str, ...]:
+    """The primitives of the world the prior serves `obj` in: the default world, and the objects
+    with a front after it when `obj` is one (so every default prompt keeps its references)."""
+    return PRIMITIVES + FRONT_PRIMITIVES if obj.has_front else PRIMITIVES

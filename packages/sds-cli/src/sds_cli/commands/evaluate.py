@@ -147,10 +147,14 @@ def geometry_command(
 def geometry_table(rows: list[dict[str, Any]]) -> Table:
     """One row per run: the object, IoU (plain and yaw-free), Chamfer, colour error and level."""
     table = Table(title="shapes-world geometry")
-    for column in ("run", "object", "IoU", "IoU yaw-free", "Chamfer", "colour error", "level"):
+    # the Janus score's column only when a run's object has a front (the bird, the marked cube)
+    janus = any(row.get("janus") is not None for row in rows)
+    columns = ("run", "object", "IoU", "IoU yaw-free", "Chamfer", "colour error", "level")
+    for column in (*columns, "Janus (front)") if janus else columns:
         table.add_column(column, overflow="fold")
     for row in rows:
         colour = row.get("colour_error")
+        extra = [_janus_cell(row)] if janus else []
         table.add_row(
             shown(row["run"]),
             shown(row["object"]),
@@ -159,5 +163,13 @@ def geometry_table(rows: list[dict[str, Any]]) -> Table:
             f"{row['chamfer']:.4f}",
             "n/a" if colour is None else f"{colour:.3f}",
             "mesh" if row["level"] is None else f"{row['level']:.3g}",
+            *extra,
         )
     return table
+
+
+def _janus_cell(row: dict[str, Any]) -> str:
+    """The Janus score with the front part's recall beside it, or n/a for an object without a front."""
+    if row.get("janus") is None:
+        return "n/a"
+    return f"{row['janus']:.3f} ({row['janus_front']:.3f})"
