@@ -1,4 +1,11 @@
-"""Camera and light sampling exactly as DreamFusion Appendix A.2, with view labels (§3.2)."""
+"""Camera and light sampling exactly as DreamFusion Appendix A.2, with view labels (§3.2).
+
+Multi-view steps (`cameras.views_per_object` = V > 1, MVDream, Shi et al. 2024): the batch is
+B / V objects of V consecutive views each; an object's views share elevation, distance, focal and
+a random start azimuth, and sit at `relative_azimuths` from it (evenly spaced by default); each
+view keeps its own position jitter, look-at point, up vector and light, drawn as in A.2. V = 1
+draws exactly as before, in the same order.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import torch
 from torch import Tensor
 
 from sds_core.config import CameraConfig
+from sds_core.errors import ConfigError
 from sds_core.protocols import CameraBatch
 
 
@@ -60,6 +68,32 @@ def look_at(position: Tensor, target: Tensor, up: Tensor) -> Tensor:
     return c2w
 
 
+def relative_azimuths(cfg: CameraConfig) -> tuple[float, ...]:
+    """The azimuths (degrees) of an object's views relative to its random start: `cfg.relative_azimuths`,
+    or `views_per_object` evenly spaced (MVDream's four views: 0, 90, 180, 270)."""
+    views = cfg.views_per_object
+    if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+        raise ConfigError(f"cameras.views_per_object must be a whole number of at least 1, not {views!r}")
+    if cfg.relative_azimuths is None:
+        return tuple(i * 360.0 / views for i in range(views))
+    offsets = tuple(float(a) for a in cfg.relative_azimuths)
+    if len(offsets) != views or not all(math.isfinite(a) for a in offsets):
+        raise ConfigError(
+            f"cameras.relative_azimuths must give {views} finite angles (one per view of "
+            f"cameras.views_per_object={views}), not {list(cfg.relative_azimuths)!r}"
+        )
+    return offsets
+
+
+def check_views(batch_size: int, views: int) -> None:
+    """ConfigError unless a batch of `batch_size` cameras holds whole objects of `views` views."""
+    if views > 1 and batch_size % views:
+        raise ConfigError(
+            f"cameras.batch_size={batch_size} is not a multiple of cameras.views_per_object={views}; "
+            f"set cameras.batch_size to {views}, {2 * views}, ..."
+        )
+
+
 def _uniform(low: float, high: float, n: int, generator: torch.Generator | None) -> Tensor:
     return low + (high - low) * torch.rand(n, generator=generator)
 
@@ -69,6 +103,8 @@ class CameraSampler:
 
     def __init__(self, cfg: CameraConfig) -> None:
         self.cfg = cfg
+        self.relative_azimuths = relative_azimuths(cfg)
+        check_views(cfg.batch_size, cfg.views_per_object)
 
     def sample_elevation(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """A.2: half uniform in angle, half uniform in area (sin(elevation) uniform)."""
@@ -83,10 +119,21 @@ class CameraSampler:
         """B random cameras with their lights; uses the global torch RNG unless given one."""
         cfg = self.cfg
         n = batch_size or cfg.batch_size
-        elevation = self.sample_elevation(n, generator)
-        azimuth = _uniform(*cfg.azimuth_range, n, generator) % 360.0
-        distance = _uniform(*cfg.distance_range, n, generator)
-        focal = _uniform(*cfg.focal_range, n, generator) * cfg.width
+        views = cfg.views_per_object
+        if views == 1:  # A.2: every camera on its own (the draws of the sampler before multi-view steps)
+            elevation = self.sample_elevation(n, generator)
+            azimuth = _uniform(*cfg.azimuth_range, n, generator) % 360.0
+            distance = _uniform(*cfg.distance_range, n, generator)
+            focal = _uniform(*cfg.focal_range, n, generator) * cfg.width
+        else:  # multi-view: per object one elevation, start azimuth, distance and focal, shared by its views
+            check_views(n, views)
+            objects = n // views
+            elevation = self.sample_elevation(objects, generator).repeat_interleave(views)
+            start = _uniform(*cfg.azimuth_range, objects, generator).repeat_interleave(views)
+            offsets = torch.tensor(self.relative_azimuths, dtype=start.dtype).repeat(objects)
+            azimuth = (start + offsets) % 360.0
+            distance = _uniform(*cfg.distance_range, objects, generator).repeat_interleave(views)
+            focal = _uniform(*cfg.focal_range, objects, generator).repeat_interleave(views) * cfg.width
         position = spherical_to_cartesian(elevation, azimuth, distance)
         position = position + (torch.rand(n, 3, generator=generator) * 2 - 1) * cfg.position_jitter
         target = torch.randn(n, 3, generator=generator) * cfg.target_std

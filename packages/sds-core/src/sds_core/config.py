@@ -50,6 +50,13 @@ class CameraConfig:
     overhead_elevation: float = 60.0
     front_half_angle: float = 45.0
     back_half_angle: float = 45.0
+    # multi-view steps (MVDream, Shi et al. 2024): each object of the batch is seen by this many
+    # views that share elevation, distance, focal and a random start azimuth; batch_size must be
+    # a multiple of it. 1: every camera drawn on its own (A.2)
+    views_per_object: int = 1
+    # the views' azimuths relative to the object's start, degrees, one per view; None: evenly
+    # spaced, 360 / views_per_object apart (MVDream's 4 views: 0, 90, 180, 270)
+    relative_azimuths: tuple[float, ...] | None = None
 
 
 @dataclass

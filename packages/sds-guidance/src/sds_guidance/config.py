@@ -238,3 +238,42 @@ ZERO123_PRESETS: dict[str, dict[str, Any]] = {
         }
     }
 }
+
+
+@dataclass
+class MVDreamConfig(StableDiffusionConfig):
+    """MVDream (Shi et al., ICLR 2024) in the diffusers layout of its port (`sds_guidance.mvdream`):
+    SD 2.1-base's UNet with a camera embedding added to the timestep embedding and self-attention
+    across the views of one object, SD 2.1's VAE and text encoder. The other options are Stable
+    Diffusion's."""
+
+    # hub id or local folder in the layout of ashawkey/mvdream-sd2.1-diffusers (unet: a
+    # MultiViewUNetModel config and weights; vae, text_encoder, tokenizer, scheduler: SD 2.1-base's)
+    model: str = "ashawkey/mvdream-sd2.1-diffusers"
+    # the views of one object denoised jointly (MVDream: 4); the cameras section must draw as many
+    # (cameras.views_per_object, set by this guidance's preset)
+    num_views: int = 4
+    # None: the model's own side, the UNet's sample_size x the VAE's 8 (256 for sd-v2.1-base-4view)
+    resolution: int | None = None
+    # threestudio-mvdream's mvdream-sd21.yaml guides with 50 (recalled)
+    guidance_scale: float = 50.0
+    # MVDream's camera condition tells the model the view: no ", front view" suffixes (threestudio-mvdream)
+    view_prompts: bool = False
+
+
+# MVDream's multi-view steps: one object seen by 4 views 90 degrees apart at a shared elevation,
+# distance and focal, looking at the origin (threestudio-mvdream's random-multiview-camera data:
+# n_view 4, elevation 0 .. 30 deg, no jitter; recalled)
+MVDREAM_CAMERAS: dict[str, Any] = {
+    "views_per_object": 4,
+    "batch_size": 4,
+    "elevation_range": [0.0, 30.0],
+    "position_jitter": 0.0,
+    "target_std": 0.0,
+    "up_std": 0.0,
+}
+MVDREAM_PRESETS: dict[str, dict[str, Any]] = {"default": {"cameras": MVDREAM_CAMERAS}}
+# a generator's own presets may set the batch: the recipe puts the multi-view cameras back
+MVDREAM_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    name: {"default": {"cameras": MVDREAM_CAMERAS}} for name in ("nerf", "mesh", "gaussians")
+}

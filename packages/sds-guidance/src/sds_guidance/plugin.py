@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from sds_core.api import PluginSpec, Registry, hookimpl
 from sds_guidance.config import (
+    MVDREAM_PRESETS,
+    MVDREAM_RECIPES,
     STABLE_DIFFUSION_PRESETS,
     ZERO123_PRESETS,
     ZERO123_RECIPES,
     DeepFloydIFConfig,
     FluxConfig,
+    MVDreamConfig,
     StableDiffusion3Config,
     StableDiffusionConfig,
     StableDiffusionXLConfig,
@@ -73,5 +76,15 @@ def sds_register_guidance(registry: Registry) -> None:
             description="Zero-1-to-3 (XL) / Stable Zero123 from a hub id or folder: image-to-3D from --image.",
             presets=ZERO123_PRESETS,
             recipes=ZERO123_RECIPES,
+        )
+    )
+    registry.add(
+        PluginSpec(
+            name="mvdream",
+            factory="sds_guidance.mvdream:MVDreamGuidance",
+            config=MVDreamConfig,
+            description="MVDream (SD 2.1-base, 4 views) from a hub id or folder: multi-view steps of one object.",
+            presets=MVDREAM_PRESETS,
+            recipes=MVDREAM_RECIPES,
         )
     )

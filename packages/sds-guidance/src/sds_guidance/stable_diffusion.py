@@ -55,7 +55,7 @@ class StableDiffusionGuidance:
         what = self.what
         declare_background(self, config)
 
-        self.scheduler, self.unet = load_scheduler_and_unet(model, what, config, self.device, self.dtype)
+        self.scheduler, self.unet = self._scheduler_and_unet()
         safe = use_safetensors(config.allow_pickled_weights)  # True: pickled `.bin` weights refused
         self.vae = load_part(
             config,
@@ -87,6 +87,10 @@ class StableDiffusionGuidance:
             self.vae.to(dtype=self.vae_dtype)
         self._unet = compile_for(self.unet, config, compiling)
         self._moments = compile_for(self._encoder_moments, config, compiling)
+
+    def _scheduler_and_unet(self) -> tuple[Any, Any]:
+        """The DDPM scheduler and the frozen UNet (overridden by MVDream: its multi-view UNet)."""
+        return load_scheduler_and_unet(self.config.model, self.what, self.config, self.device, self.dtype)
 
     # --- loading the text side (overridden by SDXL: two encoders) ----------------------------
 
