@@ -40,8 +40,9 @@ class ReferenceOptions:
     recenter_border: float = 0.2
     # the reference-view terms, added by the loop to the prior's loss: MSE of the reference
     # render's RGB with the image (on the guidance's background) and of its opacity with the mask.
-    # threestudio configs/zero123.yaml (recalled): lambda_rgb [100, 500, 1000, 400], lambda_mask
-    # [100, 50, 100, 400], lambda_sds 0.1; DreamGaussian uses 10000 and 1000 with lambda_sds 1
+    # threestudio configs/zero123.yaml (recalled, a later version): lambda_rgb [100, 500, 1000, 400],
+    # lambda_mask [100, 50, 100, 400], lambda_sds 0.1; its commit 0076b2d has constant 200 / 50 with
+    # lambda_sds 0.003 (read); DreamGaussian uses 10000 and 1000 with lambda_sds 1
     lambda_rgb: Ramp = (100.0, 500.0, 1000.0, 400.0)
     # the mask term's weight on the same schedule (threestudio zero123.yaml: [100, 50, 100, 400])
     lambda_mask: Ramp = (100.0, 50.0, 100.0, 400.0)
