@@ -141,6 +141,21 @@ def load_part(config: Any, what: str, part: str, loader: Callable[[], T]) -> T:
     )
 
 
+def load_tokenizer(config: Any, what: str, part: str) -> Any:
+    """The tokenizer in the `part` subfolder of `config.model`: it has no weights, and
+    trust_remote_code=False refuses a folder's code."""
+    from transformers import AutoTokenizer
+
+    return load_part(
+        config,
+        what,
+        part,
+        lambda: AutoTokenizer.from_pretrained(
+            config.model, subfolder=part, revision=config.revision, trust_remote_code=False
+        ),
+    )
+
+
 def load_error(
     model: str,
     what: str,

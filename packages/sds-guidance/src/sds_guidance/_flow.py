@@ -29,6 +29,7 @@ from sds_guidance._diffusers import (
     freeze,
     hub_kwargs,
     load_part,
+    load_tokenizer,
     module_device,
     place,
     resolve_dtype,
@@ -154,18 +155,8 @@ class FlowMatchingGuidance:
         return self.dtype
 
     def _tokenizer(self, part: str) -> Any:
-        """The tokenizer in subfolder `part` (no weights; trust_remote_code=False refuses a folder's code)."""
-        from transformers import AutoTokenizer
-
-        config = self.config
-        return load_part(
-            config,
-            self.what,
-            part,
-            lambda: AutoTokenizer.from_pretrained(
-                config.model, subfolder=part, revision=config.revision, trust_remote_code=False
-            ),
-        )
+        """The tokenizer in subfolder `part` (`load_tokenizer`)."""
+        return load_tokenizer(self.config, self.what, part)
 
     def _text_encoder(self, part: str, kind: str) -> Any:
         """The frozen text encoder in subfolder `part`: "clip" (CLIPTextModel), "clip-projection"

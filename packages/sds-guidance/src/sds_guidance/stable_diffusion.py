@@ -28,6 +28,7 @@ from sds_guidance._diffusers import (
     hub_kwargs,
     load_part,
     load_scheduler_and_unet,
+    load_tokenizer,
     module_device,
     place,
     resolve_dtype,
@@ -95,18 +96,8 @@ class StableDiffusionGuidance:
     # --- loading the text side (overridden by SDXL: two encoders) ----------------------------
 
     def _tokenizer(self, part: str) -> Any:
-        """The tokenizer in subfolder `part`; it has no weights, and trust_remote_code=False refuses a folder's code."""
-        from transformers import AutoTokenizer
-
-        config = self.config
-        return load_part(
-            config,
-            self.what,
-            part,
-            lambda: AutoTokenizer.from_pretrained(
-                config.model, subfolder=part, revision=config.revision, trust_remote_code=False
-            ),
-        )
+        """The tokenizer in subfolder `part` (`load_tokenizer`)."""
+        return load_tokenizer(self.config, self.what, part)
 
     def _text_encoder(self, part: str, projection: bool = False) -> Any:
         """The frozen CLIP text encoder in subfolder `part` (`projection`: CLIPTextModelWithProjection,
