@@ -383,3 +383,24 @@ def declare_background(guidance: Any, config: Any) -> None:
     if len(values) != 3 or not all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in values):
         raise ConfigError(f"guidance.background must be three numbers in [0, 1] (RGB), not {config.background!r}")
     guidance.background = tuple(float(v) for v in values)
+
+
+def encode_render(
+    render: Any, channels: int, resolution: int, moments: Callable[[Any], Any], device: Any, dtype: Any, encode: str
+) -> tuple[Any, bool]:
+    """A latent backend's view of a render: (latents, True) for a latent render as it is (its
+    channel count checked), else (the VAE's unscaled latents, False) of the RGB render in [0, 1]
+    resized to `resolution` and encoded with gradient, the posterior's mean or a sample (`encode`);
+    `moments` maps the [-1, 1] image to the posterior's parameters (the compiled encoder, or not)."""
+    import torch.nn.functional as F
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    image = render.image
+    if render.space == "latent":
+        if image.shape[1] != channels:
+            raise ConfigError(f"latent renders must have {channels} channels, not {image.shape[1]}")
+        return image, True
+    if image.shape[-2:] != (resolution, resolution):
+        image = F.interpolate(image, (resolution, resolution), mode="bilinear", align_corners=False)
+    posterior = DiagonalGaussianDistribution(moments((image * 2 - 1).to(device, dtype)))
+    return (posterior.mean if encode == "mean" else posterior.sample()), False

@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from sds_core.api import BuildContext, CameraBatch, ConfigError, FlowSchedule, NoisePrediction, Render
@@ -26,6 +25,7 @@ from sds_guidance._diffusers import (
     compile_wanted,
     conditioning_batch,
     declare_background,
+    encode_render,
     freeze,
     hub_kwargs,
     load_part,
@@ -203,19 +203,10 @@ class FlowMatchingGuidance:
     def prepare(self, render: Render) -> Tensor:
         """Latents of the render: RGB in [0, 1] resized and VAE-encoded (with gradient), shifted and
         scaled as the pipelines do ((z - shift_factor) * scaling_factor); latents as they are."""
-        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
-
-        image = render.image
-        if render.space == "latent":
-            if image.shape[1] != self.channels:
-                raise ConfigError(f"latent renders must have {self.channels} channels, not {image.shape[1]}")
-            return image
-        if image.shape[-2:] != (self.resolution, self.resolution):
-            image = F.interpolate(image, (self.resolution, self.resolution), mode="bilinear", align_corners=False)
-        x = (image * 2 - 1).to(module_device(self.vae, self.device), self.vae_dtype)
-        posterior = DiagonalGaussianDistribution(self._moments(x))
-        latents = posterior.mean if self.config.encode == "mean" else posterior.sample()
-        return ((latents - self.shift_factor) * self.scaling_factor).float()
+        device = module_device(self.vae, self.device)
+        args = (self.channels, self.resolution, self._moments, device, self.vae_dtype, self.config.encode)
+        latents, given = encode_render(render, *args)
+        return latents if given else ((latents - self.shift_factor) * self.scaling_factor).float()
 
     def _encoder_moments(self, x: Tensor) -> Tensor:
         """The VAE posterior's mean and log-variance (tensors in, a tensor out, for torch.compile)."""

@@ -47,6 +47,7 @@ from sds_guidance._diffusers import (
     compile_for,
     compile_wanted,
     declare_background,
+    encode_render,
     epsilon_from_output,
     freeze,
     hub_kwargs,
@@ -181,17 +182,11 @@ class Zero123Guidance:
 
     def prepare(self, render: Render) -> Tensor:
         """Latents of the render: RGB in [0, 1] resized and VAE-encoded (with gradient), scaled."""
-        image = render.image
-        if render.space == "latent":
-            if image.shape[1] != self.channels:
-                raise ConfigError(f"latent renders must have {self.channels} channels, not {image.shape[1]}")
-            return image
-        if image.shape[-2:] != (self.resolution, self.resolution):
-            image = F.interpolate(image, (self.resolution, self.resolution), mode="bilinear", align_corners=False)
-        x = (image * 2 - 1).to(module_device(self.vae, self.device), self.dtype)
-        posterior = self.vae.encode(x).latent_dist
-        latents = posterior.mean if self.config.encode == "mean" else posterior.sample()
-        return (latents * self.scaling_factor).float()
+        moments = lambda x: self.vae.encode(x).latent_dist.parameters  # noqa: E731 (eager: no compiled encoder)
+        device = module_device(self.vae, self.device)
+        args = (self.channels, self.resolution, moments, device, self.dtype, self.config.encode)
+        latents, given = encode_render(render, *args)
+        return latents if given else (latents * self.scaling_factor).float()
 
     def decode(self, x: Tensor) -> Tensor:
         with torch.no_grad():
