@@ -12,6 +12,7 @@ from sds_core.limits import (
     MAX_CONFIG_DEPTH,
     MAX_GRID_SIDE,
     MAX_SEED,
+    check_config_sizes,
     check_grid_side,
     check_image_side,
     format_bytes,
@@ -95,6 +96,16 @@ def test_resolve_refuses_deep_overrides_seeds_out_of_range_and_huge_sizes(catalo
         resolve_config(catalog, "draft", {"cameras": {"width": 10**6}}, NAMES)
     with pytest.raises(ConfigError, match=r"generator\.resolution 100000 would need about 112 GiB"):
         resolve_config(catalog, "draft", {"generator": {"resolution": 100_000}}, NAMES)
+    refusal = r"cameras\.batch_size must be from 1 to 256 \(views .*\), not 100000: .*about 1\.1 GiB"
+    with pytest.raises(ConfigError, match=refusal):
+        resolve_config(catalog, "draft", {"cameras": {"batch_size": 100_000, "width": 32, "height": 32}}, NAMES)
+    for bad in (0, -3, 2.5, True, "4"):
+        with pytest.raises(ConfigError, match=r"cameras\.batch_size must be"):
+            resolve_config(catalog, "draft", {"cameras": {"batch_size": bad}}, NAMES)
+    with pytest.raises(ConfigError, match=r"generator\.video_frames must be from 1 to 3600 \(frames"):
+        check_config_sizes({"generator": {"video_frames": 10**9}})  # the image generator makes no video
+    widest = resolve_config(catalog, "draft", {"cameras": {"batch_size": 256}}, NAMES)
+    assert widest.tree["cameras"]["batch_size"] == 256
 
 
 def test_recorded_guidance_facts_are_checked() -> None:

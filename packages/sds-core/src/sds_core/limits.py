@@ -31,6 +31,13 @@ MAX_IMAGE_SIDE = 4096
 # The baked UV texture of mesh.glb / mesh.obj: 8192 is the largest texture real-time engines and
 # Blender's exporters commonly take (about 2.5 GiB while baking).
 MAX_TEXTURE_SIDE = 8192
+# Cameras a step renders and guides (cameras.batch_size): A.2 trains at 4, one view per TPU chip,
+# and MVDream at 4 views of each object; 256 is 64 times A.2's, and a step's renders, activations
+# and guidance batch grow with it (the refusal gives the renders' memory alone).
+MAX_CAMERA_BATCH = 256
+# Frames of the turntable video (generator.video_frames): 3,600 is one frame per tenth of a degree
+# (a minute at 60 fps); the default is 60, the drafts' 24.
+MAX_VIDEO_FRAMES = 3600
 # Latent channels a recorded guidance may declare (SD: 4, IF: 3, SD3 and FLUX: 16).
 MAX_CHANNELS = 64
 # Nesting of a config tree: a real config is section.option.[list of pairs], four levels.
@@ -177,6 +184,11 @@ IMAGE_OPTIONS: tuple[tuple[str, str], ...] = (
     ("generator", "video_resolution"),
 )
 TEXTURE_OPTIONS: tuple[tuple[str, str], ...] = (("generator", "texture_size"),)
+# counts, each with its bound and what one of them is
+COUNT_OPTIONS: dict[tuple[str, str], tuple[int, str]] = {
+    ("cameras", "batch_size"): (MAX_CAMERA_BATCH, "views rendered and guided at each step"),
+    ("generator", "video_frames"): (MAX_VIDEO_FRAMES, "frames of the turntable video"),
+}
 GRID_OPTIONS: dict[tuple[str, str], str] = {  # -> what the grid is, for the refusal
     ("generator", "mesh_resolution"): "the marching-cubes grid",
     ("generator", "grid_resolution"): "its float32 grid",
@@ -184,13 +196,36 @@ GRID_OPTIONS: dict[tuple[str, str], str] = {  # -> what the grid is, for the ref
 }
 
 
+def check_count(count: Any, what: str, maximum: int, unit: str, cost: str = "") -> int:
+    """`count` if it is a whole number in [1, maximum], else a ConfigError naming `what`, the bound,
+    what is counted (`unit`) and, past the bound, `cost` (what that many would need)."""
+    count = _whole(count, what, 1, maximum)
+    if not 1 <= count <= maximum:
+        why = f": {cost}" if cost and count > maximum else ""
+        raise ConfigError(f"{what} must be from 1 to {maximum} ({unit}), not {count}{why}")
+    return count
+
+
 def check_config_sizes(tree: Mapping[str, Any]) -> None:
-    """Every size of a resolved config tree (IMAGE_OPTIONS, TEXTURE_OPTIONS, GRID_OPTIONS) within
-    its bound; options a plugin does not have, or leaves None (its guidance's own), are skipped."""
+    """Every size of a resolved config tree (IMAGE_OPTIONS, TEXTURE_OPTIONS, COUNT_OPTIONS,
+    GRID_OPTIONS) within its bound; options a plugin does not have, or leaves None (its guidance's
+    own), are skipped. A camera batch past its bound also names its renders' memory."""
 
     def value(section: str, option: str) -> Any:
         node = tree.get(section)
         return node.get(option) if isinstance(node, Mapping) else None
+
+    for (section, option), (maximum, unit) in COUNT_OPTIONS.items():
+        count = value(section, option)
+        if count is None:
+            continue
+        cost = ""
+        if (section, option) == ("cameras", "batch_size") and isinstance(count, int) and count > maximum:
+            width, height = value("cameras", "width"), value("cameras", "height")
+            if isinstance(width, int) and isinstance(height, int) and 0 < width * height <= MAX_IMAGE_SIDE**2:
+                need = format_bytes(float(count) * width * height * PIXEL_BYTES)
+                cost = f"its {width} x {height} renders alone would need about {need}"
+        check_count(count, f"{section}.{option}", maximum, unit, cost)
 
     for section, option in IMAGE_OPTIONS:
         side = value(section, option)
