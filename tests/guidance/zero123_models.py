@@ -2,7 +2,7 @@
 (SD 1.x's UNet with 8 input channels, SD's VAE, CLIP ViT-L/14's vision tower with projection,
 CLIP's image processor, DDIM's scheduler config, the 772 -> 768 camera projection) with only
 widths, depths and the latent side shrunk, as tests/fixtures/published.py shrinks the others.
-Saved in the diffusers folder layout of kxic/zero123-xl-diffusers."""
+Saved in the diffusers folder layout of kxic/zero123-xl."""
 
 from __future__ import annotations
 

@@ -187,10 +187,10 @@ class Zero123Config(ReferenceOptions, CompileOptions):
     of the reference and the relative camera of each view. The reference options (its camera,
     foreground, the reference-view terms' weights) are `ReferenceOptions` (sds_core)."""
 
-    # hub id or local folder in the diffusers layout of kxic/zero123-xl-diffusers (unet, vae,
+    # hub id or local folder in the diffusers layout of kxic/zero123-xl (unet, vae,
     # image_encoder, feature_extractor, scheduler, cc_projection); a Stable Zero123 port
     # (ashawkey/stable-zero123-diffusers) names its projection clip_camera_projection
-    model: str = "kxic/zero123-xl-diffusers"
+    model: str = "kxic/zero123-xl"
     revision: str | None = None  # a branch, tag or commit of the hub repository
     variant: str | None = None  # e.g. "fp16" to load the half-precision files of a hub repo
     # load `.bin` (pickled) weights when a folder has no safetensors; off: such a folder is refused,

@@ -31,10 +31,13 @@ scheduler) are SD 2.1-base's in diffusers layout.
 The camera condition (threestudio-mvdream's default `camera_condition_type: rotation`, its
 `normalize_camera`): the view's camera-to-world matrix in sds's world (z up, OpenGL camera axes
 looking along -z, `sds_core.protocols`: threestudio's convention too) with its translation scaled
-to unit length, flattened row by row. Recalled, not re-read in this session: that threestudio
-feeds its z-up world's c2w as it is (MVDream's own `get_camera` builds y-up matrices and turns them
-to Blender's z-up world with a y/z flip, the frame of its Objaverse renders, so the two agree up to
-where azimuth 0 lies).
+to unit length, flattened row by row. Checked in session 36 against threestudio-mvdream's
+`get_camera_cond` (it feeds its z-up world's c2w as it is, the Blender conversion commented out)
+and MVDream's `camera_utils.py` (`get_camera` builds y-up matrices and turns them to Blender's z-up
+world with a y/z flip). MVDream's azimuth a lies at sds azimuth a - 90 degrees, both counter-clockwise
+seen from above: sds's front (azimuth 0, +x) is MVDream's azimuth 90, where its `t2i.py` starts by
+default (`--camera_azim 90`); its author notes that view is a learned tendency, not a guaranteed
+front (bytedance/MVDream issue 19).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Zero-1-to-3 (Liu et al., "Zero-1-to-3: Zero-shot One Image to 3D Object", ICCV 2023) and Stable
 Zero123 (Stability AI, 2023) as an image-conditioned SDS prior.
 
-The diffusers layout of kxic/zero123-xl-diffusers (and of the diffusers community pipeline
-`pipeline_zero1to3.py`), loaded component by component with `from_pretrained`:
+The diffusers layout of kxic/zero123-xl (the conversion kxhit/zero123-hf lists, loaded by the
+diffusers community pipeline `pipeline_zero1to3.py`), component by component with `from_pretrained`:
 
 - `unet`: Stable Diffusion 1.x's UNet with 8 input channels, the noisy latent concatenated with the
   reference image's VAE latent (the posterior's mode, not multiplied by the scaling factor: the
@@ -11,8 +11,8 @@ The diffusers layout of kxic/zero123-xl-diffusers (and of the diffusers communit
 - `image_encoder` + `feature_extractor`: CLIP ViT-L/14 (`CLIPVisionModelWithProjection`) and its
   `CLIPImageProcessor`; the UNet cross-attends to one token,
   `cc_projection([image_embeds, camera])`, a Linear 772 -> 768;
-- `cc_projection` (a Stable Zero123 port such as ashawkey/stable-zero123-diffusers names it
-  `clip_camera_projection`): a `CCProjection` / `CLIPCameraProjection` in the community code,
+- `cc_projection` (ashawkey's ports, ashawkey/zero123-xl-diffusers and
+  ashawkey/stable-zero123-diffusers, name it `clip_camera_projection`): a `CCProjection` / `CLIPCameraProjection` in the community code,
   not a diffusers class, so it is read here as the plain Linear it is (its one weight and bias
   from a safetensors file, no class of the folder's own);
 - `scheduler`: DDIM's config of SD's scaled-linear DDPM schedule; only its alphas-bar are used.
@@ -21,8 +21,9 @@ The relative camera of a view at (elevation, azimuth, distance) from the referen
 in Zero-1-to-3's polar angle (90 deg - elevation), as threestudio's `zero123_guidance.py` builds it:
     zero123:        [rad((90 - e) - (90 - e0)), sin(rad(a - a0)), cos(rad(a - a0)), r - r0]
     stable-zero123: [rad((90 - e) - (90 - e0)), sin(rad(a - a0)), cos(rad(a - a0)), rad(90 - e0)]
-Stable Zero123 replaces the radius difference by the reference view's own polar angle
-(threestudio's `stable_zero123_guidance.py`; recalled, not re-read in this session). sds's azimuth
+Stable Zero123 replaces the radius difference by the reference view's own polar angle, in radians
+(threestudio's `stable_zero123_guidance.py`, `get_cond`; ComfyUI's `nodes_stable3d.py` is its
+e0 = 0 case; checked against both in session 36). sds's azimuth
 (z up, counter-clockwise from +x, `sds_core.cameras`) is Zero-1-to-3's (atan2(y, x) of its z-up
 Objaverse cameras), so the angles are used as they are.
 
