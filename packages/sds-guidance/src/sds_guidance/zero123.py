@@ -12,9 +12,10 @@ diffusers community pipeline `pipeline_zero1to3.py`), component by component wit
   `CLIPImageProcessor`; the UNet cross-attends to one token,
   `cc_projection([image_embeds, camera])`, a Linear 772 -> 768;
 - `cc_projection` (ashawkey's ports, ashawkey/zero123-xl-diffusers and
-  ashawkey/stable-zero123-diffusers, name it `clip_camera_projection`): a `CCProjection` / `CLIPCameraProjection` in the community code,
-  not a diffusers class, so it is read here as the plain Linear it is (its one weight and bias
-  from a safetensors file, no class of the folder's own);
+  ashawkey/stable-zero123-diffusers, name it `clip_camera_projection`): a `CCProjection` /
+  `CLIPCameraProjection` in the community code, not a diffusers class, so it is read here as the
+  plain Linear it is (its one weight and bias from a safetensors file, no class of the folder's
+  own);
 - `scheduler`: DDIM's config of SD's scaled-linear DDPM schedule; only its alphas-bar are used.
 
 The relative camera of a view at (elevation, azimuth, distance) from the reference at (e0, a0, r0),
@@ -62,7 +63,7 @@ from sds_guidance._diffusers import (
 )
 from sds_guidance.config import Zero123Config
 
-PROJECTIONS = ("cc_projection", "clip_camera_projection")  # Zero-1-to-3 XL's folder, Stable Zero123 ports'
+PROJECTIONS = ("cc_projection", "clip_camera_projection")  # Zero-1-to-3 XL's folder, ashawkey's ports
 CAMERA_DIM = 4
 
 
