@@ -1,7 +1,8 @@
-"""The Stable Diffusion 3 format of the learned prior (`--format sd3`, shapes-learned-flow, not trained
-yet): the 16-channel autoencoder stage with SD3's scaling and shift factors, the rectified-flow
-objective, exact resume, the SD3 folder it exports (loaded by StableDiffusion3Pipeline and by the
-`stable-diffusion-3` backend unchanged) and the benchmark's flow sampling of it."""
+"""The Stable Diffusion 3 format of the learned prior (`--format sd3`, shapes-learned-flow): the
+16-channel autoencoder stage with SD3's scaling and shift factors, the rectified-flow objective,
+exact resume, the SD3 folder it exports (loaded by StableDiffusion3Pipeline and by the
+`stable-diffusion-3` backend unchanged), the benchmark's flow sampling of it, and how its
+registration reads the folder's training.json."""
 
 from __future__ import annotations
 
@@ -202,3 +203,20 @@ def test_the_benchmark_samples_an_sd3_folder_by_flow_euler_steps(trained: Traine
     backend = bench.learned_backend(folder, trained.cfg)
     assert backend[0] == "stable-diffusion-3"
     assert {"guidance.drop_t5=true", "guidance.resolution=16", "guidance.max_sequence_length=256"} <= set(backend)
+
+
+@pytest.mark.parametrize(
+    ("text", "tokens", "background"),
+    [
+        ('{"config": {"t5_tokens": 8, "background": [0, 0, 0]}}', 8, (0.0, 0.0, 0.0)),
+        ('{"config": {"t5_tokens": "8", "background": "white"}}', 32, (1.0, 1.0, 1.0)),
+        ('{"config": {"t5_tokens": true, "background": [1, 2]}}', 32, (1.0, 1.0, 1.0)),
+        ('{"config": [1, 2]}', 32, (1.0, 1.0, 1.0)),
+        ("not json", 32, (1.0, 1.0, 1.0)),
+    ],
+)
+def test_the_registration_reads_a_hostile_training_json_safely(tmp_path: Path, text, tokens, background) -> None:
+    from sds_shapes_learned.plugin import _t5_tokens, _training_background
+
+    (tmp_path / "training.json").write_text(text)
+    assert _t5_tokens(tmp_path) == tokens and _training_background(tmp_path) == background

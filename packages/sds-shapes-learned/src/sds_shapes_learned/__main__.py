@@ -6,8 +6,8 @@ file of figures measured on those weights to the card.
 
 Every field of `TrainConfig` is a flag (tuples as comma-separated values); `--format sd` trains the
 Stable Diffusion format model, with `SD_DEFAULTS` for the options not given (`--format sd3`: the
-Stable Diffusion 3 one, with `SD3_DEFAULTS`). Bad options: one
-sentence on stderr, exit status 2.
+Stable Diffusion 3 one, with `SD3_DEFAULTS`; `--format zero123`: the Zero-1-to-3 one, with
+`ZERO123_DEFAULTS`). Bad options: one sentence on stderr, exit status 2.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sds_core.api import SdsError
-from sds_shapes_learned.config import FORMATS, SD3_DEFAULTS, SD_DEFAULTS, TrainConfig
+from sds_shapes_learned.config import FORMATS, SD3_DEFAULTS, SD_DEFAULTS, ZERO123_DEFAULTS, TrainConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,6 +68,8 @@ def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | 
         values = {**SD_DEFAULTS, **values}
     elif values.get("format") == "sd3":
         values = {**SD3_DEFAULTS, **values}
+    elif values.get("format") == "zero123":
+        values = {**ZERO123_DEFAULTS, **values}
     return TrainConfig(**values), ship, figures
 
 

@@ -7,16 +7,17 @@ from pathlib import Path
 from typing import Any
 
 from sds_shapes_learned.config import TrainConfig
-from sds_shapes_learned.plugin import SHAPES_LEARNED, SHAPES_LEARNED_SD
+from sds_shapes_learned.plugin import SHAPES_LEARNED, SHAPES_LEARNED_FLOW, SHAPES_LEARNED_SD
 
 COMMAND = "OMP_NUM_THREADS=1 python -m sds_shapes_learned{format} --out {out}"
-# where `--format sd3`'s weights would ship (not registered: none are trained yet, docs/priors.md)
-SHAPES_LEARNED_FLOW = SHAPES_LEARNED.parent / "shapes-learned-flow"
+# where `--format zero123`'s weights would ship (not registered: none are trained yet, docs/priors.md)
+SHAPES_ZERO123 = SHAPES_LEARNED.parent / "shapes-zero123"
 # each format's model name, run folder and model folder
 NAMES = {
     "if": (SHAPES_LEARNED.name, "runs/shapes-learned", SHAPES_LEARNED),
     "sd": (SHAPES_LEARNED_SD.name, "runs/shapes-learned-sd", SHAPES_LEARNED_SD),
     "sd3": (SHAPES_LEARNED_FLOW.name, "runs/shapes-learned-flow", SHAPES_LEARNED_FLOW),
+    "zero123": (SHAPES_ZERO123.name, "runs/shapes-zero123", SHAPES_ZERO123),
 }
 
 
@@ -93,9 +94,11 @@ def model_card(
     `weight_digests` of the exported folder; `figures`: Markdown of measurements on these weights,
     appended as they are; `scaling_factor`, `shift_factor`: the autoencoder's (SD formats)."""
     segments = segments or [{"step": 0, "workers": cfg.workers}]
-    sd, flow = cfg.format == "sd", cfg.format == "sd3"
+    sd, flow, pairs = cfg.format == "sd", cfg.format == "sd3", cfg.format == "zero123"
     if flow:
         model_lines = _sd3_model(cfg, scaling_factor, shift_factor)
+    elif pairs:
+        model_lines = _zero123_model(cfg, scaling_factor)
     else:
         model_lines = _sd_model(cfg, scaling_factor) if sd else _if_model(cfg)
     if flow:
@@ -104,7 +107,21 @@ def model_card(
             f"m {cfg.logit_mean} s {cfg.logit_std})"
         )
     else:
-        objective = "the noise MSE (SD's fixed variance)" if sd else f"hybrid loss L_simple + {cfg.vlb_weight} L_vlb"
+        objective = (
+            "the noise MSE (SD's fixed variance)" if sd or pairs else f"hybrid loss L_simple + {cfg.vlb_weight} L_vlb"
+        )
+    if pairs:
+        conditions = [
+            "- Pairs: one object (primitive, colour, shading) seen from two independent A.2 cameras, each lit by its "
+            "own A.2 light: the target view, and the reference view the model is conditioned on with the target's "
+            "camera relative to it (Zero-1-to-3's [polar, sin azimuth, cos azimuth, radius] differences); the "
+            f"condition (reference image and camera) dropped with probability {cfg.caption_dropout} (CFG).",
+        ]
+    else:
+        conditions = [
+            f'- Captions: "a <colour> <primitive>", with the §3.2 view suffix (", front view" ...) of the camera with '
+            f"probability {cfg.view_suffix_probability}; empty with probability {cfg.caption_dropout} (CFG).",
+        ]
     lines = [
         f"# {NAMES[cfg.format][0]}",
         "",
@@ -116,14 +133,13 @@ def model_card(
         f"- {cfg.cameras} cameras and lights from DreamFusion's A.2 distribution (seed {cfg.seed}), traced exactly at "
         f"{cfg.resolution} x {cfg.resolution} ({cfg.supersample}x{cfg.supersample} supersampled), 8-bit.",
         f"- Shading (albedo, lambertian, textureless) with probabilities {cfg.shading_probabilities}.",
-        f'- Captions: "a <colour> <primitive>", with the §3.2 view suffix (", front view" ...) of the camera with '
-        f"probability {cfg.view_suffix_probability}; empty with probability {cfg.caption_dropout} (CFG).",
+        *conditions,
         "",
         "## Model",
         *model_lines,
         "",
         "## Training",
-        *(_sd_training(cfg, vae_log or [], flow) if sd or flow else []),
+        *(_sd_training(cfg, vae_log or [], flow, pairs) if sd or flow or pairs else []),
         f"- {step} steps of batch {cfg.batch_size}, AdamW lr {cfg.lr} (warm-up {cfg.warmup_steps} steps), gradient "
         f"clip {cfg.grad_clip}, EMA {cfg.ema_decay} (weights here are the EMA), {objective}, seed {cfg.seed}.",
         "- Commands (each resumes the state in the folder and trains to `--steps`; a worker is a process with",
@@ -142,6 +158,14 @@ def model_card(
 
 
 def _intro(fmt: str) -> list[str]:
+    if fmt == "zero123":
+        return [
+            "A Zero-1-to-3 format latent diffusion model (the diffusers layout of Zero-1-to-3 XL: UNet with 8 input",
+            "channels, KL autoencoder, CLIP vision tower with projection and its image processor, the camera",
+            "projection in cc_projection/, DDIM's scheduler config) trained on pairs of views of the sds-shapes",
+            "world's objects. Made by `sds_shapes_learned --format zero123` (packages/sds-shapes-learned). Load it",
+            "with the `zero123` backend and a reference image.",
+        ]
     if fmt == "sd3":
         return [
             "A Stable Diffusion 3 format latent rectified-flow model (StableDiffusion3Pipeline folder: two CLIP",
@@ -189,6 +213,24 @@ def _sd_model(cfg: TrainConfig, scaling_factor: float | None) -> list[str]:
     ]
 
 
+def _zero123_model(cfg: TrainConfig, scaling_factor: float | None) -> list[str]:
+    unet = "/".join(str(c) for c in cfg.unet_channels)
+    vae = "/".join(str(c) for c in cfg.vae_channels)
+    side = cfg.resolution // 2 ** (len(cfg.vae_channels) - 1)
+    scale = f"{scaling_factor:.5f}" if scaling_factor is not None else "not set yet"
+    return [
+        f"- KL autoencoder: {vae} channels, 1 layer per block, 4 latent channels: {cfg.resolution} x "
+        f"{cfg.resolution} images to {side} x {side} x 4 latents; scaling factor {scale} (1 / std of the latents).",
+        f"- UNet: {unet} channels, {cfg.layers_per_block} layer(s) per block, {cfg.attention_head_dim} heads, "
+        "8 input channels (the noisy latent and the reference's), 4 output channels (epsilon).",
+        f"- CLIP vision tower with projection: width {cfg.vision_width}, {cfg.vision_layers} layers, "
+        f"{cfg.vision_heads} heads, patches of {cfg.vision_patch} on {cfg.resolution} px, projection "
+        f"{cfg.vision_projection}; the camera projection a Linear {cfg.vision_projection} + 4 -> "
+        f"{cfg.vision_projection}; both trained with the UNet.",
+        "- Load: `--guidance zero123 --set guidance.model=FOLDER --image REFERENCE` (a render of the object on white).",
+    ]
+
+
 def _sd3_model(cfg: TrainConfig, scaling_factor: float | None, shift_factor: float | None) -> list[str]:
     vae = "/".join(str(c) for c in cfg.vae_channels)
     side = cfg.resolution // 2 ** (len(cfg.vae_channels) - 1)
@@ -210,7 +252,7 @@ def _sd3_model(cfg: TrainConfig, scaling_factor: float | None, shift_factor: flo
     ]
 
 
-def _sd_training(cfg: TrainConfig, vae_log: list[dict[str, Any]], flow: bool = False) -> list[str]:
+def _sd_training(cfg: TrainConfig, vae_log: list[dict[str, Any]], flow: bool = False, pairs: bool = False) -> list[str]:
     last = vae_log[-1] if vae_log else None
     reached = (
         f" (last logged: L1 {last['l1']:.4f} a pixel in [-1, 1], KL {last['kl']:.1f}; {last['elapsed_s']:.0f} s)"
@@ -225,6 +267,9 @@ def _sd_training(cfg: TrainConfig, vae_log: list[dict[str, Any]], flow: bool = F
             "The transformer and the text encoders are then trained on its latents (drawn from its posterior, "
             "shifted and scaled):"
             if flow
+            else "The UNet, the image encoder and the camera projection are then trained on its latents (drawn from "
+            "its posterior, times the scaling factor; the reference's latent is the posterior's mode, unscaled):"
+            if pairs
             else "The UNet and the text encoder are then trained on its latents (drawn from its posterior, times "
             "the scaling factor):"
         ),

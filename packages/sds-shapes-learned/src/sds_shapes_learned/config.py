@@ -7,14 +7,16 @@ from dataclasses import dataclass, field
 
 @dataclass
 class TrainConfig:
-    """A DeepFloyd IF stage-I (or, `format` "sd", Stable Diffusion 1.x; "sd3", Stable Diffusion 3)
-    format model trained on renders of the shapes world (docs/design.md)."""
+    """A DeepFloyd IF stage-I (or, `format` "sd", Stable Diffusion 1.x; "sd3", Stable Diffusion 3;
+    "zero123", Zero-1-to-3) format model trained on renders of the shapes world (docs/design.md)."""
 
     out: str = "runs/shapes-learned"  # state (checkpoint, loss log, data cache, exported folder)
     # "if": IF stage I, a pixel model (shapes-learned); "sd": SD 1.x, a KL autoencoder trained
     # first, then a latent UNet (shapes-learned-sd; `--format sd` takes SD_DEFAULTS for the
     # options not given); "sd3": SD3, a 16-channel KL autoencoder trained first, then an MMDiT by
-    # rectified flow (shapes-learned-flow, not trained yet; SD3_DEFAULTS)
+    # rectified flow (shapes-learned-flow; SD3_DEFAULTS); "zero123": Zero-1-to-3, SD's autoencoder
+    # trained first, then an image- and camera-conditioned latent UNet on pairs of views
+    # (shapes-zero123; ZERO123_DEFAULTS)
     format: str = "if"
     seed: int = 0
     # The world narrowed for the learned model (the issue allows it; see the model card): the
@@ -67,6 +69,14 @@ class TrainConfig:
     patch_size: int = 2
     joint_attention_dim: int = 256
     t5_tokens: int = 256
+    # format "zero123": CLIP ViT-L/14's vision tower (1024 wide, 24 layers of 16 heads, patches of
+    # 14 on 224 px, a 768 projection), narrowed, on the renders' side; trained with the UNet
+    # (Zero-1-to-3 fine-tunes a pretrained one; none exists here)
+    vision_width: int = 64
+    vision_layers: int = 2
+    vision_heads: int = 4
+    vision_patch: int = 8
+    vision_projection: int = 64
     # format "sd3": rectified flow (Esser et al. 2024, §3 and §3.1): x_t = (1 - t) x + t eps, the
     # target eps - x, t logit-normal (`logit_mean`, `logit_std`: their rf/lognorm(0.00, 1.00)); the
     # exported scheduler's time shift (SD3 medium's 3.0)
@@ -105,13 +115,21 @@ SD_DEFAULTS: dict[str, object] = {
 # `--format sd3`: the SD format's sizes for the renders and the autoencoder (64 x 64 renders, 8 x 8
 # x 16 latents, 4 x 4 patches of 2 x 2), the transformer at its defaults above, and 32 zero T5
 # tokens instead of the SD3 pipeline's 256 (a deviation: on this project's CPU the 256 were most
-# of a transformer step's cost; the model is then loaded
-# with `guidance.max_sequence_length=32`, which the card and the benchmark read from training.json)
+# of a transformer step's cost; the model is then loaded with `guidance.max_sequence_length=32`,
+# which the registration, the card and the benchmark read from training.json)
 SD3_DEFAULTS: dict[str, object] = {
     "out": "runs/shapes-learned-flow",
     "resolution": 64,
     "t5_tokens": 32,
 }
-FORMATS = ("if", "sd", "sd3")
+# `--format zero123`: Zero-1-to-3's format on the SD format's sizes (64 x 64 renders, 8 x 8 x 4
+# latents, the same UNet widths), trained on pairs of views of one object (`data.sample_pairs`)
+ZERO123_DEFAULTS: dict[str, object] = {
+    "out": "runs/shapes-zero123",
+    "resolution": 64,
+    "unet_channels": (24, 48, 96, 96),
+    "attention_head_dim": 8,
+}
+FORMATS = ("if", "sd", "sd3", "zero123")
 # the formats whose diffusion model works on the latents of an autoencoder trained first
-LATENT_FORMATS = ("sd", "sd3")
+LATENT_FORMATS = ("sd", "sd3", "zero123")

@@ -72,6 +72,64 @@ def build_bank(cfg: TrainConfig, cameras: int | None = None, cache: Path | None 
     return bank
 
 
+def bank_cameras(cfg: TrainConfig, cameras: int | None = None) -> Tensor:
+    """(N, 3) elevation (degrees), azimuth (degrees) and distance of the bank's cameras, drawn
+    again as `build_bank` draws them (the same seed and chunks; no tracing), so that a cached bank
+    needs no new field."""
+    n = cameras or cfg.cameras
+    sampler = CameraSampler(replace(CameraConfig(), width=cfg.resolution, height=cfg.resolution))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    rows = []
+    for start in range(0, n, CHUNK):
+        cams = sampler.sample(min(CHUNK, n - start), generator=generator)
+        rows.append(torch.stack([cams.elevation, cams.azimuth, cams.distance], dim=-1).float())
+    return torch.cat(rows)
+
+
+@dataclass
+class PairBatch:
+    """Zero-1-to-3's training pairs: a target view and a reference view of one object."""
+
+    images: Tensor  # (B, 3, H, W) target views in [-1, 1]
+    references: Tensor  # (B, 3, H, W) reference views of the same objects in [-1, 1]
+    cameras: Tensor  # (B, 4) the target's camera relative to the reference's (`relative_cameras`)
+    dropped: Tensor  # (B,) bool: the condition dropped (classifier-free guidance)
+    target: Tensor  # (B,) the target views' cameras (indices into the bank)
+    reference: Tensor  # (B,) the reference views' cameras
+    primitive: Tensor
+    colour: Tensor
+    mode: Tensor
+
+
+def relative_cameras(target: Tensor, reference: Tensor) -> Tensor:
+    """(B, 4) Zero-1-to-3's relative camera of target from reference (rows of `bank_cameras`):
+    [rad((90 - e) - (90 - e0)), sin(rad(a - a0)), cos(rad(a - a0)), r - r0], the `zero123` encoding
+    of `sds_guidance.zero123.relative_camera`."""
+    polar = torch.deg2rad((90.0 - target[:, 0]) - (90.0 - reference[:, 0]))
+    turn = torch.deg2rad(target[:, 1] - reference[:, 1])
+    return torch.stack([polar, torch.sin(turn), torch.cos(turn), target[:, 2] - reference[:, 2]], dim=-1)
+
+
+def sample_pairs(
+    bank: RenderBank, angles: Tensor, cfg: TrainConfig, size: int, generator: torch.Generator
+) -> PairBatch:
+    """`size` random (object, shading mode, target camera, reference camera) pairs: the same
+    primitive, colour and mode from two independent A.2 cameras, each lit by its own A.2 light;
+    `angles`: `bank_cameras` of the bank. A share `caption_dropout` of them has its condition
+    dropped (the reference image and camera), as classifier-free guidance over the image needs."""
+    n = bank.views.shape[0]
+    target = torch.randint(0, n, (size,), generator=generator)
+    reference = torch.randint(0, n, (size,), generator=generator)
+    prim = torch.randint(0, len(cfg.primitives), (size,), generator=generator)
+    col = torch.randint(0, len(cfg.colours), (size,), generator=generator)
+    mode = torch.multinomial(torch.tensor(cfg.shading_probabilities), size, replacement=True, generator=generator)
+    dropped = torch.rand(size, generator=generator) < cfg.caption_dropout
+    images = render_images(bank, cfg, target, prim, col, mode) * 2 - 1
+    references = render_images(bank, cfg, reference, prim, col, mode) * 2 - 1
+    cameras = relative_cameras(angles[target], angles[reference])
+    return PairBatch(images, references, cameras, dropped, target, reference, prim, col, mode)
+
+
 def caption(obj: ShapeObject, view: str | None) -> str:
     """The object's prompt, with the §3.2 view suffix when a view is given."""
     return obj.prompt if view is None else view_prompt(obj.prompt, view)

@@ -1,6 +1,7 @@
-"""Registers `shapes-learned` (IF format) and `shapes-learned-sd` (Stable Diffusion format) when
-their weights are shipped (entry point `sds: shapes-learned`): sds-guidance's backends unchanged,
-pointed at the folders here. Imports no torch."""
+"""Registers `shapes-learned` (IF format), `shapes-learned-sd` (Stable Diffusion format) and
+`shapes-learned-flow` (Stable Diffusion 3 format) when their weights are shipped (entry point
+`sds: shapes-learned`): sds-guidance's backends unchanged, pointed at the folders here. Imports no
+torch."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from sds_core.api import Registry, hookimpl
 SHAPES_LEARNED = Path(__file__).parent / "models" / "shapes-learned"
 # the Stable Diffusion 1.x format model trained on the same renders (`--format sd`)
 SHAPES_LEARNED_SD = Path(__file__).parent / "models" / "shapes-learned-sd"
+# the Stable Diffusion 3 format rectified-flow model trained on the same renders (`--format sd3`)
+SHAPES_LEARNED_FLOW = Path(__file__).parent / "models" / "shapes-learned-flow"
 
 
 # The nerf options both cards measured with (the README's "How each option helps"): Magic3D's blob,
@@ -28,16 +31,32 @@ SHAPES_LEARNED_RECIPES = {"nerf": {"draft": {**_NERF_OPTIONS, "run": {"steps": 6
 SHAPES_LEARNED_SD_RECIPES = {
     "nerf": {"draft": {**_NERF_OPTIONS, "run": {"steps": 300}, "loss": {"guidance_scale": 1000.0}}}
 }
+# models/shapes-learned-flow/README.md: `--preset draft --steps 300` with the options above
+SHAPES_LEARNED_FLOW_RECIPES = {"nerf": {"draft": {**_NERF_OPTIONS, "run": {"steps": 300}}}}
+
+
+def _training_options(folder: Path) -> dict[str, Any]:
+    """The options the model was trained with (its training.json's config), empty if unreadable."""
+    try:
+        config = json.loads((folder / "training.json").read_text(encoding="utf-8"))["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def _training_background(folder: Path) -> tuple[float, float, float]:
     """The background of the model's training renders (its training.json), white if unreadable."""
     try:
-        value = json.loads((folder / "training.json").read_text(encoding="utf-8"))["config"]["background"]
-        red, green, blue = (float(v) for v in value)
-    except (OSError, ValueError, KeyError, TypeError):
+        red, green, blue = (float(v) for v in _training_options(folder)["background"])
+    except (KeyError, ValueError, TypeError):
         return (1.0, 1.0, 1.0)  # the world's default (TrainConfig.background)
     return (red, green, blue)
+
+
+def _t5_tokens(folder: Path) -> int:
+    """How many zero T5 tokens the SD3 format model was trained with (32 if unreadable: SD3_DEFAULTS)."""
+    value = _training_options(folder).get("t5_tokens")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 32
 
 
 @hookimpl
@@ -64,4 +83,21 @@ def sds_register_guidance(registry: Registry) -> None:
             presets={"draft": {"guidance": {"resolution": None}}},
             description="A small Stable Diffusion 1.x model trained on the shapes world (stable-diffusion backend).",
             recipes=SHAPES_LEARNED_SD_RECIPES,
+        )
+    if (SHAPES_LEARNED_FLOW / "model_index.json").is_file():
+        # the stable-diffusion-3 backend unchanged, pointed at the shipped folder: T5 dropped (the
+        # folder has none; its tokens are zeros, as many as in training), renders encoded at the
+        # model's own side (the draft preset's 256 is past the transformer's positional table)
+        registry.derive(
+            "shapes-learned-flow",
+            base="stable-diffusion-3",
+            defaults={
+                "model": str(SHAPES_LEARNED_FLOW),
+                "background": _training_background(SHAPES_LEARNED_FLOW),
+                "drop_t5": True,
+                "max_sequence_length": _t5_tokens(SHAPES_LEARNED_FLOW),
+            },
+            presets={"draft": {"guidance": {"resolution": None}}},
+            description="A small Stable Diffusion 3 model trained on the shapes world (stable-diffusion-3 backend).",
+            recipes=SHAPES_LEARNED_FLOW_RECIPES,
         )

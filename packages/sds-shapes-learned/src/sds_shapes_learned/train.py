@@ -4,8 +4,9 @@ Everything the run needs to continue lives in DIR: `state.pt` (UNet, text encode
 optimiser, RNG states, step, loss log; written atomically every `checkpoint_minutes` and on
 SIGTERM/SIGINT), `losses.json` (the loss log), the traced camera bank, and `export/` (the EMA
 weights as an IF pipeline folder, or with `--format sd` a Stable Diffusion one, with `--format sd3`
-a Stable Diffusion 3 one, whose frozen autoencoder is trained first, `vae.pt`, by
-`sds_shapes_learned.vae`; SD3's transformer learns by rectified flow, `flow_loss`). Running the
+a Stable Diffusion 3 one, with `--format zero123` a Zero-1-to-3 one, whose frozen autoencoder is
+trained first, `vae.pt`, by `sds_shapes_learned.vae`; SD3's transformer learns by rectified flow,
+`flow_loss`; Zero-1-to-3's UNet on pairs of views, `pair_loss`). Running the
 same command again resumes where the state stops; the data order and noise come from one seeded
 generator saved with the state, so a resumed run draws what an uninterrupted one would have drawn.
 """
@@ -26,7 +27,7 @@ from typing import Any
 import torch
 
 from sds_core.api import ConfigError, atomic_write, load_plain
-from sds_shapes_learned import data, model, sd3_model, sd_model, vae
+from sds_shapes_learned import data, model, sd3_model, sd_model, vae, zero123_model
 from sds_shapes_learned.card import model_card, weight_digests
 from sds_shapes_learned.config import FORMATS, LATENT_FORMATS, TrainConfig
 from sds_shapes_learned.losses import HybridLoss
@@ -37,7 +38,7 @@ RESUMABLE = {"out", "steps", "workers", "checkpoint_minutes", "log_every", "extr
 # each worker's data stream is seeded apart from the others'
 WORKER_SEED_STRIDE = 7919
 # the module that builds and saves each format's parts
-MODELS = {"if": model, "sd": sd_model, "sd3": sd3_model}
+MODELS = {"if": model, "sd": sd_model, "sd3": sd3_model, "zero123": zero123_model}
 
 
 class Trainer:
@@ -50,7 +51,11 @@ class Trainer:
         self.rank = rank
         self.sd = cfg.format == "sd"
         self.flow = cfg.format == "sd3"  # SD3: an MMDiT (`self.unet`) on rectified flow, two CLIPs (`self.encoder`)
+        # Zero-1-to-3: a UNet on pairs of views (`self.tokenizer` is CLIP's image processor, `self.encoder`
+        # the CLIP vision tower and the camera projection)
+        self.pairs = cfg.format == "zero123"
         self.latent = cfg.format in LATENT_FORMATS
+        self.angles: torch.Tensor | None = None  # the bank's cameras (`data.bank_cameras`), for the pairs
         # the SD formats' trained autoencoder stage (its frozen model, log, scaling and shift factors)
         self.vae_stage = vae.trained(cfg) if self.latent else None
         self.vae = self.vae_stage.vae if self.vae_stage is not None else None
@@ -117,6 +122,23 @@ class Trainer:
         ).sample
         return (velocity - (noise - x0)).pow(2).mean()
 
+    def pair_loss(self, bank: data.RenderBank, size: int) -> torch.Tensor:
+        """Zero-1-to-3's objective: the noise MSE of the target view's latent, the UNet given the
+        reference's latent along channels and the projected image-and-camera token to attend to;
+        dropped conditions are zeroed, as the `zero123` backend's unconditional branch is."""
+        if self.angles is None:
+            self.angles = data.bank_cameras(self.cfg, bank.views.shape[0])
+        pairs = data.sample_pairs(bank, self.angles, self.cfg, size, self.generator)
+        x0 = self.latents(pairs.images)
+        token, reference = zero123_model.condition(self.encoder, self.vae, pairs.references, pairs.cameras)
+        keep = (~pairs.dropped).float()
+        token, reference = token * keep.view(-1, 1, 1), reference * keep.view(-1, 1, 1, 1)
+        noise = torch.randn(x0.shape, generator=self.generator)
+        t = torch.randint(0, self.timesteps, (x0.shape[0],), generator=self.generator)
+        x_t = self.scheduler.add_noise(x0, noise, t)
+        output = self.unet(torch.cat([x_t, reference], dim=1), t, encoder_hidden_states=token).sample
+        return (output - noise).pow(2).mean()
+
     def encode(self, captions: list[str]) -> torch.Tensor:
         """Text states of the captions, tokenised as the backend does (padded to max_length): T5 with
         its attention mask (deepfloyd-if), CLIP without one (stable-diffusion)."""
@@ -140,7 +162,27 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * min(1.0, (self.step + 1) / max(1, cfg.warmup_steps))
         share = cfg.batch_size // cfg.workers + (self.rank < cfg.batch_size % cfg.workers)
-        batch = data.sample_batch(bank, cfg, share, self.generator)
+        if self.pairs:
+            mse, vlb = self.pair_loss(bank, share), torch.zeros(())
+        else:
+            mse, vlb = self._text_loss(bank, share)
+        self.optimizer.zero_grad(set_to_none=True)
+        # this worker's share of the batch's mean loss, scaled back by the average over workers
+        weight = share / cfg.batch_size * cfg.workers  # 1.0 with one worker
+        ((mse + vlb) * weight).backward()
+        stats = torch.stack([mse.detach(), vlb.detach()])
+        if cfg.workers > 1:
+            stats = self._average_gradients(stats * weight)
+        torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        self.optimizer.step()
+        self.ema.step(self.params)
+        self.step += 1
+        return {"mse": stats[0].item(), "vlb": stats[1].item()}
+
+    def _text_loss(self, bank: data.RenderBank, share: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mse, vlb) of a batch of captioned images: IF's hybrid objective, SD's noise MSE or
+        SD3's velocity MSE."""
+        batch = data.sample_batch(bank, self.cfg, share, self.generator)
         x0 = self.latents(batch.images)
         if self.flow:
             mse, vlb = self.flow_loss(x0, batch.captions), torch.zeros(())
@@ -154,18 +196,7 @@ class Trainer:
                 mse, vlb = (output - noise).pow(2).mean(), torch.zeros(())
             else:
                 mse, vlb = self.loss(output, x0, x_t, noise, t)
-        self.optimizer.zero_grad(set_to_none=True)
-        # this worker's share of the batch's mean loss, scaled back by the average over workers
-        weight = share / cfg.batch_size * cfg.workers  # 1.0 with one worker
-        ((mse + vlb) * weight).backward()
-        stats = torch.stack([mse.detach(), vlb.detach()])
-        if cfg.workers > 1:
-            stats = self._average_gradients(stats * weight)
-        torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
-        self.optimizer.step()
-        self.ema.step(self.params)
-        self.step += 1
-        return {"mse": stats[0].item(), "vlb": stats[1].item()}
+        return mse, vlb
 
     @torch.no_grad()
     def latents(self, images: torch.Tensor) -> torch.Tensor:
@@ -260,6 +291,8 @@ class Trainer:
         # in tokenizer.json, so an export after training steps would differ in bytes from `--ship`'s
         if self.flow:
             sd3_model.save_folder(tmp, sd3_model.tokenizers(), encoder, unet, self.vae, sd3_model.scheduler(self.cfg))
+        elif self.pairs:
+            zero123_model.save_folder(tmp, zero123_model.processor(self.cfg), encoder, unet, self.vae)
         elif self.vae is not None:
             sd_model.save_folder(tmp, sd_model.tokenizer(), encoder, unet, self.vae)
         else:
@@ -437,7 +470,7 @@ def _train(cfg: TrainConfig, rank: int, console: Any) -> Trainer:
     bank = data.build_bank(cfg, cache=out)
     unet_size = sum(p.numel() for p in trainer.unet.parameters()) / 1e6
     text_size = sum(p.numel() for p in trainer.encoder.parameters()) / 1e6
-    encoder_name = "CLIP L + G" if trainer.flow else "CLIP" if trainer.sd else "T5"
+    encoder_name = "CLIP L + G" if trainer.flow else "CLIP vision" if trainer.pairs else "CLIP" if trainer.sd else "T5"
     denoiser = "MMDiT" if trainer.flow else "UNet"
     console.log(f"{denoiser} {unet_size:.2f}M parameters, {encoder_name} {text_size:.2f}M, {cfg.workers} worker(s)")
 
