@@ -1,4 +1,4 @@
-"""The shipped `shapes-learned` and `shapes-learned-sd` models: in the package, registered, and
+"""The shipped `shapes-learned`, `shapes-learned-sd` and `shapes-learned-flow` models: in the package, registered, and
 lifted to 3D: a short SDS run with each (the mesh generator's draft preset, and the nerf draft
 with the options the README names for these models; A.2's cameras) moves the initial blob
 towards the prompt's object, judged against the true shape by `sds eval geometry`."""
@@ -21,7 +21,7 @@ pytest.importorskip("sds_cli")
 from typer.testing import CliRunner
 
 from sds_cli.app import app
-from sds_shapes_learned.plugin import SHAPES_LEARNED, SHAPES_LEARNED_SD
+from sds_shapes_learned.plugin import SHAPES_LEARNED, SHAPES_LEARNED_FLOW, SHAPES_LEARNED_SD
 
 # only the size of what final/ holds is shrunk; the run is the draft preset's
 SMALL_EXPORT = {"texture_size": 128, "video_frames": 4, "video_resolution": 32}
@@ -38,13 +38,20 @@ MIN_GAIN = 0.1
 README_NERF = ("generator.blob=magic3d", "optim.schedule=warmup_cosine", "optim.warmup_steps=0", "optim.lr_final=5e-4")
 # the SD model's command adds CFG 1,000 (the backend's default is the paper's 100); 300 steps
 README_NERF_SD = (*README_NERF, "loss.guidance_scale=1000")
+# the flow model's: CFG 30, 300 steps
+README_NERF_FLOW = (*README_NERF, "loss.guidance_scale=30")
 NERF_MIN_GAIN = 0.2
 NERF_STEPS = 150
 
 
-@pytest.mark.parametrize(
-    ("name", "folder"), [("shapes-learned", SHAPES_LEARNED), ("shapes-learned-sd", SHAPES_LEARNED_SD)]
-)
+SHIPPED = [
+    ("shapes-learned", SHAPES_LEARNED),
+    ("shapes-learned-sd", SHAPES_LEARNED_SD),
+    ("shapes-learned-flow", SHAPES_LEARNED_FLOW),
+]
+
+
+@pytest.mark.parametrize(("name", "folder"), SHIPPED)
 def test_the_model_ships_in_the_package_and_is_registered(name: str, folder: Path) -> None:
     from sds_core.plugins import load_catalog
 
@@ -61,6 +68,23 @@ def test_the_model_ships_in_the_package_and_is_registered(name: str, folder: Pat
     spec = load_catalog().get("guidance", name)
     config = spec.config()
     assert config.model == str(folder) and config.background == (1.0, 1.0, 1.0)
+
+
+def test_the_flow_model_is_registered_without_t5_at_its_own_side() -> None:
+    from sds_cli.defaults import DEFAULT_NAMES
+    from sds_core.plugins import load_catalog
+    from sds_core.resolve import resolve_config
+
+    catalog = load_catalog()
+    trained = json.loads((SHAPES_LEARNED_FLOW / "training.json").read_text())["config"]
+    config = catalog.get("guidance", "shapes-learned-flow").config()
+    # the folder has no T5: its tokens are zeros, as many as the model was trained with
+    assert config.drop_t5 is True and config.max_sequence_length == trained["t5_tokens"] == 32
+    # the draft preset keeps the model's own side (the SD3 backend's own draft renders at 256)
+    names = {"generator": "nerf", "loss": None}
+    for guidance, resolution in (("shapes-learned-flow", None), ("stable-diffusion-3", 256)):
+        tree = resolve_config(catalog, "draft", None, {**names, "guidance": guidance}, DEFAULT_NAMES).tree
+        assert tree["guidance"]["resolution"] == resolution
 
 
 def _iou(
@@ -95,7 +119,10 @@ def test_sds_with_the_shipped_model_moves_the_blob_towards_the_object(tmp_path) 
 
 # Measured for shapes-learned-sd (sphere, seed 0, its README options): IoU 0.435 after one step,
 # 0.782 after 150 (about 9 s on one core), 0.855 after 300.
-@pytest.mark.parametrize(("guidance", "sets"), [("shapes-learned", README_NERF), ("shapes-learned-sd", README_NERF_SD)])
+@pytest.mark.parametrize(
+    ("guidance", "sets"),
+    [("shapes-learned", README_NERF), ("shapes-learned-sd", README_NERF_SD), ("shapes-learned-flow", README_NERF_FLOW)],
+)
 def test_the_readme_nerf_command_lifts_the_sphere(tmp_path, guidance: str, sets: tuple[str, ...]) -> None:
     pytest.importorskip("sds_nerf")
     start = _iou(tmp_path, 1, "nerf", sets, guidance)

@@ -1,4 +1,4 @@
-"""The recipes `shapes-learned` and `shapes-learned-sd` ship: the nerf draft settings of their
+"""The recipes `shapes-learned`, `shapes-learned-sd` and `shapes-learned-flow` ship: the nerf draft settings of their
 model cards, applied when the model is chosen (resolve only: no model is built, nothing trains)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sds_cli.app import app
 from sds_cli.defaults import DEFAULT_NAMES
 from sds_core.plugins import load_catalog
 from sds_core.resolve import resolve_config
-from sds_shapes_learned.plugin import SHAPES_LEARNED, SHAPES_LEARNED_SD
+from sds_shapes_learned.plugin import SHAPES_LEARNED, SHAPES_LEARNED_FLOW, SHAPES_LEARNED_SD
 
 # the cards' nerf commands (models/*/README.md): the draft preset with these options
 CARD_OPTIONS = {"generator.blob": "magic3d", "optim.schedule": "warmup_cosine", "optim.warmup_steps": 0}
@@ -27,6 +27,10 @@ CARDS = {
     "shapes-learned-sd": (
         SHAPES_LEARNED_SD,
         {**CARD_OPTIONS, "optim.lr_final": 5e-4, "run.steps": 300, "loss.guidance_scale": 1000.0},
+    ),
+    "shapes-learned-flow": (
+        SHAPES_LEARNED_FLOW,
+        {**CARD_OPTIONS, "optim.lr_final": 5e-4, "run.steps": 300, "loss.guidance_scale": 30.0},
     ),
 }
 

@@ -10,7 +10,7 @@ from sds_shapes_learned.config import TrainConfig
 from sds_shapes_learned.plugin import SHAPES_LEARNED, SHAPES_LEARNED_FLOW, SHAPES_LEARNED_SD
 
 COMMAND = "OMP_NUM_THREADS=1 python -m sds_shapes_learned{format} --out {out}"
-# where `--format zero123`'s weights would ship (not registered: none are trained yet, docs/priors.md)
+# where `--format zero123`'s weights would ship (not registered: none are trained yet, docs/image-to-3d.md)
 SHAPES_ZERO123 = SHAPES_LEARNED.parent / "shapes-zero123"
 # each format's model name, run folder and model folder
 NAMES = {
