@@ -212,6 +212,7 @@ def test_the_benchmark_samples_an_sd3_folder_by_flow_euler_steps(trained: Traine
         ('{"config": {"t5_tokens": "8", "background": "white"}}', 32, (1.0, 1.0, 1.0)),
         ('{"config": {"t5_tokens": true, "background": [1, 2]}}', 32, (1.0, 1.0, 1.0)),
         ('{"config": [1, 2]}', 32, (1.0, 1.0, 1.0)),
+        ('{"config": {"t5_tokens": 1000000000}}', 32, (1.0, 1.0, 1.0)),
         ("not json", 32, (1.0, 1.0, 1.0)),
     ],
 )

@@ -58,9 +58,10 @@ def _training_background(folder: Path) -> tuple[float, float, float]:
 
 
 def _t5_tokens(folder: Path) -> int:
-    """How many zero T5 tokens the SD3 format model was trained with (32 if unreadable: SD3_DEFAULTS)."""
+    """How many zero T5 tokens the SD3 format model was trained with; the default 32 (SD3_DEFAULTS)
+    if unreadable or above 512, FLUX's count (each token is a row of zeros the backend allocates)."""
     value = _training_options(folder).get("t5_tokens")
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 32
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 512 else 32
 
 
 @hookimpl
