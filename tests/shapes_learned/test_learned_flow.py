@@ -24,6 +24,7 @@ from sds_core.api import ConfigError
 from sds_shapes_learned import data, sd3_model, vae
 from sds_shapes_learned.config import SD3_DEFAULTS, TrainConfig
 from sds_shapes_learned.train import Trainer, train
+from tests.shapes_learned.resume import assert_resumed_exactly
 
 ROOT = Path(__file__).resolve().parents[2]
 # SD3 medium's format made tiny: a two-level 16-channel autoencoder (16 px images to 8 x 8 x 16
@@ -132,13 +133,7 @@ def test_the_flow_loss_is_rectified_flow_at_logit_normal_times(trained: Trainer)
 
 def test_the_sd3_format_resumes_exactly_where_it_stopped(trained: Trainer, tmp_path: Path) -> None:
     train(_tiny(tmp_path / "b", steps=1))
-    resumed = train(_tiny(tmp_path / "b", steps=2))
-    assert resumed is not None and resumed.step == 2 and [e["step"] for e in resumed.log] == [1, 2]
-    for a, b in zip(trained.unet.parameters(), resumed.unet.parameters(), strict=True):
-        assert torch.equal(a, b)
-    for a, b in zip(trained.encoder.parameters(), resumed.encoder.parameters(), strict=True):
-        assert torch.equal(a, b)
-    assert [e["mse"] for e in trained.log] == [e["mse"] for e in resumed.log]
+    assert_resumed_exactly(trained, train(_tiny(tmp_path / "b", steps=2)), 2)
 
 
 def test_the_export_is_an_sd3_pipeline_whose_prompts_encode_as_in_training(trained: Trainer) -> None:

@@ -23,6 +23,7 @@ from sds_shapes_learned import data, zero123_model
 from sds_shapes_learned.__main__ import config_from_args
 from sds_shapes_learned.config import ZERO123_DEFAULTS, TrainConfig
 from sds_shapes_learned.train import Trainer, train
+from tests.shapes_learned.resume import assert_resumed_exactly
 
 # Zero-1-to-3 XL's format made tiny: a two-level autoencoder (16 px images to 8 x 8 x 4 latents),
 # a two-level UNet, a one-layer CLIP vision tower on 4 x 4 patches
@@ -115,13 +116,7 @@ def test_the_training_normalisation_is_the_exported_processors(trained: Trainer)
 
 def test_the_zero123_format_resumes_exactly_where_it_stopped(trained: Trainer, tmp_path: Path) -> None:
     train(_tiny(tmp_path / "b", steps=1))
-    resumed = train(_tiny(tmp_path / "b", steps=2))
-    assert resumed is not None and resumed.step == 2 and [e["step"] for e in resumed.log] == [1, 2]
-    for a, b in zip(trained.unet.parameters(), resumed.unet.parameters(), strict=True):
-        assert torch.equal(a, b)
-    for a, b in zip(trained.encoder.parameters(), resumed.encoder.parameters(), strict=True):
-        assert torch.equal(a, b)
-    assert [e["mse"] for e in trained.log] == [e["mse"] for e in resumed.log]
+    assert_resumed_exactly(trained, train(_tiny(tmp_path / "b", steps=2)), 2)
 
 
 def test_the_export_loads_in_the_zero123_backend_as_trained(trained: Trainer, context_factory) -> None:

@@ -198,14 +198,29 @@ def _if_model(cfg: TrainConfig) -> list[str]:
     ]
 
 
-def _sd_model(cfg: TrainConfig, scaling_factor: float | None) -> list[str]:
-    unet = "/".join(str(c) for c in cfg.unet_channels)
+def _autoencoder(
+    cfg: TrainConfig, scaling_factor: float | None, sd3: bool = False, shift_factor: float | None = None
+) -> str:
+    """The KL autoencoder's line: its levels, latents and factors (SD3's: 16 channels and a shift factor)."""
+    channels = 16 if sd3 else 4
     vae = "/".join(str(c) for c in cfg.vae_channels)
     side = cfg.resolution // 2 ** (len(cfg.vae_channels) - 1)
-    scale = f"{scaling_factor:.5f}" if scaling_factor is not None else "not set yet"
+
+    def shown(value: float | None) -> str:
+        return f"{value:.5f}" if value is not None else "not set yet"
+
+    shift = f", shift factor {shown(shift_factor)} (their mean)" if sd3 else ""
+    return (
+        f"- KL autoencoder: {vae} channels, 1 layer per block, {channels} latent channels: {cfg.resolution} x "
+        f"{cfg.resolution} images to {side} x {side} x {channels} latents; scaling factor {shown(scaling_factor)} "
+        f"(1 / std of the latents){shift}."
+    )
+
+
+def _sd_model(cfg: TrainConfig, scaling_factor: float | None) -> list[str]:
+    unet = "/".join(str(c) for c in cfg.unet_channels)
     return [
-        f"- KL autoencoder: {vae} channels, 1 layer per block, 4 latent channels: {cfg.resolution} x "
-        f"{cfg.resolution} images to {side} x {side} x 4 latents; scaling factor {scale} (1 / std of the latents).",
+        _autoencoder(cfg, scaling_factor),
         f"- UNet: {unet} channels, {cfg.layers_per_block} layer(s) per block, {cfg.attention_head_dim} heads, "
         "4 output channels (epsilon).",
         f"- CLIP text transformer: width {cfg.clip_width}, {cfg.clip_layers} layers, {cfg.clip_heads} heads, trained "
@@ -215,12 +230,8 @@ def _sd_model(cfg: TrainConfig, scaling_factor: float | None) -> list[str]:
 
 def _zero123_model(cfg: TrainConfig, scaling_factor: float | None) -> list[str]:
     unet = "/".join(str(c) for c in cfg.unet_channels)
-    vae = "/".join(str(c) for c in cfg.vae_channels)
-    side = cfg.resolution // 2 ** (len(cfg.vae_channels) - 1)
-    scale = f"{scaling_factor:.5f}" if scaling_factor is not None else "not set yet"
     return [
-        f"- KL autoencoder: {vae} channels, 1 layer per block, 4 latent channels: {cfg.resolution} x "
-        f"{cfg.resolution} images to {side} x {side} x 4 latents; scaling factor {scale} (1 / std of the latents).",
+        _autoencoder(cfg, scaling_factor),
         f"- UNet: {unet} channels, {cfg.layers_per_block} layer(s) per block, {cfg.attention_head_dim} heads, "
         "8 input channels (the noisy latent and the reference's), 4 output channels (epsilon).",
         f"- CLIP vision tower with projection: width {cfg.vision_width}, {cfg.vision_layers} layers, "
@@ -232,14 +243,8 @@ def _zero123_model(cfg: TrainConfig, scaling_factor: float | None) -> list[str]:
 
 
 def _sd3_model(cfg: TrainConfig, scaling_factor: float | None, shift_factor: float | None) -> list[str]:
-    vae = "/".join(str(c) for c in cfg.vae_channels)
-    side = cfg.resolution // 2 ** (len(cfg.vae_channels) - 1)
-    scale = f"{scaling_factor:.5f}" if scaling_factor is not None else "not set yet"
-    shift = f"{shift_factor:.5f}" if shift_factor is not None else "not set yet"
     return [
-        f"- KL autoencoder: {vae} channels, 1 layer per block, 16 latent channels: {cfg.resolution} x "
-        f"{cfg.resolution} images to {side} x {side} x 16 latents; scaling factor {scale} (1 / std of the latents), "
-        f"shift factor {shift} (their mean).",
+        _autoencoder(cfg, scaling_factor, sd3=True, shift_factor=shift_factor),
         f"- MMDiT: {cfg.mmdit_layers} joint layers of {cfg.mmdit_heads} heads of {cfg.mmdit_head_dim}, patch size "
         f"{cfg.patch_size}, joint attention dim {cfg.joint_attention_dim}, 16 output channels (velocity); the "
         f"scheduler's shift {cfg.flow_shift}.",

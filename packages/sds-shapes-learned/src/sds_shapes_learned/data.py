@@ -10,13 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from sds_core.api import SHADING_MODES, VIEWS, CameraConfig, CameraSampler, atomic_write, load_plain, view_prompt
+from sds_core.api import (
+    SHADING_MODES,
+    VIEWS,
+    CameraBatch,
+    CameraConfig,
+    CameraSampler,
+    atomic_write,
+    load_plain,
+    view_prompt,
+)
 from sds_shapes.render import RENDER_VERSION, trace_buffers
 from sds_shapes.world import COLOURS, ShapeObject
 from sds_shapes_learned.config import TrainConfig
@@ -46,6 +56,15 @@ def _quantise(x: Tensor) -> Tensor:
     return (x * 255).round().clamp(0, 255).to(torch.uint8)
 
 
+def _camera_chunks(cfg: TrainConfig, n: int) -> Iterator[CameraBatch]:
+    """The bank's `n` A.2 cameras, seeded by cfg.seed, in chunks of CHUNK (the one draw both
+    `build_bank` and `bank_cameras` make, so their cameras are the same)."""
+    sampler = CameraSampler(replace(CameraConfig(), width=cfg.resolution, height=cfg.resolution))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    for start in range(0, n, CHUNK):
+        yield sampler.sample(min(CHUNK, n - start), generator=generator)
+
+
 def build_bank(cfg: TrainConfig, cameras: int | None = None, cache: Path | None = None) -> RenderBank:
     """Trace `cameras` A.2 cameras (seeded by cfg.seed) for cfg.primitives, or load them from `cache`."""
     n = cameras or cfg.cameras
@@ -55,13 +74,10 @@ def build_bank(cfg: TrainConfig, cameras: int | None = None, cache: Path | None 
         path = cache / f"bank-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
         if path.is_file():
             return RenderBank(**load_plain(path, kind="render bank cache"))
-    sampler = CameraSampler(replace(CameraConfig(), width=cfg.resolution, height=cfg.resolution))
-    generator = torch.Generator().manual_seed(cfg.seed)
     coverage: list[Tensor] = []
     lit: list[Tensor] = []
     views: list[int] = []
-    for start in range(0, n, CHUNK):
-        cams = sampler.sample(min(CHUNK, n - start), generator=generator)
+    for cams in _camera_chunks(cfg, n):
         cov, light = trace_buffers(cams, cfg.supersample, primitives=cfg.primitives)
         coverage.append(_quantise(cov))
         lit.append(_quantise(light))
@@ -76,13 +92,10 @@ def bank_cameras(cfg: TrainConfig, cameras: int | None = None) -> Tensor:
     """(N, 3) elevation (degrees), azimuth (degrees) and distance of the bank's cameras, drawn
     again as `build_bank` draws them (the same seed and chunks; no tracing), so that a cached bank
     needs no new field."""
-    n = cameras or cfg.cameras
-    sampler = CameraSampler(replace(CameraConfig(), width=cfg.resolution, height=cfg.resolution))
-    generator = torch.Generator().manual_seed(cfg.seed)
-    rows = []
-    for start in range(0, n, CHUNK):
-        cams = sampler.sample(min(CHUNK, n - start), generator=generator)
-        rows.append(torch.stack([cams.elevation, cams.azimuth, cams.distance], dim=-1).float())
+    rows = [
+        torch.stack([cams.elevation, cams.azimuth, cams.distance], dim=-1).float()
+        for cams in _camera_chunks(cfg, cameras or cfg.cameras)
+    ]
     return torch.cat(rows)
 
 

@@ -26,17 +26,9 @@ PIPELINE = "Zero1to3StableDiffusionPipeline"  # the diffusers community pipeline
 # CLIP's image normalisation (CLIPImageProcessor's image_mean / image_std, as published)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-# Zero-1-to-3 XL's scheduler_config.json (SD 1.x's betas, DDIM's config)
-SCHEDULER: dict[str, Any] = {
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "clip_sample": False,
-    "num_train_timesteps": 1000,
-    "prediction_type": "epsilon",
-    "set_alpha_to_one": False,
-    "steps_offset": 1,
-}
+# Zero-1-to-3 XL's scheduler_config.json: SD 1.x's (`sd_model.SCHEDULER`) in DDIM's config, which
+# has no PNDM step option and no thresholding
+SCHEDULER: dict[str, Any] = {k: v for k, v in sd_model.SCHEDULER.items() if k not in ("skip_prk_steps", "thresholding")}
 
 
 def unet_config(cfg: TrainConfig) -> dict[str, Any]:
