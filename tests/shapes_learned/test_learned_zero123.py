@@ -178,3 +178,55 @@ def test_sds_generate_from_an_image_runs_the_zero123_backend_on_the_export(train
     assert len(metrics) == 2 and json.loads((out / "config.json").read_text())["config"]["guidance"]["model"] == str(
         folder
     )
+
+
+def _sd_folder(folder: Path) -> Path:
+    """The tiny SD format model of test_learned_sd, trained two steps and exported (what --init reads)."""
+    from tests.shapes_learned.test_learned_sd import TINY_SD
+
+    sd = train(replace(TINY_SD, out=str(folder / "sd"), clip_width=TINY_ZERO123.vision_projection))
+    assert sd is not None
+    return folder / "sd" / "export"
+
+
+def test_init_starts_from_the_sd_models_unet_and_autoencoder(tmp_path: Path) -> None:
+    import diffusers
+
+    sd_folder = _sd_folder(tmp_path)
+    trainer = Trainer(_tiny(tmp_path / "z", init=str(sd_folder)))
+    sd_unet = diffusers.UNet2DConditionModel.from_pretrained(sd_folder / "unet")
+    sd_vae = diffusers.AutoencoderKL.from_pretrained(sd_folder / "vae")
+    # the autoencoder is the folder's, with its scaling factor, and no stage of its own was trained
+    assert trainer.vae.config.scaling_factor == sd_vae.config.scaling_factor
+    for name, value in sd_vae.state_dict().items():
+        assert torch.equal(trainer.vae.state_dict()[name], value), name
+    # the first prediction is the SD UNet's whatever the reference latent (its input weights are zero)
+    x_t, states = torch.randn(2, 4, 8, 8), torch.randn(2, 1, TINY_ZERO123.vision_projection)
+    t = torch.tensor([10, 900])
+    with torch.no_grad():
+        expected = sd_unet(x_t, t, encoder_hidden_states=states).sample
+        for reference in (torch.zeros(2, 4, 8, 8), torch.randn(2, 4, 8, 8)):
+            got = trainer.unet(torch.cat([x_t, reference], dim=1), t, encoder_hidden_states=states).sample
+            assert torch.allclose(got, expected, atol=1e-6)
+    # the camera projection starts as Zero-1-to-3's: the embedding passed through, zero bias
+    projection = trainer.encoder["projection"]
+    width = TINY_ZERO123.vision_projection
+    assert torch.equal(projection.weight[:, :width], torch.eye(width)) and not projection.bias.any()
+    # and training runs on it, with no autoencoder state written
+    cfg = _tiny(tmp_path / "run", init=str(sd_folder))
+    assert train(cfg) is not None
+    assert not (tmp_path / "run" / "vae.pt").exists()
+    card = (tmp_path / "run" / "export" / "README.md").read_text()
+    assert f"--init {sd_folder}" in card and "Started from" in card
+
+
+def test_init_refuses_a_folder_of_other_widths_or_another_format(tmp_path: Path) -> None:
+    from sds_core.api import ConfigError
+
+    sd_folder = _sd_folder(tmp_path)
+    with pytest.raises(ConfigError, match="--unet-channels"):
+        Trainer(_tiny(tmp_path / "z", init=str(sd_folder), unet_channels=(8, 16, 16)))
+    with pytest.raises(ConfigError, match="neither a shipped model nor a folder"):
+        Trainer(_tiny(tmp_path / "z", init=str(tmp_path / "missing")))
+    with pytest.raises(ConfigError, match="not a sd one"):
+        train(replace(_tiny(tmp_path / "z", init=str(sd_folder)), format="sd"))

@@ -77,6 +77,13 @@ class TrainConfig:
     vision_heads: int = 4
     vision_patch: int = 8
     vision_projection: int = 64
+    # format "zero123": a Stable Diffusion format folder (`unet/`, `vae/`) to start from, as
+    # Zero-1-to-3 fine-tunes a pretrained Stable Diffusion (Liu et al. 2023, §3.1-3.2; its repository
+    # starts from the image-conditioned `sd-image-conditioned-v2.ckpt`): its autoencoder is taken
+    # frozen (no autoencoder stage) and its UNet's weights start the 8-channel UNet, the weights of
+    # the reference's four input channels zero (`zero123_model.initialise`); a shipped model's name
+    # (shapes-learned-sd) or a folder; "" trains both from scratch
+    init: str = ""
     # format "sd3": rectified flow (Esser et al. 2024, §3 and §3.1): x_t = (1 - t) x + t eps, the
     # target eps - x, t logit-normal (`logit_mean`, `logit_std`: their rf/lognorm(0.00, 1.00)); the
     # exported scheduler's time shift (SD3 medium's 3.0)

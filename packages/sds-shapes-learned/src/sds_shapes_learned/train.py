@@ -61,6 +61,8 @@ class Trainer:
         self.vae = self.vae_stage.vae if self.vae_stage is not None else None
         torch.manual_seed(cfg.seed)
         self.tokenizer, self.encoder, self.unet, self.scheduler = MODELS[cfg.format].build(cfg)
+        if cfg.init:
+            zero123_model.initialise(cfg, self.unet)
         self.params = list(self.unet.parameters())
         if cfg.train_text_encoder:
             self.params += list(self.encoder.parameters())
@@ -384,6 +386,8 @@ def train(cfg: TrainConfig, console: Any = None) -> Trainer | None:
         raise ConfigError(f"workers must be between 1 and the batch size ({cfg.batch_size}), not {cfg.workers}")
     if cfg.format not in FORMATS:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}, not {cfg.format!r}")
+    if cfg.init and cfg.format != "zero123":
+        raise ConfigError(f"--init starts a zero123 format model from an SD one, not a {cfg.format} one")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.format in LATENT_FORMATS:

@@ -152,7 +152,15 @@ def saved(cfg: TrainConfig) -> VaeTrainer:
 
 def trained(cfg: TrainConfig) -> VaeTrainer:
     """The finished stage of cfg.out, its autoencoder frozen (with its scaling factor); refused if
-    the autoencoder is not trained yet."""
+    the autoencoder is not trained yet. With `cfg.init` (Zero-1-to-3's start from a pretrained
+    model) the stage is that folder's autoencoder, untrained here (no steps, no log)."""
+    if cfg.init:
+        from sds_shapes_learned import zero123_model
+
+        stage = VaeTrainer(cfg)
+        stage.vae = zero123_model.initial_vae(cfg)
+        stage.scaling_factor = float(stage.vae.config.scaling_factor)
+        return stage
     trainer = saved(cfg)
     if not trainer.done:
         raise ConfigError(f"{cfg.out} holds no trained autoencoder ({STATE}): run the training first")
@@ -165,6 +173,8 @@ def train_vae(cfg: TrainConfig, console: Any) -> bool:
     stop was asked first (the state is saved either way)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    if cfg.init:  # the autoencoder of the model the run starts from
+        return True
     trainer = saved(cfg)
     if trainer.done:
         return True

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sds_core.api import ConfigError
 from sds_shapes_learned import sd_model
 from sds_shapes_learned.config import TrainConfig
 
@@ -94,10 +95,65 @@ def build(cfg: TrainConfig) -> tuple[Any, Any, Any, Any]:
 
     vision = transformers.CLIPVisionModelWithProjection(transformers.CLIPVisionConfig(**vision_config(cfg)))
     projection = torch.nn.Linear(cfg.vision_projection + CAMERA_DIM, cfg.vision_projection)
+    # Zero-1-to-3's start (its ddpm.py): the embedding passed through unchanged, a zero bias
+    torch.nn.init.eye_(projection.weight[:, : cfg.vision_projection])
+    torch.nn.init.zeros_(projection.bias)
     encoder = torch.nn.ModuleDict({"image_encoder": vision, "projection": projection})
     unet = diffusers.UNet2DConditionModel.from_config(unet_config(cfg))
     scheduler = diffusers.DDPMScheduler.from_config(SCHEDULER)
     return processor(cfg), encoder, unet, scheduler
+
+
+def init_folder(cfg: TrainConfig) -> Path:
+    """The folder `cfg.init` names: a model shipped in this package (shapes-learned-sd) or a folder
+    holding an SD format model's `unet/` and `vae/`."""
+    shipped = Path(__file__).parent / "models" / cfg.init
+    folder = shipped if "/" not in cfg.init and shipped.is_dir() else Path(cfg.init)
+    if not (folder / "unet").is_dir() or not (folder / "vae").is_dir():
+        raise ConfigError(f"--init {cfg.init} is neither a shipped model nor a folder with unet/ and vae/")
+    return folder
+
+
+def initial_vae(cfg: TrainConfig) -> Any:
+    """The frozen autoencoder of `cfg.init` (safetensors only), with its scaling factor; refused
+    unless it makes the 4-channel latents this format's UNet works on."""
+    from diffusers import AutoencoderKL
+
+    folder = init_folder(cfg) / "vae"
+    try:
+        vae = AutoencoderKL.from_pretrained(folder, use_safetensors=True)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise ConfigError(f"--init {cfg.init}: {folder} is not a safetensors AutoencoderKL ({error})") from None
+    if vae.config.latent_channels != 4:
+        channels = vae.config.latent_channels
+        raise ConfigError(f"--init {cfg.init}: its autoencoder makes {channels} latent channels, not 4")
+    return vae.eval().requires_grad_(False)
+
+
+def initialise(cfg: TrainConfig, unet: Any) -> None:
+    """Start `unet` (8 input channels) from the UNet of `cfg.init` (4), as Zero-1-to-3 starts from
+    Stable Diffusion: every weight copied, `conv_in`'s for the reference latent's channels zero, so
+    that the first prediction is the pretrained UNet's whatever the reference; refused, in one
+    sentence, when a weight's shape differs (other widths than `cfg`'s)."""
+    import torch
+    from safetensors.torch import load_file
+
+    path = init_folder(cfg) / "unet" / "diffusion_pytorch_model.safetensors"
+    try:
+        pretrained = load_file(str(path))
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ConfigError(f"--init {cfg.init}: {path} is not a readable safetensors file ({error})") from None
+    ours = unet.state_dict()
+    if set(pretrained) != set(ours):
+        raise ConfigError(f"--init {cfg.init}: its UNet's weights are not those of --unet-channels {cfg.unet_channels}")
+    weight = pretrained["conv_in.weight"]
+    if weight.ndim != 4 or weight.shape[1] * 2 != ours["conv_in.weight"].shape[1]:
+        raise ConfigError(f"--init {cfg.init}: its UNet does not take 4 input channels")
+    pretrained["conv_in.weight"] = torch.cat([weight, torch.zeros_like(weight)], dim=1)
+    wrong = [k for k, v in pretrained.items() if v.shape != ours[k].shape]
+    if wrong:
+        raise ConfigError(f"--init {cfg.init}: its UNet's {wrong[0]} has another shape than this model's")
+    unet.load_state_dict(pretrained)
 
 
 def condition(encoder: Any, vae: Any, references: Any, cameras: Any) -> tuple[Any, Any]:
