@@ -7,11 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from sds_shapes_learned.config import TrainConfig
-from sds_shapes_learned.plugin import SHAPES_LEARNED, SHAPES_LEARNED_FLOW, SHAPES_LEARNED_SD
+from sds_shapes_learned.plugin import SHAPES_LEARNED, SHAPES_LEARNED_FLOW, SHAPES_LEARNED_SD, SHAPES_ZERO123
 
 COMMAND = "OMP_NUM_THREADS=1 python -m sds_shapes_learned{format} --out {out}"
-# where `--format zero123`'s weights would ship (not registered: none are trained yet, docs/image-to-3d.md)
-SHAPES_ZERO123 = SHAPES_LEARNED.parent / "shapes-zero123"
 # each format's model name, run folder and model folder
 NAMES = {
     "if": (SHAPES_LEARNED.name, "runs/shapes-learned", SHAPES_LEARNED),
@@ -30,6 +28,8 @@ def _commands(cfg: TrainConfig, step: int, segments: list[dict[str, int]]) -> li
     """The commands that trained these weights, one per stretch of one worker count, then the export."""
     _, out, folder = NAMES[cfg.format]
     command = COMMAND.format(format="" if cfg.format == "if" else f" --format {cfg.format}", out=out)
+    if cfg.init:
+        command += f" --init {cfg.init}"
     lines = []
     for i, segment in enumerate(segments):
         end = segments[i + 1]["step"] if i + 1 < len(segments) else step
@@ -230,15 +230,24 @@ def _sd_model(cfg: TrainConfig, scaling_factor: float | None) -> list[str]:
 
 def _zero123_model(cfg: TrainConfig, scaling_factor: float | None) -> list[str]:
     unet = "/".join(str(c) for c in cfg.unet_channels)
+    autoencoder = (
+        f"- Started from `{cfg.init}` (`--init`, as Zero-1-to-3 fine-tunes a pretrained Stable Diffusion): its KL "
+        f"autoencoder, frozen (scaling factor {scaling_factor:.5f}), and its UNet's weights, the input weights of the "
+        "reference latent's channels zero."
+        if cfg.init and scaling_factor is not None
+        else _autoencoder(cfg, scaling_factor)
+    )
     return [
-        _autoencoder(cfg, scaling_factor),
+        autoencoder,
         f"- UNet: {unet} channels, {cfg.layers_per_block} layer(s) per block, {cfg.attention_head_dim} heads, "
         "8 input channels (the noisy latent and the reference's), 4 output channels (epsilon).",
         f"- CLIP vision tower with projection: width {cfg.vision_width}, {cfg.vision_layers} layers, "
         f"{cfg.vision_heads} heads, patches of {cfg.vision_patch} on {cfg.resolution} px, projection "
         f"{cfg.vision_projection}; the camera projection a Linear {cfg.vision_projection} + 4 -> "
         f"{cfg.vision_projection}; both trained with the UNet.",
-        "- Load: `--guidance zero123 --set guidance.model=FOLDER --image REFERENCE` (a render of the object on white).",
+        "- Load: `sds generate PROMPT --image REFERENCE --guidance shapes-zero123` (registered over the zero123 "
+        "backend: the reference a render of the object on white at A.2's middle distance and field of view, "
+        "docs/image-to-3d.md); another folder of this format with `--set guidance.model=FOLDER`.",
     ]
 
 
@@ -264,6 +273,12 @@ def _sd_training(cfg: TrainConfig, vae_log: list[dict[str, Any]], flow: bool = F
         if last
         else ""
     )
+    if pairs and cfg.init:
+        return [
+            f"- The autoencoder is `{cfg.init}`'s, frozen. The UNet (from `{cfg.init}`'s), the image encoder and the "
+            "camera projection are trained on its latents (drawn from its posterior, times the scaling factor; the "
+            "reference's latent is the posterior's mode, unscaled):",
+        ]
     return [
         f"- First the autoencoder: {cfg.vae_steps} steps of batch {cfg.vae_batch_size}, AdamW lr {cfg.vae_lr}, "
         f"L1 + {cfg.vae_kl_weight} KL (LDM's kl-f8 objective without its LPIPS and GAN terms){reached}, in one "

@@ -1,5 +1,6 @@
-"""Registers `shapes-learned` (IF format), `shapes-learned-sd` (Stable Diffusion format) and
-`shapes-learned-flow` (Stable Diffusion 3 format) when their weights are shipped (entry point
+"""Registers `shapes-learned` (IF format), `shapes-learned-sd` (Stable Diffusion format),
+`shapes-learned-flow` (Stable Diffusion 3 format) and `shapes-zero123` (Zero-1-to-3 format) when their
+weights are shipped (entry point
 `sds: shapes-learned`): sds-guidance's backends unchanged, pointed at the folders here. Imports no
 torch."""
 
@@ -17,6 +18,8 @@ SHAPES_LEARNED = Path(__file__).parent / "models" / "shapes-learned"
 SHAPES_LEARNED_SD = Path(__file__).parent / "models" / "shapes-learned-sd"
 # the Stable Diffusion 3 format rectified-flow model trained on the same renders (`--format sd3`)
 SHAPES_LEARNED_FLOW = Path(__file__).parent / "models" / "shapes-learned-flow"
+# the Zero-1-to-3 format model trained on pairs of views of the same objects (`--format zero123`)
+SHAPES_ZERO123 = Path(__file__).parent / "models" / "shapes-zero123"
 
 
 # The nerf options both cards measured with (the README's "How each option helps"): Magic3D's blob,
@@ -37,6 +40,27 @@ SHAPES_LEARNED_SD_RECIPES = {
 SHAPES_LEARNED_FLOW_RECIPES = {
     "nerf": {"draft": {**_NERF_OPTIONS, "run": {"steps": 300}, "loss": {"guidance_scale": 30.0}}}
 }
+
+
+# The zero123 backend's recipe (sds-guidance ZERO123_RECIPES, which a derived guidance does not
+# inherit): every 3D generator stays on albedo for the run, as threestudio's zero123 config
+# (`ambient_only_steps: 100000`), so that the reference view's render is comparable with the image
+SHAPES_ZERO123_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    name: {"default": {"generator": {"albedo_only_steps": 100_000}}} for name in ("nerf", "mesh", "gaussians")
+}
+# The camera of shapes-zero123's reference images and novel views: A.2's mid distance (1.0-1.5)
+# and mid focal length (0.7-1.35 of the width, 1.025: a vertical field of view of
+# 2 atan(0.5 / 1.025) = 52.0 deg), inside the distribution its pairs were drawn from, where the
+# zero123 backend's defaults (DreamGaussian's radius 2 and fovy 49.1) are outside it. The images
+# it takes are renders at that camera, so they are not recentred (recenter_border 0).
+SHAPES_ZERO123_DISTANCE = 1.25
+SHAPES_ZERO123_FOCAL = 1.025
+SHAPES_ZERO123_FOV = 52.0
+# The prior's weight against the reference-view terms (the backend's 0.1 is threestudio's, for
+# Zero-1-to-3 XL's 32 x 32 x 4 latents; this model's are 8 x 8 x 4, a sixteenth of the elements of
+# the summed SDS loss): measured on the cube in benchmarks/image_shapes.py, at 0.1 the reference
+# terms alone shape the object (a plate by the reference camera, IoU as with no prior), 100 lifts it
+SHAPES_ZERO123_LAMBDA_SDS = 100.0
 
 
 def _training_options(folder: Path) -> dict[str, Any]:
@@ -105,4 +129,29 @@ def sds_register_guidance(registry: Registry) -> None:
             presets={"draft": {"guidance": {"resolution": None}}},
             description="A small Stable Diffusion 3 model trained on the shapes world (stable-diffusion-3 backend).",
             recipes=SHAPES_LEARNED_FLOW_RECIPES,
+        )
+    if (SHAPES_ZERO123 / "model_index.json").is_file():
+        # the zero123 backend unchanged, pointed at the shipped folder, with the reference camera
+        # and novel views inside its training cameras (A.2's) and its training backdrop declared
+        registry.derive(
+            "shapes-zero123",
+            base="zero123",
+            defaults={
+                "model": str(SHAPES_ZERO123),
+                "background": _training_background(SHAPES_ZERO123),
+                "reference_distance": SHAPES_ZERO123_DISTANCE,
+                "reference_fov": SHAPES_ZERO123_FOV,
+                "recenter_border": 0.0,
+                "lambda_sds": SHAPES_ZERO123_LAMBDA_SDS,
+            },
+            presets={
+                "default": {
+                    "cameras": {
+                        "distance_range": [SHAPES_ZERO123_DISTANCE, SHAPES_ZERO123_DISTANCE],
+                        "focal_range": [SHAPES_ZERO123_FOCAL, SHAPES_ZERO123_FOCAL],
+                    }
+                }
+            },
+            description="A small Zero-1-to-3 model trained on views of the shapes world (zero123 backend).",
+            recipes=SHAPES_ZERO123_RECIPES,
         )
