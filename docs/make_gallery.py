@@ -51,7 +51,29 @@ RUNS: dict[str, tuple[str, ...]] = {
     "mesh": ("--generator", "mesh", "--guidance", "shapes"),
     "gaussians": ("--generator", "gaussians", "--guidance", "shapes"),
     "nerf-learned": ("--generator", "nerf", "--guidance", "shapes-learned", *LEARNED),
+    # image-to-3D: one render of the cube (benchmarks/image_shapes.py's, written beside the run
+    # and copied to docs/images/zero123-reference.png) lifted by shapes-zero123
+    "nerf-zero123": ("--generator", "nerf", "--guidance", "shapes-zero123", "--set", "guidance.reference_elevation=15"),
 }
+# the pictures whose run takes the reference render as --image
+WITH_IMAGE = {"nerf-zero123"}
+REFERENCE_ELEVATION = 15.0
+
+
+def reference_image(folder: Path) -> Path:
+    """The cube's render at shapes-zero123's reference camera, also copied to docs/images."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "image_shapes.py"
+    spec = importlib.util.spec_from_file_location("image_shapes", script)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    image = bench.reference_render(PROMPT, REFERENCE_ELEVATION, 64, (1.0, 1.0, 1.0))
+    path = bench.write_png(image, folder / "reference.png")
+    IMAGES.mkdir(exist_ok=True)
+    shutil.copyfile(path, IMAGES / "zero123-reference.png")
+    return path
 
 
 def make(name: str) -> Path:
@@ -60,6 +82,8 @@ def make(name: str) -> Path:
     try:
         out = base / "run"
         command = ["sds", "generate", PROMPT, *COMMON, *RUNS[name], "--out", str(out)]
+        if name in WITH_IMAGE:
+            command += ["--image", str(reference_image(base))]
         print("+", " ".join(command), flush=True)
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "HF_HUB_OFFLINE": "1"}
         subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
