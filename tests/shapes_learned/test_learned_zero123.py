@@ -1,4 +1,4 @@
-"""The Zero-1-to-3 format of the learned prior (`--format zero123`, shapes-zero123, not trained yet):
+"""The Zero-1-to-3 format of the learned prior (`--format zero123`, the trainer of shapes-zero123):
 pairs of views of one object with their relative camera, the objective the `zero123` backend's
 conditioning matches, exact resume, and the folder it exports, which the unchanged `zero123`
 backend loads and runs `sds generate --image` on."""
