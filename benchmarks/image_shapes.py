@@ -14,6 +14,7 @@ registration (`--set guidance.model=FOLDER`).
 
     python benchmarks/image_shapes.py --seeds 0 1 --jobs 2 --record benchmarks/results/image_shapes-zero123-nerf.json
     python benchmarks/image_shapes.py --model runs/shapes-zero123/export --objects "a red cube" --seeds 0
+    python benchmarks/image_shapes.py --objects "a red cube" --seeds 0 --lambda-sds 0.1 10 100   # the prior's weight
 """
 
 from __future__ import annotations
@@ -74,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolution", type=int, default=64, help="the reference render's side (the model's 64)")
     parser.add_argument("--generators", nargs="+", default=["nerf"])
     harness.add_seeds(parser, (0, 1), nargs="+")
+    parser.add_argument(
+        "--lambda-sds",
+        type=float,
+        nargs="+",
+        default=[None],
+        help="the prior's weights to run each object at (default: the registration's)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (one thread each)")
     harness.add_sets(parser, help="extra sds generate --set for every run")
     harness.add_outputs(parser, out=True)
@@ -82,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.model / "model_index.json").is_file():
         print(f"error: {args.model} is not a model folder (no model_index.json)", file=sys.stderr)
         return 2
+    from sds_shapes_learned.plugin import SHAPES_ZERO123_LAMBDA_SDS
+
     learned = harness.load_script("learned_shapes")
     cfg = learned._training_config(args.model)
     step = json.loads((args.model / "training.json").read_text())["step"]
@@ -97,23 +107,27 @@ def main(argv: list[str] | None = None) -> int:
     guidance = ["--guidance", "shapes-zero123", "--set", f"guidance.model={args.model.resolve()}"]
     guidance += ["--set", f"guidance.reference_elevation={args.elevation}"]
 
-    def run(job: tuple[str, str, int]) -> dict[str, Any]:
-        generator, prompt, seed = job
-        out = root / f"{generator}-{prompt.replace(' ', '-')}-{seed}"
+    def run(job: tuple[str, str, int, float | None]) -> dict[str, Any]:
+        generator, prompt, seed, weight = job
+        out = root / f"{generator}-{prompt.replace(' ', '-')}-{seed}-{weight}"
         row: dict[str, Any] = {"model": args.model.name, "step": step, "generator": generator}
         row.update({"prompt": prompt, "seed": seed, "elevation": args.elevation})
         image = ["--image", str(images[prompt])]
+        if weight is not None:
+            image += ["--set", f"guidance.lambda_sds={weight}"]
+        row["lambda_sds"] = weight if weight is not None else SHAPES_ZERO123_LAMBDA_SDS
         row.update(learned.sds_geometry(prompt, generator, [*guidance, *image], seed, out, extra))
         turned = f" (yaw-free {row['iou_yaw_free']:.3f} at {row['yaw_degrees']:g} deg)"
         print(
-            f"image-to-3D {generator:<9} {prompt:<14} seed {seed}: IoU {row['iou']:.3f}"
+            f"image-to-3D {generator:<9} {prompt:<14} seed {seed} lambda_sds {row['lambda_sds']:g}: "
+            f"IoU {row['iou']:.3f}"
             f"{turned if row['yaw_degrees'] else ''} Chamfer {row['chamfer']:.4f} colour error "
             f"{row['colour_error']:.3f} ({row['wall_s']} s)",
             flush=True,
         )
         return row
 
-    jobs = [(g, p, s) for g in args.generators for p in args.objects for s in args.seeds]
+    jobs = [(g, p, s, w) for g in args.generators for p in args.objects for s in args.seeds for w in args.lambda_sds]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # one CPU thread each (sds_geometry)
         rows = list(pool.map(run, jobs))
     harness.write_outputs(args, rows, "cpu", __file__, argv)
