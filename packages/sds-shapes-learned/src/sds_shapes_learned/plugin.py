@@ -58,8 +58,9 @@ SHAPES_ZERO123_FOCAL = 1.025
 SHAPES_ZERO123_FOV = 52.0
 # The prior's weight against the reference-view terms (the backend's 0.1 is threestudio's, for
 # Zero-1-to-3 XL's 32 x 32 x 4 latents; this model's are 8 x 8 x 4, a sixteenth of the elements of
-# the summed SDS loss): measured on the cube in benchmarks/image_shapes.py, at 0.1 the reference
-# terms alone shape the object (a plate by the reference camera, IoU as with no prior), 100 lifts it
+# the summed SDS loss): measured on the cube (benchmarks/results/image_shapes-zero123-lambda.json),
+# at 0.1 the reference terms alone shape the object (a plate by the reference camera, IoU as with
+# no prior); 100 lifts it
 SHAPES_ZERO123_LAMBDA_SDS = 100.0
 
 
