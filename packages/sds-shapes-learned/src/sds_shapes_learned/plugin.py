@@ -89,70 +89,85 @@ def _t5_tokens(folder: Path) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 512 else 32
 
 
+def _derive_shipped(
+    registry: Registry,
+    name: str,
+    folder: Path,
+    base: str,
+    description: str,
+    recipes: dict[str, dict[str, dict[str, Any]]],
+    defaults: dict[str, Any] | None = None,
+    presets: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """Register the model shipped in `folder` as `name`: the backend `base`,
+    unchanged, pointed at the folder with the backdrop of its training renders declared (as the
+    exact prior declares its own), when the folder is present; `defaults`: the backend's other
+    options this model needs."""
+    if not (folder / "model_index.json").is_file():
+        return
+    registry.derive(
+        name,
+        base=base,
+        defaults={"model": str(folder), "background": _training_background(folder), **(defaults or {})},
+        presets=presets,
+        description=description,
+        recipes=recipes,
+    )
+
+
 @hookimpl
 def sds_register_guidance(registry: Registry) -> None:
-    if (SHAPES_LEARNED / "model_index.json").is_file():
-        # the deepfloyd-if backend (sds-guidance) unchanged, pointed at the shipped folder, derived
-        # through the registry. The backdrop of its training renders is declared, as the exact
-        # prior declares its own.
-        registry.derive(
-            "shapes-learned",
-            base="deepfloyd-if",
-            defaults={"model": str(SHAPES_LEARNED), "background": _training_background(SHAPES_LEARNED)},
-            description="A small DeepFloyd IF stage-I model trained on the shapes world (deepfloyd-if backend).",
-            recipes=SHAPES_LEARNED_RECIPES,
-        )
-    if (SHAPES_LEARNED_SD / "model_index.json").is_file():
-        # the stable-diffusion backend unchanged, pointed at the shipped folder; renders are
-        # encoded at the model's own side (its draft preset's 256 would give latents four times
-        # the side the UNet was trained on)
-        registry.derive(
-            "shapes-learned-sd",
-            base="stable-diffusion",
-            defaults={"model": str(SHAPES_LEARNED_SD), "background": _training_background(SHAPES_LEARNED_SD)},
-            presets={"draft": {"guidance": {"resolution": None}}},
-            description="A small Stable Diffusion 1.x model trained on the shapes world (stable-diffusion backend).",
-            recipes=SHAPES_LEARNED_SD_RECIPES,
-        )
-    if (SHAPES_LEARNED_FLOW / "model_index.json").is_file():
-        # the stable-diffusion-3 backend unchanged, pointed at the shipped folder: T5 dropped (the
-        # folder has none; its tokens are zeros, as many as in training), renders encoded at the
-        # model's own side (the draft preset's 256 is past the transformer's positional table)
-        registry.derive(
-            "shapes-learned-flow",
-            base="stable-diffusion-3",
-            defaults={
-                "model": str(SHAPES_LEARNED_FLOW),
-                "background": _training_background(SHAPES_LEARNED_FLOW),
-                "drop_t5": True,
-                "max_sequence_length": _t5_tokens(SHAPES_LEARNED_FLOW),
-            },
-            presets={"draft": {"guidance": {"resolution": None}}},
-            description="A small Stable Diffusion 3 model trained on the shapes world (stable-diffusion-3 backend).",
-            recipes=SHAPES_LEARNED_FLOW_RECIPES,
-        )
-    if (SHAPES_ZERO123 / "model_index.json").is_file():
-        # the zero123 backend unchanged, pointed at the shipped folder, with the reference camera
-        # and novel views inside its training cameras (A.2's) and its training backdrop declared
-        registry.derive(
-            "shapes-zero123",
-            base="zero123",
-            defaults={
-                "model": str(SHAPES_ZERO123),
-                "background": _training_background(SHAPES_ZERO123),
-                "reference_distance": SHAPES_ZERO123_DISTANCE,
-                "reference_fov": SHAPES_ZERO123_FOV,
-                "recenter_border": 0.0,
-                "lambda_sds": SHAPES_ZERO123_LAMBDA_SDS,
-            },
-            presets={
-                "default": {
-                    "cameras": {
-                        "distance_range": [SHAPES_ZERO123_DISTANCE, SHAPES_ZERO123_DISTANCE],
-                        "focal_range": [SHAPES_ZERO123_FOCAL, SHAPES_ZERO123_FOCAL],
-                    }
+    _derive_shipped(
+        registry,
+        "shapes-learned",
+        SHAPES_LEARNED,
+        "deepfloyd-if",
+        "A small DeepFloyd IF stage-I model trained on the shapes world (deepfloyd-if backend).",
+        SHAPES_LEARNED_RECIPES,
+    )
+    # renders are encoded at the model's own side (the stable-diffusion draft preset's 256 would
+    # give latents four times the side the UNet was trained on)
+    _derive_shipped(
+        registry,
+        "shapes-learned-sd",
+        SHAPES_LEARNED_SD,
+        "stable-diffusion",
+        "A small Stable Diffusion 1.x model trained on the shapes world (stable-diffusion backend).",
+        SHAPES_LEARNED_SD_RECIPES,
+        presets={"draft": {"guidance": {"resolution": None}}},
+    )
+    # T5 dropped (the folder has none; its tokens are zeros, as many as in training), renders
+    # encoded at the model's own side (the draft preset's 256 is past the transformer's positional table)
+    _derive_shipped(
+        registry,
+        "shapes-learned-flow",
+        SHAPES_LEARNED_FLOW,
+        "stable-diffusion-3",
+        "A small Stable Diffusion 3 model trained on the shapes world (stable-diffusion-3 backend).",
+        SHAPES_LEARNED_FLOW_RECIPES,
+        defaults={"drop_t5": True, "max_sequence_length": _t5_tokens(SHAPES_LEARNED_FLOW)},
+        presets={"draft": {"guidance": {"resolution": None}}},
+    )
+    # the reference camera and novel views inside its training cameras (A.2's)
+    _derive_shipped(
+        registry,
+        "shapes-zero123",
+        SHAPES_ZERO123,
+        "zero123",
+        "A small Zero-1-to-3 model trained on views of the shapes world (zero123 backend).",
+        SHAPES_ZERO123_RECIPES,
+        defaults={
+            "reference_distance": SHAPES_ZERO123_DISTANCE,
+            "reference_fov": SHAPES_ZERO123_FOV,
+            "recenter_border": 0.0,
+            "lambda_sds": SHAPES_ZERO123_LAMBDA_SDS,
+        },
+        presets={
+            "default": {
+                "cameras": {
+                    "distance_range": [SHAPES_ZERO123_DISTANCE, SHAPES_ZERO123_DISTANCE],
+                    "focal_range": [SHAPES_ZERO123_FOCAL, SHAPES_ZERO123_FOCAL],
                 }
-            },
-            description="A small Zero-1-to-3 model trained on views of the shapes world (zero123 backend).",
-            recipes=SHAPES_ZERO123_RECIPES,
-        )
+            }
+        },
+    )
