@@ -31,6 +31,7 @@ import harness
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "packages/sds-shapes-learned/src/sds_shapes_learned/models/shapes-zero123"
 OBJECTS = ("a red sphere", "a red cube", "a red cone", "a red torus")
+ELEVATION = 15.0  # the reference render's elevation, degrees (inside A.2's -10 to 90)
 
 
 def reference_render(prompt: str, elevation: float, resolution: int, background: tuple[float, float, float]) -> Any:
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = harness.parser(__doc__)
     parser.add_argument("--model", type=Path, default=SHIPPED, help="a Zero-1-to-3 format folder (default: shipped)")
     harness.add_objects(parser, OBJECTS)
-    parser.add_argument("--elevation", type=float, default=15.0, help="the reference render's elevation, degrees")
+    parser.add_argument("--elevation", type=float, default=ELEVATION, help="the reference render's elevation, degrees")
     parser.add_argument("--resolution", type=int, default=64, help="the reference render's side (the model's 64)")
     parser.add_argument("--generators", nargs="+", default=["nerf"])
     harness.add_seeds(parser, (0, 1), nargs="+")
@@ -97,7 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     step = json.loads((args.model / "training.json").read_text())["step"]
     print(f"model {args.model} (step {step}); references at elevation {args.elevation:g} deg, {args.resolution} px")
     extra = [a for s in args.set for a in ("--set", s)]
-    rows: list[dict[str, Any]] = []
     root = harness.run_root(args, "sds-image-shapes-")  # --out keeps the renders and run folders
     root.mkdir(parents=True, exist_ok=True)
     images = {}

@@ -53,15 +53,15 @@ RUNS: dict[str, tuple[str, ...]] = {
     "nerf-learned": ("--generator", "nerf", "--guidance", "shapes-learned", *LEARNED),
     # image-to-3D: one render of the cube (benchmarks/image_shapes.py's, written beside the run
     # and copied to docs/images/zero123-reference.png) lifted by shapes-zero123
-    "nerf-zero123": ("--generator", "nerf", "--guidance", "shapes-zero123", "--set", "guidance.reference_elevation=15"),
+    "nerf-zero123": ("--generator", "nerf", "--guidance", "shapes-zero123"),
 }
 # the pictures whose run takes the reference render as --image
 WITH_IMAGE = {"nerf-zero123"}
-REFERENCE_ELEVATION = 15.0
 
 
-def reference_image(folder: Path) -> Path:
-    """The cube's render at shapes-zero123's reference camera, also copied to docs/images."""
+def reference_image(folder: Path) -> list[str]:
+    """`--image` and its camera's elevation for the cube's render at shapes-zero123's reference
+    camera (benchmarks/image_shapes.py's), also copied to docs/images."""
     import importlib.util
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "image_shapes.py"
@@ -69,11 +69,11 @@ def reference_image(folder: Path) -> Path:
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    image = bench.reference_render(PROMPT, REFERENCE_ELEVATION, 64, (1.0, 1.0, 1.0))
+    image = bench.reference_render(PROMPT, bench.ELEVATION, 64, (1.0, 1.0, 1.0))
     path = bench.write_png(image, folder / "reference.png")
     IMAGES.mkdir(exist_ok=True)
     shutil.copyfile(path, IMAGES / "zero123-reference.png")
-    return path
+    return ["--image", str(path), "--set", f"guidance.reference_elevation={bench.ELEVATION}"]
 
 
 def make(name: str) -> Path:
@@ -83,7 +83,7 @@ def make(name: str) -> Path:
         out = base / "run"
         command = ["sds", "generate", PROMPT, *COMMON, *RUNS[name], "--out", str(out)]
         if name in WITH_IMAGE:
-            command += ["--image", str(reference_image(base))]
+            command += reference_image(base)
         print("+", " ".join(command), flush=True)
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "HF_HUB_OFFLINE": "1"}
         subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)

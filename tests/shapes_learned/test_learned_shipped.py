@@ -50,10 +50,10 @@ README_NERF_SD = (*README_NERF, "loss.guidance_scale=1000")
 README_NERF_FLOW = (*README_NERF, "loss.guidance_scale=30")
 NERF_MIN_GAIN = 0.2
 NERF_STEPS = 150
-# shapes-zero123 from one render of the sphere, its registration's options alone. Measured (seed 0,
-# step-8,000 weights): IoU 0.000 after one step (the draft's nearly empty start), 0.309 after 150,
-# 0.464 after 300 (about 30 s on one core), 0.86 after the preset's 1,500 (the stored result)
-ZERO123_NERF: tuple[str, ...] = ()
+# shapes-zero123 from one render of the sphere (benchmarks/image_shapes.py's), its registration's
+# options alone. Measured (seed 0, step-8,000 weights): IoU 0.000 after one step (the draft's
+# nearly empty start), 0.309 after 150, 0.464 after 300 (about 30 s on one core), 0.86 after the
+# preset's 1,500 (the stored result)
 ZERO123_STEPS = 300
 
 
@@ -170,8 +170,9 @@ def test_the_readme_nerf_command_lifts_the_sphere(tmp_path, guidance: str, sets:
     assert end > start + NERF_MIN_GAIN, f"{guidance}: IoU {end:.3f} after {NERF_STEPS} steps, {start:.3f} after one"
 
 
-def _reference_png(tmp_path: Path, prompt: str) -> Path:
-    """benchmarks/image_shapes.py's reference: the object's exact render at shapes-zero123's camera."""
+def _reference_png(tmp_path: Path, prompt: str) -> tuple[Path, float]:
+    """benchmarks/image_shapes.py's reference, the object's exact render at shapes-zero123's
+    camera, and its elevation."""
     import importlib.util
 
     root = Path(__file__).resolve().parents[2]
@@ -179,14 +180,14 @@ def _reference_png(tmp_path: Path, prompt: str) -> Path:
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    image = bench.reference_render(prompt, 15.0, 64, (1.0, 1.0, 1.0))
-    return bench.write_png(image, tmp_path / "reference.png")
+    image = bench.reference_render(prompt, bench.ELEVATION, 64, (1.0, 1.0, 1.0))
+    return bench.write_png(image, tmp_path / "reference.png"), bench.ELEVATION
 
 
 def test_shapes_zero123_lifts_the_sphere_from_one_render(tmp_path) -> None:
     pytest.importorskip("sds_nerf")
-    image = _reference_png(tmp_path, PROMPT)
-    sets = ("guidance.reference_elevation=15", *ZERO123_NERF)
+    image, elevation = _reference_png(tmp_path, PROMPT)
+    sets = (f"guidance.reference_elevation={elevation}",)
     start = _iou(tmp_path, 1, "nerf", sets, "shapes-zero123", image=image)
     end = _iou(tmp_path, ZERO123_STEPS, "nerf", sets, "shapes-zero123", image=image)
     assert end > start + NERF_MIN_GAIN, f"IoU {end:.3f} after {ZERO123_STEPS} steps, {start:.3f} after one"
